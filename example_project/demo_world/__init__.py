@@ -1,0 +1,25 @@
+"""demo_world: loopback HTTP origins and forward proxies for tests and demos.
+
+    with World() as world: ...   # or world.start() / world.stop()
+
+Origins bind 127.0.0.2, 127.0.0.3, ... (one IP each, so clients see distinct
+hosts); proxies bind 127.0.0.1. Ports are OS-assigned at start(). Everything
+runs on one asyncio loop in a daemon thread; handle methods are thread-safe.
+"""
+
+from .origin import Origin, OriginSpec
+from .proxy import MODES, Mode, Proxy, ProxySpec
+from .scenarios import SCENARIOS, build
+from .world import World
+
+__all__ = [
+    "MODES",
+    "SCENARIOS",
+    "Mode",
+    "Origin",
+    "OriginSpec",
+    "Proxy",
+    "ProxySpec",
+    "World",
+    "build",
+]

@@ -1,0 +1,148 @@
+"""World: a set of origins and proxies served from one background loop."""
+
+from __future__ import annotations
+
+import ipaddress
+from types import TracebackType
+from typing import Any, Self
+
+from ._loop import LoopThread
+from ._tls import CertAuthority
+from .origin import Origin, OriginSpec
+from .proxy import Mode, Proxy, ProxySpec
+
+# 127.0.0.1 is the proxies'; each origin gets its own address after it so a
+# crawler sees distinct hosts (per-domain slots, bans) without DNS tricks.
+_FIRST_ORIGIN_IP = ipaddress.IPv4Address("127.0.0.2")
+
+
+class World:
+    def __init__(self) -> None:
+        self._loop = LoopThread()
+        self.origins: dict[str, Origin] = {}
+        self.proxies: dict[str, Proxy] = {}
+        self._ca: CertAuthority | None = None
+
+    # -- building -------------------------------------------------------------
+    def add_origin(self, name: str, spec: OriginSpec | None = None) -> Origin:
+        if name in self.origins:
+            raise ValueError(f"duplicate origin {name!r}")
+        host = str(_FIRST_ORIGIN_IP + len(self.origins))
+        origin = Origin(name, spec or OriginSpec(), host, self._loop)
+        self.origins[name] = origin
+        if self.running:
+            self._loop.run(self._start_origin(origin))
+        return origin
+
+    def add_proxy(self, name: str, spec: ProxySpec | None = None) -> Proxy:
+        if name in self.proxies:
+            raise ValueError(f"duplicate proxy {name!r}")
+        proxy = Proxy(name, spec or ProxySpec(), self._loop)
+        self.proxies[name] = proxy
+        if self.running:
+            self._loop.run(proxy._start())
+        return proxy
+
+    def origin(self, name: str) -> Origin:
+        return self.origins[name]
+
+    def proxy(self, name: str) -> Proxy:
+        return self.proxies[name]
+
+    # -- lifecycle --------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._loop.running
+
+    @property
+    def tls_ca(self) -> str | None:
+        """PEM file of the CA that signed every TLS origin's cert (None: no TLS)."""
+        return str(self._ca.ca_path) if self._ca else None
+
+    def start(self) -> Self:
+        if self.running:
+            return self
+        self._loop.start()
+        try:
+            self._loop.run(self._start_all())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.running:
+            try:
+                self._loop.run(self._stop_all())
+            finally:
+                self._loop.stop()
+        if self._ca is not None:
+            self._ca.cleanup()
+            self._ca = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def _start_origin(self, origin: Origin) -> None:
+        ctx = None
+        if origin.spec.tls:
+            if self._ca is None:
+                self._ca = CertAuthority()
+            ctx = self._ca.server_context(origin.host)
+        await origin._start(ctx)
+
+    async def _start_all(self) -> None:
+        for origin in self.origins.values():
+            await self._start_origin(origin)
+        for proxy in self.proxies.values():
+            await proxy._start()
+
+    async def _stop_all(self) -> None:
+        for origin in self.origins.values():
+            await origin._stop()
+        for proxy in self.proxies.values():
+            await proxy._stop()
+
+    # -- run-time control and counters ----------------------------------------
+    def set_origin_down(self, name: str, down: bool = True) -> None:
+        self.origins[name].set_down(down)
+
+    def set_proxy_mode(self, name: str, mode: Mode) -> None:
+        self.proxies[name].set_mode(mode)
+
+    def snapshot(self) -> dict[str, Any]:
+        """All counters as plain JSON-serialisable data, read on the world loop."""
+        return self._loop.call(
+            lambda: {
+                "origins": {n: o.snapshot() for n, o in self.origins.items()},
+                "proxies": {n: p.snapshot() for n, p in self.proxies.items()},
+            }
+        )
+
+    def reset_counters(self, *, state: bool = False) -> None:
+        """Zero counters; state=True also forgets storm windows and Retry-After
+        deadlines."""
+
+        def reset() -> None:
+            for origin in self.origins.values():
+                origin.reset(state=state)
+            for proxy in self.proxies.values():
+                proxy.reset(state=state)
+
+        self._loop.call(reset)
+
+    def describe(self) -> dict[str, Any]:
+        """What a client needs: base URLs of origins, proxy URLs, CA file."""
+        return {
+            "origins": {n: o.base_url for n, o in self.origins.items()},
+            "proxies": {n: p.url for n, p in self.proxies.items()},
+            "tls_ca": self.tls_ca,
+        }

@@ -1,0 +1,85 @@
+"""Blame from history: settle an UNKNOWN failure with what the pool has seen lately.
+
+A failure that does not say whose it is (a plain 502 from a plain HTTP proxy, a timeout, a dropped
+reply) is judged against the last `window` seconds:
+- PROXY  when this proxy has also failed on another domain and succeeded nowhere since;
+- ORIGIN when the domain has failed through at least two other proxies and either nothing has
+  succeeded on it since, or the proxies failing on it are known to work on it (intermittent errors
+  through good paths: an overloaded origin);
+- UNKNOWN otherwise: the caller charges it to the (proxy, domain) pair only, which is how a proxy
+  banned on one domain is found while it keeps serving the others.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from scrapy_gateway.core.faults import Blame
+
+_RECENT = 16  # failures remembered per domain and per proxy
+
+
+@dataclass(slots=True)
+class _Trail:
+    failures: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=_RECENT))
+    last_success: float = float("-inf")
+    # For domains: the proxies that recently worked on it, most recent last.
+    worked: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+
+class Judge:
+    def __init__(self, window: float = 30.0, max_domains: int = 10_000, max_proxies: int = 200_000) -> None:
+        self.window = window
+        self._domains: OrderedDict[str, _Trail] = OrderedDict()
+        self._proxies: OrderedDict[str, _Trail] = OrderedDict()
+        self._max_domains = max_domains
+        self._max_proxies = max_proxies
+
+    @staticmethod
+    def _trail(table: OrderedDict[str, _Trail], key: str, cap: int) -> _Trail:
+        trail = table.get(key)
+        if trail is None:
+            trail = table[key] = _Trail()
+            if len(table) > cap:
+                table.popitem(last=False)
+        return trail
+
+    def success(self, proxy: str, domain: str, now: float) -> None:
+        dom = self._trail(self._domains, domain, self._max_domains)
+        dom.last_success = now
+        worked = dom.worked
+        worked[proxy] = now
+        worked.move_to_end(proxy)
+        if len(worked) > _RECENT * 4:
+            worked.popitem(last=False)
+        self._trail(self._proxies, proxy, self._max_proxies).last_success = now
+
+    def failure(self, proxy: str, domain: str, now: float, blame: Blame) -> Blame:
+        """Record a failure and return its blame, settled from history when it was UNKNOWN."""
+        dom = self._trail(self._domains, domain, self._max_domains)
+        prx = self._trail(self._proxies, proxy, self._max_proxies)
+        if blame is Blame.UNKNOWN:
+            blame = self._settle(proxy, domain, dom, prx, now)
+        # Proxy-wide faults are not evidence about the domain, and vice versa.
+        if blame is not Blame.PROXY:
+            dom.failures.append((now, proxy))
+        if blame is not Blame.ORIGIN:
+            prx.failures.append((now, domain))
+        return blame
+
+    def _settle(self, proxy: str, domain: str, dom: _Trail, prx: _Trail, now: float) -> Blame:
+        since = now - self.window
+        elsewhere = [t for t, d in prx.failures if t >= since and d != domain]
+        if elsewhere and prx.last_success < min(elsewhere):
+            return Blame.PROXY
+        others: dict[str, float] = {}
+        for t, p in dom.failures:
+            if t >= since and p != proxy:
+                others[p] = min(t, others.get(p, t))
+        if len(others) < 2:
+            return Blame.UNKNOWN
+        if dom.last_success < min(others.values()):
+            return Blame.ORIGIN
+        known_good = sum(1 for p in (*others, proxy) if dom.worked.get(p, float("-inf")) >= since)
+        return Blame.ORIGIN if known_good >= 2 else Blame.UNKNOWN

@@ -1,0 +1,78 @@
+"""Adaptive concurrency per download slot (target domain): AIMD with a memory of where it hurt.
+
+- An origin-blamed overload error cuts the limit to `limit * beta`, at most once per round trip:
+  errors from requests sent before the last cut were caused by the old limit and do not cut again.
+- Each clean response adds `1 / limit` (one unit per window of `limit` responses), up to the
+  user's own limit. Near the limit that last overloaded the origin, growth slows by `caution`, so
+  the sawtooth spends little time above the origin's capacity.
+- Proxy-blamed failures never reach this module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class _Limit:
+    value: float
+    ceiling: int
+    cut_at: float = float("-inf")  # monotonic time of the last cut
+    hurt_at: float = math.inf  # limit at which the origin last overloaded
+
+
+class ConcurrencyControl:
+    def __init__(self, minimum: int, beta: float, caution: float = 4.0, max_slots: int = 10_000) -> None:
+        self.minimum = minimum
+        self.beta = beta
+        self.caution = caution
+        self._limits: OrderedDict[str, _Limit] = OrderedDict()
+        self._max_slots = max_slots
+
+    def limit(self, slot: str) -> int | None:
+        """The enforced limit, or None when the slot has never been throttled (user's own)."""
+        entry = self._limits.get(slot)
+        return None if entry is None else int(entry.value)
+
+    def limits(self) -> dict[str, int]:
+        return {slot: int(e.value) for slot, e in self._limits.items() if int(e.value) < e.ceiling}
+
+    def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float) -> int | None:
+        """An origin-blamed overload error; return the new limit if it changed."""
+        entry = self._limits.get(slot)
+        if entry is None:
+            entry = self._limits[slot] = _Limit(float(ceiling), ceiling)
+            if len(self._limits) > self._max_slots:
+                self._evict()
+        else:
+            self._limits.move_to_end(slot)
+        if sent_at < entry.cut_at:
+            return None
+        before = int(entry.value)
+        entry.hurt_at = entry.value
+        entry.value = max(float(self.minimum), entry.value * self.beta)
+        entry.cut_at = now
+        after = int(entry.value)
+        return after if after != before else None
+
+    def clean(self, slot: str) -> int | None:
+        """A clean response on a throttled slot; return the new limit if it changed."""
+        entry = self._limits.get(slot)
+        if entry is None:
+            return None
+        before = int(entry.value)
+        step = 1.0 / max(entry.value, 1.0)
+        if entry.value + 1.0 >= entry.hurt_at:
+            step /= self.caution
+        entry.value = min(float(entry.ceiling), entry.value + step)
+        after = int(entry.value)
+        if after >= entry.ceiling:
+            del self._limits[slot]  # fully recovered: the user's own limit rules again
+            return entry.ceiling if after != before else None
+        return after if after != before else None
+
+    def _evict(self) -> None:
+        """Forget the least recently throttled slot (it falls back to the user's own limit)."""
+        self._limits.popitem(last=False)

@@ -1,0 +1,124 @@
+"""The decision core: one object that answers the adapter's three questions.
+
+- Which proxy should this request take?                       -> `route`
+- A download went well: what changes?                          -> `on_success`
+- A download failed: whose fault, retry or not, after how long? -> `on_failure`
+
+It reads no clock and draws no random number of its own: `now` (monotonic seconds) and `rng` come
+from the caller, so every decision can be replayed in a test.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
+
+from scrapy_gateway.core.backoff import Backoff
+from scrapy_gateway.core.blame import Judge
+from scrapy_gateway.core.budget import RetryBudget
+from scrapy_gateway.core.concurrency import ConcurrencyControl
+from scrapy_gateway.core.faults import Blame, Fault
+from scrapy_gateway.core.health import HealthRules
+from scrapy_gateway.core.pool import Event, Exhausted, Pick, ProxyPool, Wait
+from scrapy_gateway.core.proxies import Proxy
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Every tunable of the core, with the defaults the README documents."""
+
+    backoff_base: float = 1.0
+    backoff_cap: float = 30.0
+    health: HealthRules = field(default_factory=HealthRules)
+    max_ejected_ratio: float = 0.5
+    blame_window: float = 30.0
+    budget_ratio: float = 0.2
+    budget_min_per_second: float = 2.0
+    budget_burst: float = 10.0
+    concurrency_min: int = 1
+    concurrency_beta: float = 0.5
+    max_pairs: int = 100_000
+    max_domains: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    fault: Fault  # with its blame settled
+    retry: bool
+    delay: float = 0.0  # seconds the retry must wait
+    budget_wait: float = 0.0  # the part of `delay` the retry budget imposed
+    new_limit: int | None = None  # the domain's new concurrency limit, if it changed
+    events: tuple[Event, ...] = ()
+
+
+class Gateway:
+    def __init__(self, proxies: Collection[Proxy], policy: Policy) -> None:
+        self.policy = policy
+        self.pool = ProxyPool(
+            proxies, policy.health, max_ejected_ratio=policy.max_ejected_ratio, max_pairs=policy.max_pairs
+        )
+        self.judge = Judge(policy.blame_window, max_domains=policy.max_domains)
+        self.budget = RetryBudget(
+            policy.budget_ratio, policy.budget_min_per_second, policy.budget_burst, policy.max_domains
+        )
+        self.concurrency = ConcurrencyControl(policy.concurrency_min, policy.concurrency_beta, max_slots=policy.max_domains)
+        self.backoff = Backoff(policy.backoff_base, policy.backoff_cap)
+
+    def route(self, domain: str, now: float, rng: random.Random, avoid: Collection[str] = ()) -> Pick | Wait | Exhausted:
+        return self.pool.choose(domain, now, rng, avoid)
+
+    def sent(self, proxy: str | None, domain: str, now: float, *, first_attempt: bool) -> None:
+        if proxy is not None:
+            self.pool.started(proxy, domain)
+        if first_attempt:
+            self.budget.deposit(domain, now)
+
+    def released(self, proxy: str | None, domain: str) -> None:
+        """The download ended in something that is nobody's fault (a request dropped on purpose)."""
+        if proxy is not None:
+            self.pool.finished(proxy, domain)
+
+    def on_success(self, proxy: str | None, domain: str, slot: str, now: float) -> tuple[list[Event], int | None]:
+        events: list[Event] = []
+        if proxy is not None:
+            events = self.pool.succeeded(proxy, domain, now)
+            self.judge.success(proxy, domain, now)
+        return events, self.concurrency.clean(slot)
+
+    def on_failure(
+        self,
+        fault: Fault,
+        *,
+        proxy: str | None,
+        domain: str,
+        slot: str,
+        ceiling: int,
+        retries_done: int,
+        max_retries: int,
+        sent_at: float,
+        now: float,
+        rng: random.Random,
+    ) -> Verdict:
+        if proxy is not None:
+            fault = replace(fault, blame=self.judge.failure(proxy, domain, now, fault.blame))
+            events = tuple(self.pool.failed(proxy, domain, fault, now, rng))
+        else:
+            events = ()
+        new_limit = None
+        if fault.throttles and fault.blame is Blame.ORIGIN:
+            new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now)
+        if not fault.retryable or retries_done >= max_retries:
+            return Verdict(fault, retry=False, new_limit=new_limit, events=events)
+        rotating = proxy is not None and len(self.pool) > 1
+        if rotating and fault.blame is not Blame.ORIGIN:
+            # The next proxy is a fresh path: no reason to wait, and the origin never saw this one.
+            delay = budget_wait = 0.0
+            if fault.blame is Blame.UNKNOWN:
+                budget_wait = self.budget.withdraw(domain, now)
+                delay = budget_wait
+        else:
+            delay = self.backoff.delay(retries_done + 1, rng, fault.retry_after)
+            budget_wait = self.budget.withdraw(domain, now)
+            delay = max(delay, budget_wait)
+        return Verdict(fault, retry=True, delay=delay, budget_wait=budget_wait, new_limit=new_limit, events=events)

@@ -1,0 +1,260 @@
+"""GatewayMiddleware: the Scrapy adapter around the decision core.
+
+It sits at 580, between RetryMiddleware (550) and HttpProxyMiddleware (750): its process_request
+picks the proxy before HttpProxyMiddleware turns the URL's credentials into a header, and its
+process_response sees a 502 before RetryMiddleware does. It translates Scrapy objects for the core,
+asks it, and applies the answer; it makes no decision of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import TYPE_CHECKING
+
+from scrapy import Request, signals
+from scrapy.downloadermiddlewares.retry import get_retry_request
+from scrapy.exceptions import NotConfigured
+from scrapy.http import Response
+from scrapy.utils.defer import deferred_from_coro
+from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.misc import load_object
+
+from scrapy_gateway import stats as keys
+from scrapy_gateway.config import ConfigError, GatewayConfig
+from scrapy_gateway.core.faults import Fault, classify_status, classify_transport
+from scrapy_gateway.core.gateway import Gateway
+from scrapy_gateway.core.pool import Exhausted, Pick
+from scrapy_gateway.core.proxies import ProxyListError, parse_proxy
+from scrapy_gateway.downloader import GatewayDownloader
+from scrapy_gateway.errors import NoProxyAvailable, transport_error
+from scrapy_gateway.parking import NOT_BEFORE, WaitingRoom
+from scrapy_gateway.report import Reporter
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from typing_extensions import Self
+
+logger = logging.getLogger("scrapy_gateway")
+
+# Public meta keys.
+SKIP = "gateway_skip"  # True: the gateway leaves this request alone
+PIN = "gateway_proxy"  # a proxy URL this request must use; also set by the gateway to the key used
+# Private meta keys (immutable values: meta is copied shallowly).
+PROXY_KEY = "_gateway_proxy_key"
+TRIED = "_gateway_tried"
+SENT_AT = "_gateway_sent_at"
+_HEADERS = (b"Proxy-Status", b"X-Squid-Error", b"Retry-After")
+
+
+class GatewayMiddleware:
+    def __init__(self, crawler: Crawler, config: GatewayConfig) -> None:
+        self.crawler = crawler
+        self.config = config
+        self.gateway = Gateway(config.proxies, config.policy)
+        self.rng = random.Random(config.seed)
+        self.room = WaitingRoom(crawler)
+        assert crawler.stats is not None
+        self.stats = crawler.stats
+        self.report = Reporter(self.gateway, crawler.stats, config.log_interval)
+        self._closing = False
+        crawler.signals.connect(self._opened, signal=signals.spider_opened)
+        crawler.signals.connect(self._closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        config = GatewayConfig.from_settings(crawler.settings)
+        if not config.enabled:
+            raise NotConfigured("GATEWAY_ENABLED is off")
+        downloader = load_object(crawler.settings["DOWNLOADER"])
+        if not (isinstance(downloader, type) and issubclass(downloader, GatewayDownloader)):
+            raise ConfigError(
+                "DOWNLOADER: scrapy-gateway needs DOWNLOADER = 'scrapy_gateway.GatewayDownloader' "
+                "(the add-on sets it); without it per-domain limits do not hold and waiting retries "
+                "are lost at close"
+            )
+        return cls(crawler, config)
+
+    def _opened(self) -> None:
+        self.report.start()
+        if self.gateway.pool:
+            logger.info("scrapy-gateway: %(n)d proxies in the pool", {"n": len(self.gateway.pool)})
+
+    def _closed(self) -> None:
+        self.report.close()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def process_request(self, request: Request) -> Request | None:
+        meta = request.meta
+        if meta.get(SKIP):
+            return None
+        if self.room.must_wait(request):
+            return request  # resumed from a JOBDIR before its time: wait again, outside
+        domain = urlparse_cached(request).hostname or ""
+        now = time.monotonic()
+        proxy_key: str | None = None
+        if PIN in meta and PROXY_KEY not in meta:
+            proxy_key = self._pin(request)
+        elif "proxy" in meta and PROXY_KEY not in meta:
+            pass  # the user's own proxy (or None for direct): kept as is, not scored
+        elif self.gateway.pool:
+            choice = self.gateway.route(domain, now, self.rng, meta.get(TRIED, ()))
+            if not isinstance(choice, Pick):
+                return self._no_proxy(request, choice)
+            meta["proxy"] = choice.proxy.url
+            proxy_key = meta[PROXY_KEY] = choice.proxy.key
+        meta[SENT_AT] = now
+        first_attempt = not meta.get("retry_times")
+        if first_attempt:
+            self.stats.inc_value(keys.REQUESTS)
+        self.gateway.sent(proxy_key, domain, now, first_attempt=first_attempt)
+        return None
+
+    def _pin(self, request: Request) -> str | None:
+        try:
+            proxy = parse_proxy(str(request.meta[PIN]))
+        except ProxyListError as exc:
+            raise ConfigError(f"meta[{PIN!r}] of {request.url}: {exc}") from None
+        request.meta["proxy"] = proxy.url
+        record = self.gateway.pool.records.get(proxy.key)
+        if record is not None:
+            request.meta[PROXY_KEY] = proxy.key
+            return proxy.key
+        return None
+
+    def _no_proxy(self, request: Request, choice: object) -> Request:
+        if isinstance(choice, Exhausted) or self.config.when_all_down == "close":
+            self.stats.inc_value(keys.NO_PROXY_ERRORS)
+            self._close_crawl("gateway_no_proxies")
+            raise NoProxyAvailable("no usable proxy left in GATEWAY_PROXIES; not sending without one")
+        # Every proxy is cooling down: wait outside the downloader for the first re-admission.
+        until = getattr(choice, "until", time.monotonic() + 1.0)
+        self.stats.inc_value(keys.NO_PROXY_WAITS)
+        waiting = request.replace(dont_filter=True)
+        waiting.meta[NOT_BEFORE] = time.time() + max(0.05, until - time.monotonic())
+        return waiting
+
+    def _close_crawl(self, reason: str) -> None:
+        engine = self.crawler.engine
+        if self._closing or engine is None or engine.spider is None:
+            return
+        self._closing = True
+        logger.error("scrapy-gateway: closing the crawl (%(reason)s): every proxy is retired or out", {"reason": reason})
+        deferred_from_coro(engine.close_spider_async(reason=reason))
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def process_response(self, request: Request, response: Response) -> Request | Response:
+        meta = request.meta
+        if meta.get(SKIP):
+            return response
+        via_proxy = bool(meta.get("proxy"))
+        if response.status not in self.config.http_codes and not (response.status == 407 and via_proxy):
+            events, new_limit = self.gateway.on_success(meta.get(PROXY_KEY), *self._where(request), time.monotonic())
+            self.report.events(events)
+            if new_limit is not None:
+                self._apply_limit(self._where(request)[1], new_limit, None)
+            return response
+        headers = {}
+        for name in _HEADERS:
+            value = response.headers.get(name)
+            if value:
+                headers[name.decode().lower()] = value.decode("latin-1")
+        fault = classify_status(
+            response.status,
+            headers,
+            via_proxy=via_proxy,
+            in_tunnel=via_proxy and urlparse_cached(request).scheme == "https",
+            now_epoch=time.time(),
+            retry_after_cap=self.config.retry_after_max,
+        )
+        return self._failed(request, fault) or response
+
+    def process_exception(self, request: Request, exception: Exception) -> Request | None:
+        meta = request.meta
+        if meta.get(SKIP):
+            return None
+        kind = transport_error(exception)
+        if kind is None:
+            self.gateway.released(meta.get(PROXY_KEY), self._where(request)[0])
+            return None
+        fault = classify_transport(kind, via_proxy=bool(meta.get("proxy")), message=str(exception))
+        return self._failed(request, fault)
+
+    def _where(self, request: Request) -> tuple[str, str]:
+        domain = urlparse_cached(request).hostname or ""
+        return domain, str(request.meta.get("download_slot", domain))
+
+    def _failed(self, request: Request, fault: Fault) -> Request | None:
+        """Ask the core; return the retry request, or None after giving up."""
+        meta = request.meta
+        domain, slot = self._where(request)
+        now = time.monotonic()
+        proxy_key = meta.get(PROXY_KEY)
+        max_retries = meta.get("max_retry_times", self.config.max_retries)
+        downloader = self.crawler.engine.downloader if self.crawler.engine else None
+        ceiling = downloader.slot_ceiling(slot) if isinstance(downloader, GatewayDownloader) else 8
+        verdict = self.gateway.on_failure(
+            fault,
+            proxy=proxy_key,
+            domain=domain,
+            slot=slot,
+            ceiling=ceiling,
+            retries_done=meta.get("retry_times", 0),
+            max_retries=max_retries,
+            sent_at=meta.get(SENT_AT, now),
+            now=now,
+            rng=self.rng,
+        )
+        if verdict.new_limit is not None:
+            self._apply_limit(slot, verdict.new_limit, verdict.fault)
+        retry = None
+        if verdict.fault.retryable and not meta.get("dont_retry"):
+            retry = get_retry_request(
+                request,
+                spider=self.crawler.spider,  # type: ignore[arg-type]
+                reason=verdict.fault.kind,
+                max_retry_times=max_retries,
+                stats_base_key=keys.RETRY_BASE,
+                logger=logger,
+            )
+        self.report.failure(verdict, retried=retry is not None)
+        if retry is None:
+            meta["dont_retry"] = True  # the gateway gave up: RetryMiddleware must not try again
+            return None
+        self._prepare_retry(retry, proxy_key, verdict.delay)
+        logger.debug(
+            "Retrying %(request)s after %(kind)s (%(blame)s) in %(delay).2fs",
+            {"request": retry, "kind": verdict.fault.kind, "blame": verdict.fault.blame.value, "delay": verdict.delay},
+        )
+        return retry
+
+    @staticmethod
+    def _prepare_retry(retry: Request, proxy_key: str | None, delay: float) -> None:
+        meta = retry.meta
+        if proxy_key is not None:
+            meta[TRIED] = (*meta.get(TRIED, ()), proxy_key)
+        if PROXY_KEY in meta and PIN not in meta:
+            # Our choice, not the user's: the next attempt picks again. Drop the old proxy's
+            # credentials here too, so they can never ride along to the next proxy.
+            del meta[PROXY_KEY]
+            meta.pop("proxy", None)
+            meta.pop("_auth_proxy", None)
+            retry.headers.pop(b"Proxy-Authorization", None)
+        elif PROXY_KEY in meta:
+            del meta[PROXY_KEY]  # pinned: the same proxy again, re-resolved in process_request
+        meta.pop(SENT_AT, None)
+        if delay > 0:
+            meta[NOT_BEFORE] = time.time() + delay
+
+    def _apply_limit(self, slot: str, limit: int, fault: Fault | None) -> None:
+        engine = self.crawler.engine
+        downloader = engine.downloader if engine else None
+        live = downloader.slots.get(slot) if downloader else None
+        old = live.concurrency if live is not None else limit
+        if live is not None:
+            live.concurrency = limit
+        self.report.limit(slot, limit, old, fault)
+

@@ -1,0 +1,142 @@
+"""What the gateway did, told to the crawl log and the stats.
+
+Proxies are named by `Proxy.key` (scheme, user, host, port): never a password.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from scrapy.utils.asyncio import create_looping_call
+
+from scrapy_gateway import stats as keys
+from scrapy_gateway.core.faults import Fault
+from scrapy_gateway.core.gateway import Gateway, Verdict
+from scrapy_gateway.core.pool import Event
+
+if TYPE_CHECKING:
+    from scrapy.statscollectors import StatsCollector
+
+logger = logging.getLogger("scrapy_gateway")
+
+
+class Reporter:
+    def __init__(self, gateway: Gateway, stats: StatsCollector, interval: float) -> None:
+        self.gateway = gateway
+        self.stats = stats
+        self.interval = interval
+        self._loop: object | None = None
+
+    # -- per decision ----------------------------------------------------------------------
+
+    def failure(self, verdict: Verdict, retried: bool) -> None:
+        fault = verdict.fault
+        self.stats.inc_value(keys.failure(fault.kind))
+        self.stats.inc_value(keys.blame(fault.blame.value))
+        if retried:
+            self.stats.inc_value(keys.retry_blame(fault.blame.value))
+            if fault.retry_after is not None:
+                self.stats.inc_value(keys.RETRY_AFTER_COUNT)
+                self.stats.max_value(keys.RETRY_AFTER_MAX, fault.retry_after)
+            if verdict.budget_wait > 0:
+                self.stats.inc_value(keys.BUDGET_EXHAUSTED)
+        self.events(verdict.events)
+
+    def events(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if event.what == "ejected":
+                self.stats.inc_value(keys.EJECTIONS)
+                self.stats.inc_value(keys.ejection(event.cause))
+                logger.info(
+                    "Proxy %(proxy)s out of rotation for %(s).0fs after %(cause)s",
+                    {"proxy": event.proxy, "s": event.seconds, "cause": event.cause},
+                )
+            elif event.what == "pair_ejected":
+                self.stats.inc_value(keys.PAIR_EJECTIONS)
+                self.stats.inc_value(keys.pair_ejection(event.cause))
+                logger.info(
+                    "Proxy %(proxy)s out of rotation for %(domain)s only, for %(s).0fs after %(cause)s",
+                    {"proxy": event.proxy, "domain": event.domain, "s": event.seconds, "cause": event.cause},
+                )
+            elif event.what == "retired":
+                self.stats.inc_value(keys.RETIREMENTS)
+                logger.warning(
+                    "Proxy %(proxy)s retired for the rest of the crawl after %(cause)s",
+                    {"proxy": event.proxy, "cause": event.cause},
+                )
+            elif event.what == "readmitted":
+                self.stats.inc_value(keys.READMISSIONS)
+                logger.info("Proxy %(proxy)s back in rotation after a good probe", {"proxy": event.proxy})
+            elif event.what == "pair_readmitted":
+                self.stats.inc_value(keys.PAIR_READMISSIONS)
+            elif event.what == "panic":
+                self.stats.inc_value(keys.PANIC)
+                logger.warning(
+                    "Too many proxies failing (%(cause)s) to take %(proxy)s out: keeping it, least-bad first",
+                    {"proxy": event.proxy, "cause": event.cause},
+                )
+
+    def limit(self, slot: str, new: int, old: int, fault: Fault | None) -> None:
+        self.stats.set_value(keys.concurrency_limit(slot), new)
+        if new < old:
+            self.stats.inc_value(keys.CONCURRENCY_DECREASES)
+            logger.info(
+                "Concurrency of %(slot)s lowered to %(new)d after origin-blamed %(kind)s",
+                {"slot": slot, "new": new, "kind": fault.kind if fault else "errors"},
+            )
+        else:
+            self.stats.inc_value(keys.CONCURRENCY_INCREASES)
+            logger.debug("Concurrency of %(slot)s raised to %(new)d", {"slot": slot, "new": new})
+
+    # -- over time -------------------------------------------------------------------------
+
+    def gauges(self) -> dict[str, int]:
+        counts = self.gateway.pool.counts(time.monotonic())
+        self.stats.set_value(keys.PROXIES_TOTAL, len(self.gateway.pool))
+        self.stats.set_value(keys.PROXIES_ACTIVE, counts["active"])
+        self.stats.set_value(keys.PROXIES_EJECTED, counts["ejected"])
+        self.stats.set_value(keys.PROXIES_RETIRED, counts["retired"])
+        return counts
+
+    def start(self) -> None:
+        self.gauges()
+        if self.interval > 0:
+            loop = create_looping_call(self.periodic)
+            loop.start(self.interval, now=False)
+            self._loop = loop
+
+    def periodic(self, waiting: int = 0) -> None:
+        counts = self.gauges()
+        throttled = self.gateway.concurrency.limits()
+        shown = ", ".join(f"{slot}={limit}" for slot, limit in sorted(throttled.items())[:5]) or "none"
+        logger.info(
+            "Gateway: proxies %(active)d active, %(ejected)d out, %(retired)d retired; "
+            "retries %(retries)d; throttled domains: %(throttled)s",
+            {
+                **counts,
+                "retries": self.stats.get_value(f"{keys.RETRY_BASE}/count", 0),
+                "throttled": shown + (f" (+{len(throttled) - 5} more)" if len(throttled) > 5 else ""),
+            },
+        )
+
+    def close(self) -> None:
+        loop = self._loop
+        if loop is not None and getattr(loop, "running", False):
+            loop.stop()  # type: ignore[attr-defined]
+        self.gauges()
+        if len(self.gateway.pool) == 0:
+            return
+        rows = ["%-44s %-8s %6s %9s %6s  %s" % ("proxy", "state", "health", "requests", "ok", "failures")]
+        for record in sorted(self.gateway.pool, key=lambda r: r.proxy.key)[:200]:
+            health = record.health
+            failures = ", ".join(f"{k}={n}" for k, n in sorted(record.failures.items())) or "-"
+            rows.append(
+                "%-44s %-8s %6.2f %9d %6d  %s"
+                % (record.proxy.masked[:44], health.state.value, 1.0 - health.score, record.requests, record.successes, failures)
+            )
+        if len(self.gateway.pool) > 200:
+            rows.append(f"... and {len(self.gateway.pool) - 200} more proxies")
+        logger.info("Gateway proxy table:\n%(table)s", {"table": "\n".join(rows)})

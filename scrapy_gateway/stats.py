@@ -1,0 +1,57 @@
+"""Every stats key scrapy-gateway writes, spelled once. All live under `gateway/`.
+
+Keys never contain credentials: proxies appear only by `Proxy.key`, which has no password, and
+only in the opt-in close table (log), never as stats keys, to keep the stats small.
+"""
+
+from __future__ import annotations
+
+PREFIX = "gateway"
+
+RETRY_BASE = f"{PREFIX}/retry"  # get_retry_request adds /count, /reason_count/<kind>, /max_reached
+REQUESTS = f"{PREFIX}/requests"  # first attempts that went through the gateway
+RESPONSES_OK = f"{PREFIX}/responses/ok"
+PROXIES_TOTAL = f"{PREFIX}/proxies/total"
+PROXIES_ACTIVE = f"{PREFIX}/proxies/active"
+PROXIES_EJECTED = f"{PREFIX}/proxies/ejected"
+PROXIES_RETIRED = f"{PREFIX}/proxies/retired"
+EJECTIONS = f"{PREFIX}/ejections/count"
+READMISSIONS = f"{PREFIX}/readmissions"
+RETIREMENTS = f"{PREFIX}/retirements"
+PAIR_EJECTIONS = f"{PREFIX}/pair_ejections/count"
+PAIR_READMISSIONS = f"{PREFIX}/pair_readmissions"
+PANIC = f"{PREFIX}/panic"
+CONCURRENCY_DECREASES = f"{PREFIX}/concurrency/decreases"
+CONCURRENCY_INCREASES = f"{PREFIX}/concurrency/increases"
+BUDGET_EXHAUSTED = f"{PREFIX}/budget/exhausted"
+RETRY_AFTER_COUNT = f"{PREFIX}/retry_after/count"
+RETRY_AFTER_MAX = f"{PREFIX}/retry_after/max_seconds"
+WAITING_MAX = f"{PREFIX}/waiting/max"
+WAITING_PERSISTED = f"{PREFIX}/waiting/persisted"
+WAITING_CANCELLED = f"{PREFIX}/waiting/cancelled"
+NO_PROXY_WAITS = f"{PREFIX}/no_proxy/waits"
+NO_PROXY_ERRORS = f"{PREFIX}/no_proxy/errors"
+
+
+def failure(kind: str) -> str:
+    return f"{PREFIX}/failures/{kind}"
+
+
+def blame(who: str) -> str:
+    return f"{PREFIX}/blame/{who}"
+
+
+def retry_blame(who: str) -> str:
+    return f"{RETRY_BASE}/blame/{who}"
+
+
+def ejection(cause: str) -> str:
+    return f"{PREFIX}/ejections/{cause}"
+
+
+def pair_ejection(cause: str) -> str:
+    return f"{PREFIX}/pair_ejections/{cause}"
+
+
+def concurrency_limit(slot: str) -> str:
+    return f"{PREFIX}/concurrency/limit/{slot}"

@@ -1,0 +1,92 @@
+"""Run one real Scrapy crawl in this process and print its outcome as JSON (the tests' subprocess).
+
+Input (argv[1], a JSON file): {"settings": {...}, "urls": [...], "meta": {...}}.
+Output (argv[2]): {"outcomes": [...], "stats": {...}, "close_reason": str}.
+Every request ends in exactly one callback or errback; the list lets a test prove it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import scrapy
+from scrapy.crawler import CrawlerProcess
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.python.failure import Failure
+
+OUTCOMES: list[dict[str, Any]] = []
+STARTED = time.monotonic()
+
+
+class ProbeSpider(scrapy.Spider):
+    name = "probe"
+
+    def __init__(self, urls: list[str], meta: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.urls = urls
+        self.extra_meta = meta
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        for number, url in enumerate(self.urls):
+            yield scrapy.Request(
+                url,
+                callback=self.parse,
+                errback=self.failed,
+                dont_filter=True,
+                meta={**self.extra_meta, "n": number},
+            )
+
+    def parse(self, response: scrapy.http.Response) -> None:
+        OUTCOMES.append(
+            {
+                "n": response.meta["n"],
+                "url": response.request.url if response.request else response.url,
+                "kind": "callback",
+                "status": response.status,
+                "at": time.monotonic() - STARTED,
+                "proxy": response.meta.get("_gateway_proxy_key"),
+                "retries": response.meta.get("retry_times", 0),
+            }
+        )
+
+    def failed(self, failure: Failure) -> None:
+        request = failure.request  # type: ignore[attr-defined]
+        status = failure.value.response.status if failure.check(HttpError) else None
+        OUTCOMES.append(
+            {
+                "n": request.meta["n"],
+                "url": request.url,
+                "kind": "errback",
+                "error": type(failure.value).__name__,
+                "status": status,
+                "at": time.monotonic() - STARTED,
+                "retries": request.meta.get("retry_times", 0),
+            }
+        )
+
+
+def main() -> None:
+    spec = json.loads(open(sys.argv[1], encoding="utf-8").read())
+    settings = {"LOG_LEVEL": "INFO", "TELNETCONSOLE_ENABLED": False, **spec["settings"]}
+    process = CrawlerProcess(settings)
+    crawler = process.create_crawler(ProbeSpider)
+    outcome: dict[str, str] = {}
+
+    def closed(spider: scrapy.Spider, reason: str) -> None:
+        outcome["close_reason"] = reason
+
+    crawler.signals.connect(closed, signal=scrapy.signals.spider_closed)
+    process.crawl(crawler, urls=spec["urls"], meta=spec.get("meta", {}))
+    process.start()
+    stats = {k: v for k, v in (crawler.stats.get_stats() if crawler.stats else {}).items()}
+    out = {"outcomes": OUTCOMES, "stats": stats, "close_reason": outcome.get("close_reason"), "elapsed": time.monotonic() - STARTED}
+    with open(sys.argv[2], "w", encoding="utf-8") as f:
+        json.dump(out, f, default=str)
+
+
+if __name__ == "__main__":
+    main()
