@@ -100,7 +100,7 @@ SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
     "GATEWAY_MAX_EJECTED_RATIO": (0.5, _number(float, 0.0, 1.0)),
     "GATEWAY_BLAME_WINDOW": (30.0, _number(float, 0.0, low_open=True)),
     "GATEWAY_CONCURRENCY_MIN": (1, _number(int, 1)),
-    "GATEWAY_CONCURRENCY_BETA": (0.5, _number(float, 0.0, 1.0, low_open=True)),
+    "GATEWAY_CONCURRENCY_BETA": (0.7, _number(float, 0.0, 1.0, low_open=True)),
     "GATEWAY_MAX_TRACKED_PAIRS": (100_000, _number(int, 1)),
     "GATEWAY_MAX_TRACKED_DOMAINS": (10_000, _number(int, 1)),
     "GATEWAY_WHEN_ALL_DOWN": ("wait", _choice("wait", "close")),

@@ -6,8 +6,9 @@ reply) is judged against the last `window` seconds:
 - ORIGIN when the domain has failed through at least two other proxies and either nothing has
   succeeded on it since, or the proxies failing on it are known to work on it (intermittent errors
   through good paths: an overloaded origin);
-- UNKNOWN otherwise: the caller charges it to the (proxy, domain) pair only, which is how a proxy
-  banned on one domain is found while it keeps serving the others.
+- PAIR   when the domain works through other proxies but has not lately worked through this one:
+  the signature of a proxy banned on one domain, which keeps serving the others;
+- UNKNOWN otherwise: the caller charges it to the (proxy, domain) pair's score only.
 """
 
 from __future__ import annotations
@@ -78,8 +79,19 @@ class Judge:
             if t >= since and p != proxy:
                 others[p] = min(t, others.get(p, t))
         if len(others) < 2:
-            return Blame.UNKNOWN
+            return self._pair_or_unknown(proxy, dom, since)
         if dom.last_success < min(others.values()):
             return Blame.ORIGIN
         known_good = sum(1 for p in (*others, proxy) if dom.worked.get(p, float("-inf")) >= since)
-        return Blame.ORIGIN if known_good >= 2 else Blame.UNKNOWN
+        if known_good >= 2:
+            return Blame.ORIGIN
+        return self._pair_or_unknown(proxy, dom, since)
+
+    @staticmethod
+    def _pair_or_unknown(proxy: str, dom: _Trail, since: float) -> Blame:
+        """The ban signature: the domain works through other proxies, never lately through this one."""
+        if dom.worked.get(proxy, float("-inf")) >= since:
+            return Blame.UNKNOWN
+        if any(t >= since for p, t in reversed(dom.worked.items()) if p != proxy):
+            return Blame.PAIR
+        return Blame.UNKNOWN

@@ -24,7 +24,7 @@ class _Limit:
 
 
 class ConcurrencyControl:
-    def __init__(self, minimum: int, beta: float, caution: float = 4.0, max_slots: int = 10_000) -> None:
+    def __init__(self, minimum: int, beta: float, caution: float = 16.0, max_slots: int = 10_000) -> None:
         self.minimum = minimum
         self.beta = beta
         self.caution = caution

@@ -37,7 +37,7 @@ class Policy:
     budget_min_per_second: float = 2.0
     budget_burst: float = 10.0
     concurrency_min: int = 1
-    concurrency_beta: float = 0.5
+    concurrency_beta: float = 0.7
     max_pairs: int = 100_000
     max_domains: int = 10_000
 

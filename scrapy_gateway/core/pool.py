@@ -211,10 +211,11 @@ class ProxyPool:
             if record.health.fail(self.rules, hard=fault.hard):
                 return self._eject(record, fault, now, rng)
             return []
-        # PAIR or UNKNOWN: only this domain's view of the proxy suffers.
+        # PAIR or UNKNOWN: only this domain's view of the proxy suffers. An UNKNOWN failure only
+        # lowers the score (selection then avoids the pair); ejecting takes evidence (blame.py).
         if pair.state is not State.ACTIVE:
             return []
-        if pair.fail(self.rules, hard=fault.blame is Blame.PAIR):
+        if pair.fail(self.rules, hard=True) and fault.blame is Blame.PAIR:
             retired = pair.eject(self.rules, now, rng)
             if retired:  # a pair is never retired for good: a ban may lift; keep it at the cap
                 pair.state, pair.until = State.EJECTED, now + self.rules.cooldown_cap

@@ -1,6 +1,7 @@
 """Run one real Scrapy crawl in this process and print its outcome as JSON (the tests' subprocess).
 
-Input (argv[1], a JSON file): {"settings": {...}, "urls": [...], "meta": {...}}.
+Input (argv[1], a JSON file): {"settings": {...}, "urls": [...], "meta": {...}, "dont_filter": bool}.
+A resumed crawl (JOBDIR) needs dont_filter false, so the saved dupefilter skips the start URLs.
 Output (argv[2]): {"outcomes": [...], "stats": {...}, "close_reason": str}.
 Every request ends in exactly one callback or errback; the list lets a test prove it.
 """
@@ -25,10 +26,11 @@ STARTED = time.monotonic()
 class ProbeSpider(scrapy.Spider):
     name = "probe"
 
-    def __init__(self, urls: list[str], meta: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, urls: list[str], meta: dict[str, Any], dont_filter: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.urls = urls
         self.extra_meta = meta
+        self.dont_filter = dont_filter
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         for number, url in enumerate(self.urls):
@@ -36,7 +38,7 @@ class ProbeSpider(scrapy.Spider):
                 url,
                 callback=self.parse,
                 errback=self.failed,
-                dont_filter=True,
+                dont_filter=self.dont_filter,
                 meta={**self.extra_meta, "n": number},
             )
 
@@ -80,7 +82,7 @@ def main() -> None:
         outcome["close_reason"] = reason
 
     crawler.signals.connect(closed, signal=scrapy.signals.spider_closed)
-    process.crawl(crawler, urls=spec["urls"], meta=spec.get("meta", {}))
+    process.crawl(crawler, urls=spec["urls"], meta=spec.get("meta", {}), dont_filter=spec.get("dont_filter", True))
     process.start()
     stats = {k: v for k, v in (crawler.stats.get_stats() if crawler.stats else {}).items()}
     out = {"outcomes": OUTCOMES, "stats": stats, "close_reason": outcome.get("close_reason"), "elapsed": time.monotonic() - STARTED}

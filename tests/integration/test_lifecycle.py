@@ -1,0 +1,90 @@
+"""No proxy left, close and resume: every request ends exactly once, and nothing goes direct."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from demo_world import OriginSpec, ProxySpec, World
+
+from tests.conftest import ROOT, gateway_settings, run_crawl
+
+
+def test_all_proxies_retired_closes_the_crawl_and_never_goes_direct(world: World) -> None:
+    origin = world.add_origin("a")
+    for i in range(3):
+        world.add_proxy(f"auth{i}", ProxySpec(credentials=("user", "right")))
+    world.start()
+    wrong = [p.url.replace(":right@", ":wrong@") for p in world.proxies.values()]
+    assert all(":wrong@" in url for url in wrong)
+    urls = [origin.url(f"/p/{i}") for i in range(20)]
+    result = run_crawl(gateway_settings(wrong), urls)
+    assert result.close_reason == "gateway_no_proxies"
+    assert result.stat("gateway/retirements") == 3
+    assert world.snapshot()["origins"]["a"]["requests"] == 0  # never the host's own address
+    assert not result.by_kind("callback")
+    assert "wrong" not in result.log
+
+
+def test_all_proxies_cooling_down_waits_instead_of_spinning(world: World) -> None:
+    origin = world.add_origin("a")
+    proxy = world.add_proxy("only", ProxySpec(mode="dead"))
+    world.start()
+    urls = [origin.url(f"/p/{i}") for i in range(5)]
+    settings = gateway_settings([proxy.url], GATEWAY_COOLDOWN_BASE=0.5, GATEWAY_COOLDOWN_MAX=0.5, GATEWAY_RETIRE_AFTER=3)
+    result = run_crawl(settings, urls)
+    result.assert_each_request_ended_once(5)
+    assert result.close_reason == "gateway_no_proxies"
+    # Three ejections of 0.5 s each, waited out outside the downloader, then retired: no spin.
+    assert world.snapshot()["proxies"]["only"]["requests"] == 0  # dead port: nothing accepted
+    assert result.stat("gateway/failures/proxy_refused") <= 8
+    assert result.stat("gateway/no_proxy/waits") >= 1
+    assert result.elapsed > 1.0
+
+
+def test_waiting_retries_end_in_errback_when_the_crawl_closes(world: World) -> None:
+    origin = world.add_origin("slow", OriginSpec(retry_after=30.0))
+    world.start()
+    urls = [origin.url(f"/p/{i}") for i in range(6)]
+    result = run_crawl(gateway_settings([], CLOSESPIDER_TIMEOUT=2), urls)
+    result.assert_each_request_ended_once(6)
+    assert {o["error"] for o in result.by_kind("errback")} == {"RetryCancelled"}
+    assert result.stat("gateway/waiting/cancelled") == 6
+
+
+def _crawl_until_interrupted(spec: dict[str, object], folder: Path, after: float) -> dict[str, object]:
+    spec_path, out_path = folder / "in.json", folder / "out.json"
+    spec_path.write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "harness" / "run_crawl.py"), str(spec_path), str(out_path)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(after)
+    process.send_signal(signal.SIGINT)  # as Ctrl-C would: a graceful shutdown
+    _, log = process.communicate(timeout=60)
+    data: dict[str, object] = json.loads(out_path.read_text())
+    data["log"] = log
+    return data
+
+
+def test_stop_and_resume_with_jobdir_loses_no_waiting_retry(world: World, tmp_path: Path) -> None:
+    origin = world.add_origin("ra", OriginSpec(retry_after=3.0))
+    world.start()
+    urls = [origin.url(f"/p/{i}") for i in range(8)]
+    settings = gateway_settings([], JOBDIR=str(tmp_path / "job"))
+    first = _crawl_until_interrupted({"settings": settings, "urls": urls, "dont_filter": False}, tmp_path, after=2.0)
+    assert first["close_reason"] == "shutdown"
+    assert first["stats"].get("gateway/waiting/persisted") == 8  # type: ignore[union-attr]
+    assert not first["outcomes"]
+    second = run_crawl(settings, urls, dont_filter=False)
+    assert sorted(o["n"] for o in second.outcomes) == list(range(8))
+    assert len(second.by_kind("callback")) == 8
+    assert world.snapshot()["origins"]["ra"]["early"] == 0

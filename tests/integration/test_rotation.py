@@ -1,0 +1,80 @@
+"""Intercept, classify, blame and rotate: real crawls through loopback proxies."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from demo_world import OriginSpec, ProxySpec, World
+
+from scrapy_gateway.core.proxies import parse_proxy
+from tests.conftest import gateway_settings, run_crawl
+
+
+def test_dead_and_502_proxies_are_rotated_away(world: World) -> None:
+    origin = world.add_origin("a")
+    for i in range(3):
+        world.add_proxy(f"good{i}", ProxySpec())
+    world.add_proxy("dead", ProxySpec(mode="dead"))
+    world.add_proxy("bad", ProxySpec(mode="bad_gateway"))
+    world.start()
+    urls = [origin.url(f"/p/{i}") for i in range(100)]
+    result = run_crawl(gateway_settings([p.url for p in world.proxies.values()]), urls)
+    result.assert_each_request_ended_once(100)
+    assert len(result.by_kind("callback")) == 100
+    assert result.stat("gateway/ejections/proxy_refused") == 1  # once, not once per in-flight request
+    assert result.stat("gateway/pair_ejections/http_502") >= 1  # the 502 proxy, found by the ban signature
+    # After the first burst, the bad proxies are no longer chosen: few wasted attempts overall.
+    attempts = world.snapshot()["proxies"]
+    wasted = attempts["dead"]["requests"] + attempts["bad"]["requests"]
+    assert wasted <= 16, attempts
+    # A retry never goes back to the proxy it just failed on.
+    assert "Retrying" in result.log
+
+
+def test_proxy_banned_on_one_domain_keeps_serving_the_other(world: World) -> None:
+    shop, news = world.add_origin("shop"), world.add_origin("news")
+    for i in range(3):
+        world.add_proxy(f"good{i}", ProxySpec())
+    banned = world.add_proxy("banned", ProxySpec(banned_hosts={shop.host}))
+    world.start()
+    urls = [shop.url(f"/p/{i}") for i in range(60)] + [news.url(f"/p/{i}") for i in range(60)]
+    result = run_crawl(gateway_settings([p.url for p in world.proxies.values()]), urls)
+    result.assert_each_request_ended_once(120)
+    assert len(result.by_kind("callback")) == 120
+    assert result.stat("gateway/pair_ejections/count") >= 1
+    assert result.stat("gateway/ejections/count") == 0  # never taken out of the whole pool
+    used_for_news = Counter(o["proxy"] for o in result.by_kind("callback") if news.host in o["url"])
+    assert used_for_news[parse_proxy(banned.url).key] >= 5, used_for_news
+    assert world.snapshot()["proxies"]["banned"]["own_errors"] <= 3
+
+
+def test_storming_domain_is_blamed_on_the_origin(world: World) -> None:
+    storm = world.add_origin("storm", OriginSpec(fail_for_seconds=2.0))
+    for i in range(4):
+        world.add_proxy(f"good{i}", ProxySpec())
+    world.start()
+    urls = [storm.url(f"/p/{i}") for i in range(20)]
+    result = run_crawl(gateway_settings([p.url for p in world.proxies.values()], GATEWAY_BACKOFF_BASE=0.5), urls)
+    result.assert_each_request_ended_once(20)
+    assert len(result.by_kind("callback")) == 20
+    assert result.stat("gateway/blame/origin") > result.stat("gateway/blame/unknown")
+    # Origin faults never hurt a proxy: nothing ejected, everything still active.
+    assert result.stat("gateway/ejections/count") == 0
+    assert result.stat("gateway/pair_ejections/count") == 0
+    assert result.stat("gateway/proxies/active") == 4
+    assert result.stat("gateway/concurrency/decreases") >= 1
+
+
+def test_https_through_connect_rotates_on_tunnel_failures(world: World) -> None:
+    origin = world.add_origin("tls", OriginSpec(tls=True))
+    world.add_proxy("good", ProxySpec())
+    world.add_proxy("good2", ProxySpec())
+    world.add_proxy("bad", ProxySpec(mode="bad_gateway"))
+    world.start()
+    urls = [origin.url(f"/p/{i}") for i in range(30)]
+    assert urls[0].startswith("https://")
+    result = run_crawl(gateway_settings([p.url for p in world.proxies.values()]), urls)
+    result.assert_each_request_ended_once(30)
+    assert len(result.by_kind("callback")) == 30
+    assert result.stat("gateway/failures/tunnel_502") >= 1
+    assert world.snapshot()["proxies"]["bad"]["requests"] <= 10
