@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from scrapy.settings import BaseSettings
 
-MIDDLEWARE = "scrapy_gateway.GatewayMiddleware"
+from scrapy_gateway.middleware import GatewayMiddleware
+
 MIDDLEWARE_ORDER = 580  # after RetryMiddleware (550), before HttpProxyMiddleware (750)
 DOWNLOADER = "scrapy_gateway.GatewayDownloader"
 
 
 class Addon:
     def update_settings(self, settings: BaseSettings) -> None:
-        settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", MIDDLEWARE, MIDDLEWARE_ORDER)
+        settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", GatewayMiddleware, MIDDLEWARE_ORDER)
         settings.set("DOWNLOADER", DOWNLOADER, priority="addon")

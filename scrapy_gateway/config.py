@@ -24,7 +24,9 @@ class ConfigError(ValueError):
 DEFAULT_HTTP_CODES = (500, 502, 503, 504, 520, 521, 522, 523, 524, 429, 408)
 
 
-def _number(kind: type[int] | type[float], low: float, high: float = math.inf, *, low_open: bool = False) -> Callable[[Any], Any]:
+def _number(
+    kind: type[int] | type[float], low: float, high: float = math.inf, *, low_open: bool = False
+) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError(f"expected a number, got {value!r}")

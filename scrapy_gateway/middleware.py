@@ -141,7 +141,9 @@ class GatewayMiddleware:
         if self._closing or engine is None or engine.spider is None:
             return
         self._closing = True
-        logger.error("scrapy-gateway: closing the crawl (%(reason)s): every proxy is retired or out", {"reason": reason})
+        logger.error(
+            "scrapy-gateway: closing the crawl (%(reason)s): every proxy is retired or out", {"reason": reason}
+        )
         deferred_from_coro(engine.close_spider_async(reason=reason))
 
     # -- outcomes --------------------------------------------------------------------------
@@ -257,4 +259,3 @@ class GatewayMiddleware:
         if live is not None:
             live.concurrency = limit
         self.report.limit(slot, limit, old, fault)
-

@@ -96,7 +96,7 @@ class WaitingRoom:
                 if stats is not None:
                     stats.inc_value(keys.WAITING_PERSISTED)
             else:
-                failure = Failure(RetryCancelled("the crawl closed while this request waited for its retry"))
+                failure = Failure(RetryCancelled("the crawl closed while this request waited for its retry"))  # type: ignore[no-untyped-call]
                 engine.scraper.enqueue_scrape(failure, request)
                 if stats is not None:
                     stats.inc_value(keys.WAITING_CANCELLED)

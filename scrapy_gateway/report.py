@@ -135,7 +135,14 @@ class Reporter:
             failures = ", ".join(f"{k}={n}" for k, n in sorted(record.failures.items())) or "-"
             rows.append(
                 "%-44s %-8s %6.2f %9d %6d  %s"
-                % (record.proxy.masked[:44], health.state.value, 1.0 - health.score, record.requests, record.successes, failures)
+                % (
+                    record.proxy.masked[:44],
+                    health.state.value,
+                    1.0 - health.score,
+                    record.requests,
+                    record.successes,
+                    failures,
+                )
             )
         if len(self.gateway.pool) > 200:
             rows.append(f"... and {len(self.gateway.pool) - 200} more proxies")

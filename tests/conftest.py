@@ -53,7 +53,9 @@ def run_crawl(
 ) -> CrawlResult:
     with tempfile.TemporaryDirectory() as folder:
         spec_path, out_path = Path(folder, "in.json"), Path(folder, "out.json")
-        spec_path.write_text(json.dumps({"settings": settings, "urls": urls, "meta": meta or {}, "dont_filter": dont_filter}))
+        spec_path.write_text(
+            json.dumps({"settings": settings, "urls": urls, "meta": meta or {}, "dont_filter": dont_filter})
+        )
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         done = subprocess.run(
             [sys.executable, str(ROOT / "tests" / "harness" / "run_crawl.py"), str(spec_path), str(out_path)],

@@ -62,10 +62,14 @@ class Gateway:
         self.budget = RetryBudget(
             policy.budget_ratio, policy.budget_min_per_second, policy.budget_burst, policy.max_domains
         )
-        self.concurrency = ConcurrencyControl(policy.concurrency_min, policy.concurrency_beta, max_slots=policy.max_domains)
+        self.concurrency = ConcurrencyControl(
+            policy.concurrency_min, policy.concurrency_beta, max_slots=policy.max_domains
+        )
         self.backoff = Backoff(policy.backoff_base, policy.backoff_cap)
 
-    def route(self, domain: str, now: float, rng: random.Random, avoid: Collection[str] = ()) -> Pick | Wait | Exhausted:
+    def route(
+        self, domain: str, now: float, rng: random.Random, avoid: Collection[str] = ()
+    ) -> Pick | Wait | Exhausted:
         return self.pool.choose(domain, now, rng, avoid)
 
     def sent(self, proxy: str | None, domain: str, now: float, *, first_attempt: bool) -> None:

@@ -36,13 +36,13 @@ class HealthRules:
 
     def cooldown(self, ejections: int, rng: random.Random) -> float:
         exponent = min(max(ejections - 1, 0), 30)
-        return min(self.cooldown_cap, self.cooldown_base * 2**exponent) * rng.uniform(0.8, 1.2)
+        return float(min(self.cooldown_cap, self.cooldown_base * 2**exponent) * rng.uniform(0.8, 1.2))
 
 
 class Health:
     """Mutable health record; owned by one pool, never shared across threads."""
 
-    __slots__ = ("score", "streak", "state", "until", "ejections", "probation", "inflight", "last_success")
+    __slots__ = ("ejections", "inflight", "last_success", "probation", "score", "state", "streak", "until")
 
     def __init__(self) -> None:
         self.score = 0.0
@@ -75,12 +75,7 @@ class Health:
         """Record a failure; True when the record now deserves ejection."""
         self.score += rules.alpha * (1.0 - self.score)
         self.streak += 1
-        return (
-            hard
-            or self.probation
-            or self.score >= rules.eject_score
-            or self.streak >= rules.eject_streak
-        )
+        return hard or self.probation or self.score >= rules.eject_score or self.streak >= rules.eject_streak
 
     def eject(self, rules: HealthRules, now: float, rng: random.Random) -> bool:
         """Take out of rotation; True when this ejection retires it for good."""

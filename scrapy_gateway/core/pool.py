@@ -108,9 +108,7 @@ class ProxyPool:
             return self._scan(domain, now, avoid)
         return Pick(best.proxy)
 
-    def _candidate_score(
-        self, record: ProxyRecord, domain: str, now: float, avoid: Collection[str]
-    ) -> float | None:
+    def _candidate_score(self, record: ProxyRecord, domain: str, now: float, avoid: Collection[str]) -> float | None:
         key = record.proxy.key
         if key in avoid or not record.health.usable(now):
             return None

@@ -72,7 +72,8 @@ class ProbeSpider(scrapy.Spider):
 
 
 def main() -> None:
-    spec = json.loads(open(sys.argv[1], encoding="utf-8").read())
+    with open(sys.argv[1], encoding="utf-8") as f:
+        spec = json.load(f)
     settings = {"LOG_LEVEL": "INFO", "TELNETCONSOLE_ENABLED": False, **spec["settings"]}
     process = CrawlerProcess(settings)
     crawler = process.create_crawler(ProbeSpider)
@@ -85,7 +86,12 @@ def main() -> None:
     process.crawl(crawler, urls=spec["urls"], meta=spec.get("meta", {}), dont_filter=spec.get("dont_filter", True))
     process.start()
     stats = {k: v for k, v in (crawler.stats.get_stats() if crawler.stats else {}).items()}
-    out = {"outcomes": OUTCOMES, "stats": stats, "close_reason": outcome.get("close_reason"), "elapsed": time.monotonic() - STARTED}
+    out = {
+        "outcomes": OUTCOMES,
+        "stats": stats,
+        "close_reason": outcome.get("close_reason"),
+        "elapsed": time.monotonic() - STARTED,
+    }
     with open(sys.argv[2], "w", encoding="utf-8") as f:
         json.dump(out, f, default=str)
 

@@ -36,7 +36,9 @@ def test_all_proxies_cooling_down_waits_instead_of_spinning(world: World) -> Non
     proxy = world.add_proxy("only", ProxySpec(mode="dead"))
     world.start()
     urls = [origin.url(f"/p/{i}") for i in range(5)]
-    settings = gateway_settings([proxy.url], GATEWAY_COOLDOWN_BASE=0.5, GATEWAY_COOLDOWN_MAX=0.5, GATEWAY_RETIRE_AFTER=3)
+    settings = gateway_settings(
+        [proxy.url], GATEWAY_COOLDOWN_BASE=0.5, GATEWAY_COOLDOWN_MAX=0.5, GATEWAY_RETIRE_AFTER=3
+    )
     result = run_crawl(settings, urls)
     result.assert_each_request_ended_once(5)
     assert result.close_reason == "gateway_no_proxies"

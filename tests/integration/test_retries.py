@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from demo_world import OriginSpec, ProxySpec, World
+from demo_world import OriginSpec, World
 
 from tests.conftest import gateway_settings, run_crawl
 
