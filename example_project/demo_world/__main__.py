@@ -44,9 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not stop at stdin EOF (for runs without a stdin, e.g. CI)",
     )
-    parser.add_argument(
-        "--seconds", type=float, default=None, help="stop after this long"
-    )
+    parser.add_argument("--seconds", type=float, default=None, help="stop after this long")
     args = parser.parse_args(argv)
 
     done = threading.Event()
@@ -63,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _emit(world.describe())
         if not args.ignore_stdin:
-            threading.Thread(
-                target=_read_commands, args=(world, done, lock), daemon=True
-            ).start()
+            threading.Thread(target=_read_commands, args=(world, done, lock), daemon=True).start()
         # Polling wait: signal handlers run in the main thread between waits.
         waited = 0.0
         while not done.wait(0.2):

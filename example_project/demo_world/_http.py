@@ -134,9 +134,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         await reader.readexactly(2)
 
 
-async def _read_body(
-    reader: asyncio.StreamReader, headers: Headers, *, until_close: bool
-) -> bytes:
+async def _read_body(reader: asyncio.StreamReader, headers: Headers, *, until_close: bool) -> bytes:
     te = header(headers, "transfer-encoding")
     if te is not None and "chunked" in te.lower():
         return await _read_chunked(reader)
@@ -200,9 +198,7 @@ def render_response(
     return head if head_only else head + body
 
 
-def render_request(
-    method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes
-) -> bytes:
+def render_request(method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
     lines = [f"{method} {target} HTTP/1.1"]
     lines.extend(f"{k}: {v}" for k, v in headers)
     if body or method in ("POST", "PUT", "PATCH"):
@@ -224,7 +220,5 @@ def abort_with_rst(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
-            sock.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-            )
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()

@@ -57,9 +57,7 @@ class Listener:
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.wait_closed()
 
-    async def _on_connect(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._conns[writer] = asyncio.current_task()
         try:
             await self._handler(reader, writer)

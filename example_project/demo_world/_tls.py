@@ -79,16 +79,13 @@ class CertAuthority:
                 x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
                 critical=False,
             )
-            .add_extension(
-                x509.BasicConstraints(ca=False, path_length=None), critical=True
-            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(self._key, hashes.SHA256())
         )
         cert_path = self.dir / f"{ip}.pem"
         # Leaf then CA: clients that verify can build the chain from ca.pem.
         cert_path.write_bytes(
-            cert.public_bytes(serialization.Encoding.PEM)
-            + self._cert.public_bytes(serialization.Encoding.PEM)
+            cert.public_bytes(serialization.Encoding.PEM) + self._cert.public_bytes(serialization.Encoding.PEM)
         )
         key_path = self.dir / f"{ip}.key"
         key_path.write_bytes(_pem_key(key))

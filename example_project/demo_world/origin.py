@@ -63,9 +63,7 @@ def _path_of(target: str) -> str:
 class Origin:
     """Handle returned by World.add_origin; public methods are thread-safe."""
 
-    def __init__(
-        self, name: str, spec: OriginSpec, host: str, loop: LoopThread
-    ) -> None:
+    def __init__(self, name: str, spec: OriginSpec, host: str, loop: LoopThread) -> None:
         self.name = name
         self.spec = spec
         self.host = host
@@ -152,9 +150,7 @@ class Origin:
             "proxy_authorization_seen": c.proxy_authorization_seen,
         }
 
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             req = await read_request(reader)
             if req is None:
@@ -208,10 +204,7 @@ class Origin:
         if spec.status_override is not None:
             return spec.status_override, [], False
         assert self._first_request_at is not None
-        if (
-            spec.fail_for_seconds
-            and now - self._first_request_at < spec.fail_for_seconds
-        ):
+        if spec.fail_for_seconds and now - self._first_request_at < spec.fail_for_seconds:
             return 502, [], False
         if spec.retry_after is not None:
             ready = self._ready_at.get(path)
@@ -232,9 +225,7 @@ class Origin:
     def _retry_after(self, remaining: float) -> str:
         # Rounded UP: a client obeying the header must never arrive early.
         if self.spec.retry_after_date:
-            return email.utils.formatdate(
-                math.ceil(time.time() + remaining), usegmt=True
-            )
+            return email.utils.formatdate(math.ceil(time.time() + remaining), usegmt=True)
         return str(math.ceil(remaining))
 
     def _body(self, path: str, status: int) -> bytes:
@@ -244,11 +235,6 @@ class Origin:
             f"<body><h1>{name}</h1><p>path: {where}</p><p>status: {status}</p>"
         )
         if status == 200 and self.spec.body_bytes > len(text):
-            pad = (
-                self.spec.body_bytes
-                - len(text)
-                - len("<!---->")
-                - len("</body></html>\n")
-            )
+            pad = self.spec.body_bytes - len(text) - len("<!---->") - len("</body></html>\n")
             text += "<!--" + "x" * max(0, pad) + "-->"
         return (text + "</body></html>\n").encode()

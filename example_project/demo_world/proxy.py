@@ -77,9 +77,7 @@ def _auth_ok(value: str | None, expected_token: str) -> bool:
         return False
     try:
         # Compare decoded, so padding/whitespace variants of the same secret pass.
-        return base64.b64decode(token.strip(), validate=True) == base64.b64decode(
-            expected_token
-        )
+        return base64.b64decode(token.strip(), validate=True) == base64.b64decode(expected_token)
     except (binascii.Error, ValueError):
         return False
 
@@ -176,9 +174,7 @@ class Proxy:
             "authorization_values_seen": sorted(c.authorization_values_seen),
         }
 
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             req = await read_request(reader)
             if req is None:
@@ -189,9 +185,7 @@ class Proxy:
             if not req.keep_alive:
                 return
 
-    async def _handle(
-        self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
+    async def _handle(self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection is finished with."""
         c = self.counters
         c.requests += 1
@@ -217,9 +211,7 @@ class Proxy:
             return True
         try:
             host, port = self._destination(req)
-            if mode == "bad_gateway" or (
-                mode == "flaky" and self._rng.random() < self.spec.flaky_p
-            ):
+            if mode == "bad_gateway" or (mode == "flaky" and self._rng.random() < self.spec.flaky_p):
                 raise _Refused(502, "destination_unavailable")
             banned = self.spec.banned_hosts
             if host in banned or f"{host}:{port}" in banned:
@@ -261,13 +253,9 @@ class Proxy:
         body = f"demo proxy {self.name}: {status} ({error})\n".encode()
         return render_response(status, headers, body, close=not req.keep_alive)
 
-    async def _connect(
-        self, host: str, port: int
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(host, port), self.spec.upstream_timeout
-            )
+            return await asyncio.wait_for(asyncio.open_connection(host, port), self.spec.upstream_timeout)
         except ConnectionRefusedError as exc:
             raise _Refused(502, "connection_refused") from exc
         except TimeoutError as exc:
@@ -286,9 +274,7 @@ class Proxy:
         up_reader, up_writer = await self._connect(host, port)
         try:
             up_writer.write(render_request(req.method, target, headers, req.body))
-            resp = await asyncio.wait_for(
-                read_response(up_reader, req.method), self.spec.upstream_timeout
-            )
+            resp = await asyncio.wait_for(read_response(up_reader, req.method), self.spec.upstream_timeout)
         except TimeoutError as exc:
             raise _Refused(504, "http_response_timeout") from exc
         except PEER_ERRORS as exc:
@@ -300,9 +286,7 @@ class Proxy:
         if self._via:
             out.append(("Via", f"1.1 demo-{self.name}"))
         if self.spec.proxy_status:
-            out.append(
-                ("Proxy-Status", f"demo-{self.name}; received-status={resp.status}")
-            )
+            out.append(("Proxy-Status", f"demo-{self.name}; received-status={resp.status}"))
         return render_response(
             resp.status,
             out,
@@ -343,9 +327,7 @@ def _head_length(resp: Response) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-async def _pipe(
-    src: asyncio.StreamReader, dst: asyncio.StreamWriter, abort_both: Callable[[], None]
-) -> None:
+async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, abort_both: Callable[[], None]) -> None:
     try:
         while data := await src.read(65536):
             dst.write(data)

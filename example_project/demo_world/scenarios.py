@@ -61,7 +61,5 @@ def build(name: str) -> World:
     try:
         factory = SCENARIOS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}"
-        ) from None
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
     return factory()

@@ -55,9 +55,7 @@ def fetch(
     timeout: float = 5.0,
     headers: dict[str, str] | None = None,
 ) -> Result:
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({"http": proxy} if proxy else {})
-    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy} if proxy else {}))
     req = urllib.request.Request(url, headers=headers or {})
     try:
         with opener.open(req, timeout=timeout) as resp:
@@ -66,9 +64,7 @@ def fetch(
         return err.code, dict(err.headers.items()), err.read()
 
 
-def connect_via(
-    proxy_port: int, target: str, auth: str | None = None
-) -> tuple[socket.socket, bytes]:
+def connect_via(proxy_port: int, target: str, auth: str | None = None) -> tuple[socket.socket, bytes]:
     """Send CONNECT on a raw socket; return it and the proxy's response head."""
     sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=5)
     extra = f"Proxy-Authorization: {auth}\r\n" if auth else ""
@@ -115,9 +111,7 @@ def test_good_proxy_forwards_and_strips_proxy_authorization(world: World) -> Non
     other = world.add_proxy("other")
     world.start()
     # The client sends credentials to a proxy that does not need them.
-    status, headers, body = fetch(
-        a.url("/p"), good.url, headers={"Proxy-Authorization": AUTH}
-    )
+    status, headers, body = fetch(a.url("/p"), good.url, headers={"Proxy-Authorization": AUTH})
     assert status == 200 and b"/p" in body
     assert headers["Via"] == "1.1 demo-good"
     assert headers["Proxy-Status"] == "demo-good; received-status=200"
