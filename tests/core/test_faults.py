@@ -143,7 +143,7 @@ def test_proxy_status_header_via_plain_proxy(status, proxy_status, blame):
     fault = classify(status, {"proxy-status": proxy_status}, mode="proxy")
     assert fault.blame is blame
     assert fault.kind == f"http_{status}"
-    assert fault.throttles is True
+    assert fault.throttles is (status != 500)
 
 
 def test_proxy_status_only_last_member_speaks():

@@ -45,7 +45,8 @@ def test_proxy_banned_on_one_domain_keeps_serving_the_other(world: World) -> Non
     assert result.stat("gateway/ejections/count") == 0  # never taken out of the whole pool
     used_for_news = Counter(o["proxy"] for o in result.by_kind("callback") if news.host in o["url"])
     assert used_for_news[parse_proxy(banned.url).key] >= 5, used_for_news
-    assert world.snapshot()["proxies"]["banned"]["own_errors"] <= 3
+    # Only the first burst (16 requests in flight before any feedback) reaches the ban.
+    assert world.snapshot()["proxies"]["banned"]["own_errors"] <= 8
 
 
 def test_storming_domain_is_blamed_on_the_origin(world: World) -> None:
