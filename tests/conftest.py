@@ -68,6 +68,7 @@ def run_crawl(
         if not out_path.exists():
             raise AssertionError(f"crawl failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
         data = json.loads(out_path.read_text())
+    assert not data["deprecations"], data["deprecations"]  # Scrapy 2.19, asyncio reactor, no warnings
     return CrawlResult(data["outcomes"], data["stats"], data["close_reason"], data["elapsed"], done.stderr)
 
 

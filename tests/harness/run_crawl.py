@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -74,19 +75,23 @@ class ProbeSpider(scrapy.Spider):
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as f:
         spec = json.load(f)
-    settings = {"LOG_LEVEL": "INFO", "TELNETCONSOLE_ENABLED": False, **spec["settings"]}
-    process = CrawlerProcess(settings)
-    crawler = process.create_crawler(ProbeSpider)
-    outcome: dict[str, str] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        settings = {"LOG_LEVEL": "INFO", "TELNETCONSOLE_ENABLED": False, **spec["settings"]}
+        process = CrawlerProcess(settings)
+        crawler = process.create_crawler(ProbeSpider)
+        outcome: dict[str, str] = {}
 
-    def closed(spider: scrapy.Spider, reason: str) -> None:
-        outcome["close_reason"] = reason
+        def closed(spider: scrapy.Spider, reason: str) -> None:
+            outcome["close_reason"] = reason
 
-    crawler.signals.connect(closed, signal=scrapy.signals.spider_closed)
-    process.crawl(crawler, urls=spec["urls"], meta=spec.get("meta", {}), dont_filter=spec.get("dont_filter", True))
-    process.start()
+        crawler.signals.connect(closed, signal=scrapy.signals.spider_closed)
+        process.crawl(crawler, urls=spec["urls"], meta=spec.get("meta", {}), dont_filter=spec.get("dont_filter", True))
+        process.start()
+    deprecations = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
     stats = {k: v for k, v in (crawler.stats.get_stats() if crawler.stats else {}).items()}
     out = {
+        "deprecations": deprecations,
         "outcomes": OUTCOMES,
         "stats": stats,
         "close_reason": outcome.get("close_reason"),

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from demo_world import OriginSpec, ProxySpec, World
+from scrapy import Request
+from scrapy.utils.reactor import install_reactor, is_reactor_installed
+from scrapy.utils.test import get_crawler
 
+from scrapy_gateway import GatewayDownloader
 from tests.conftest import gateway_settings, run_crawl
 
 
@@ -35,3 +39,20 @@ def test_overloaded_origin_is_throttled_not_hammered(world: World) -> None:
     assert snap["overload"] <= 0.12 * snap["requests"], snap
     # The overload was the origin's: no proxy was taken out for it.
     assert result.stat("gateway/ejections/count") == 0
+
+
+def test_limit_survives_slot_garbage_collection() -> None:
+    if not is_reactor_installed():  # the downloader's handlers ask which reactor runs
+        install_reactor("twisted.internet.asyncioreactor.AsyncioSelectorReactor")
+    crawler = get_crawler(settings_dict={"ADDONS": {"scrapy_gateway.Addon": 0}, "CONCURRENT_REQUESTS_PER_DOMAIN": 8})
+    crawler._apply_settings()
+    downloader = GatewayDownloader(crawler)
+    assert downloader.gateway is not None
+    request = Request("http://shop.example/p/1")
+    key, slot = downloader._get_slot(request)
+    assert slot.concurrency == 8
+    downloader.gateway.gateway.concurrency.overloaded(key, 8, sent_at=0.0, now=1.0)
+    downloader.slots.pop(key)  # what Downloader._slot_gc does to a slot idle for 60 s
+    _, recreated = downloader._get_slot(request)
+    assert recreated.concurrency == 5  # int(8 * 0.7), re-applied to the new slot
+    downloader.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from demo_world import OriginSpec, World
+from demo_world import OriginSpec, ProxySpec, World
 
 from tests.conftest import gateway_settings, run_crawl
 
@@ -91,3 +91,16 @@ def test_budget_paces_retries_against_a_dead_origin(world: World) -> None:
     assert result.stat("gateway/budget/exhausted") > 0
     # 120 retries at ~20/s beyond the burst: the budget, not the 10 ms backoff, sets the pace.
     assert result.elapsed > 4.0
+
+
+def test_pinned_proxy_is_kept_across_retries(world: World) -> None:
+    origin = world.add_origin("a", OriginSpec(flaky=0.5, seed=3))
+    pinned = world.add_proxy("pinned", ProxySpec())
+    other = world.add_proxy("other", ProxySpec())
+    world.start()
+    urls = [origin.url(f"/p/{i}") for i in range(20)]
+    settings = gateway_settings([pinned.url, other.url], GATEWAY_BACKOFF_BASE=0.05, GATEWAY_MAX_RETRIES=10)
+    result = run_crawl(settings, urls, meta={"gateway_proxy": pinned.url})
+    assert len(result.by_kind("callback")) == 20
+    assert result.stat("gateway/retry/count") > 0
+    assert world.snapshot()["proxies"]["other"]["requests"] == 0
