@@ -21,6 +21,7 @@ from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 
+from scrapy_gateway import jobstate
 from scrapy_gateway import stats as keys
 from scrapy_gateway.config import ConfigError, GatewayConfig
 from scrapy_gateway.core.faults import Fault, classify_status, classify_transport
@@ -77,12 +78,14 @@ class GatewayMiddleware:
         return cls(crawler, config)
 
     def _opened(self) -> None:
+        jobstate.restore(self.gateway, self.crawler.settings)
         self.report.start()
         if self.gateway.pool:
             logger.info("scrapy-gateway: %(n)d proxies in the pool", {"n": len(self.gateway.pool)})
 
     def _closed(self) -> None:
         self.report.close()
+        jobstate.save(self.gateway, self.crawler.settings)
 
     # -- requests --------------------------------------------------------------------------
 

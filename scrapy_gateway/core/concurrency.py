@@ -73,6 +73,16 @@ class ConcurrencyControl:
             return entry.ceiling if after != before else None
         return after if after != before else None
 
+    def export(self) -> dict[str, list[float]]:
+        return {
+            slot: [e.value, e.ceiling, e.hurt_at if math.isfinite(e.hurt_at) else -1.0]
+            for slot, e in self._limits.items()
+        }
+
+    def restore(self, saved: dict[str, list[float]]) -> None:
+        for slot, (value, ceiling, hurt_at) in saved.items():
+            self._limits[slot] = _Limit(float(value), int(ceiling), hurt_at=math.inf if hurt_at < 0 else float(hurt_at))
+
     def _evict(self) -> None:
         """Forget the least recently throttled slot (it falls back to the user's own limit)."""
         self._limits.popitem(last=False)

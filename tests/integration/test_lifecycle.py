@@ -12,6 +12,7 @@ from pathlib import Path
 
 from demo_world import OriginSpec, ProxySpec, World
 
+from scrapy_gateway.core.proxies import parse_proxy
 from tests.conftest import ROOT, gateway_settings, run_crawl
 
 
@@ -79,14 +80,24 @@ def _crawl_until_interrupted(spec: dict[str, object], folder: Path, after: float
 
 def test_stop_and_resume_with_jobdir_loses_no_waiting_retry(world: World, tmp_path: Path) -> None:
     origin = world.add_origin("ra", OriginSpec(retry_after=3.0))
+    good = world.add_proxy("good", ProxySpec())
+    dead = world.add_proxy("dead", ProxySpec(mode="dead"))
     world.start()
     urls = [origin.url(f"/p/{i}") for i in range(8)]
-    settings = gateway_settings([], JOBDIR=str(tmp_path / "job"))
+    settings = gateway_settings([good.url, dead.url], JOBDIR=str(tmp_path / "job"), GATEWAY_COOLDOWN_BASE=120)
     first = _crawl_until_interrupted({"settings": settings, "urls": urls, "dont_filter": False}, tmp_path, after=2.0)
     assert first["close_reason"] == "shutdown"
-    assert first["stats"].get("gateway/waiting/persisted") == 8  # type: ignore[union-attr]
+    first_stats: dict[str, int] = first["stats"]  # type: ignore[assignment]
+    assert first_stats.get("gateway/waiting/persisted") == 8
+    assert first_stats.get("gateway/ejections/proxy_refused") == 1
     assert not first["outcomes"]
+    saved = json.loads((tmp_path / "job" / "gateway-state.json").read_text())
+    assert saved["proxies"][parse_proxy(dead.url).key]["state"] == "ejected"
+
     second = run_crawl(settings, urls, dont_filter=False)
     assert sorted(o["n"] for o in second.outcomes) == list(range(8))
     assert len(second.by_kind("callback")) == 8
     assert world.snapshot()["origins"]["ra"]["early"] == 0
+    # What was learned before the stop holds after it: the dead proxy is still out.
+    assert "restored the health of 2 proxies" in second.log
+    assert second.stat("gateway/failures/proxy_refused") == 0
