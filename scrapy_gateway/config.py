@@ -87,11 +87,12 @@ SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
     "GATEWAY_PROXIES_FILE": (None, lambda v: v if v is None else str(v)),
     "GATEWAY_HTTP_CODES": (list(DEFAULT_HTTP_CODES), _codes),
     "GATEWAY_MAX_RETRIES": (5, _number(int, 0, 100)),
+    "GATEWAY_MAX_PROXY_RETRIES": (10, _number(int, 0, 1000)),
     "GATEWAY_BACKOFF_BASE": (1.0, _number(float, 0.0, low_open=True)),
     "GATEWAY_BACKOFF_MAX": (30.0, _number(float, 0.0)),
     "GATEWAY_RETRY_AFTER_MAX": (120.0, _number(float, 0.0)),
     "GATEWAY_RETRY_BUDGET_RATIO": (0.2, _number(float, 0.0, 10.0)),
-    "GATEWAY_RETRY_BUDGET_MIN_PER_SECOND": (2.0, _number(float, 0.0)),
+    "GATEWAY_RETRY_BUDGET_MIN_PER_SECOND": (5.0, _number(float, 0.0)),
     "GATEWAY_RETRY_BUDGET_BURST": (10.0, _number(float, 1.0)),
     "GATEWAY_HEALTH_ALPHA": (0.3, _number(float, 0.0, 1.0, low_open=True)),
     "GATEWAY_EJECT_SCORE": (0.6, _number(float, 0.0, 1.0, low_open=True)),
@@ -117,6 +118,7 @@ class GatewayConfig:
     proxies: tuple[Proxy, ...]
     http_codes: frozenset[int]
     max_retries: int
+    max_proxy_retries: int
     retry_after_max: float
     when_all_down: str
     log_interval: float
@@ -163,6 +165,7 @@ class GatewayConfig:
             proxies=tuple(_read_proxies(v["GATEWAY_PROXIES"], v["GATEWAY_PROXIES_FILE"])),
             http_codes=frozenset(v["GATEWAY_HTTP_CODES"]),
             max_retries=v["GATEWAY_MAX_RETRIES"],
+            max_proxy_retries=v["GATEWAY_MAX_PROXY_RETRIES"],
             retry_after_max=v["GATEWAY_RETRY_AFTER_MAX"],
             when_all_down=v["GATEWAY_WHEN_ALL_DOWN"],
             log_interval=v["GATEWAY_LOG_INTERVAL"],

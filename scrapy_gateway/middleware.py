@@ -46,6 +46,7 @@ PIN = "gateway_proxy"  # a proxy URL this request must use; also set by the gate
 PROXY_KEY = "_gateway_proxy_key"
 TRIED = "_gateway_tried"
 SENT_AT = "_gateway_sent_at"
+PROXY_RETRIES = "_gateway_proxy_retries"  # retries paid from GATEWAY_MAX_PROXY_RETRIES
 _HEADERS = (b"Proxy-Status", b"X-Squid-Error", b"Retry-After")
 
 
@@ -199,6 +200,8 @@ class GatewayMiddleware:
         now = time.monotonic()
         proxy_key = meta.get(PROXY_KEY)
         max_retries = meta.get("max_retry_times", self.config.max_retries)
+        proxy_retries = meta.get(PROXY_RETRIES, 0)
+        retry_times = meta.get("retry_times", 0)
         downloader = self.crawler.engine.downloader if self.crawler.engine else None
         ceiling = downloader.slot_ceiling(slot) if isinstance(downloader, GatewayDownloader) else 8
         verdict = self.gateway.on_failure(
@@ -207,8 +210,10 @@ class GatewayMiddleware:
             domain=domain,
             slot=slot,
             ceiling=ceiling,
-            retries_done=meta.get("retry_times", 0),
+            retries_done=retry_times - proxy_retries,
             max_retries=max_retries,
+            proxy_retries_done=proxy_retries,
+            max_proxy_retries=self.config.max_proxy_retries,
             sent_at=meta.get(SENT_AT, now),
             now=now,
             rng=self.rng,
@@ -221,7 +226,8 @@ class GatewayMiddleware:
                 request,
                 spider=self.crawler.spider,  # type: ignore[arg-type]
                 reason=verdict.fault.kind,
-                max_retry_times=max_retries,
+                # The core decided; this only lets get_retry_request agree (or log the give-up).
+                max_retry_times=retry_times + (1 if verdict.retry else 0),
                 stats_base_key=keys.RETRY_BASE,
                 logger=logger,
             )
@@ -229,6 +235,8 @@ class GatewayMiddleware:
         if retry is None:
             meta["dont_retry"] = True  # the gateway gave up: RetryMiddleware must not try again
             return None
+        if verdict.proxy_allowance:
+            retry.meta[PROXY_RETRIES] = proxy_retries + 1
         self._prepare_retry(retry, proxy_key, verdict.delay)
         logger.debug(
             "Retrying %(request)s after %(kind)s (%(blame)s) in %(delay).2fs",

@@ -15,6 +15,7 @@ from scrapy.utils.asyncio import create_looping_call
 from scrapy_gateway import stats as keys
 from scrapy_gateway.core.faults import Fault
 from scrapy_gateway.core.gateway import Gateway, Verdict
+from scrapy_gateway.core.health import State
 from scrapy_gateway.core.pool import Event
 
 if TYPE_CHECKING:
@@ -84,8 +85,8 @@ class Reporter:
         if new < old:
             self.stats.inc_value(keys.CONCURRENCY_DECREASES)
             logger.info(
-                "Concurrency of %(slot)s lowered to %(new)d after origin-blamed %(kind)s",
-                {"slot": slot, "new": new, "kind": fault.kind if fault else "errors"},
+                "Concurrency of %(slot)s lowered from %(old)d to %(new)d after origin-blamed %(kind)s",
+                {"slot": slot, "old": old, "new": new, "kind": fault.kind if fault else "errors"},
             )
         else:
             self.stats.inc_value(keys.CONCURRENCY_INCREASES)
@@ -129,18 +130,24 @@ class Reporter:
         self.gauges()
         if len(self.gateway.pool) == 0:
             return
-        rows = ["%-44s %-8s %6s %9s %6s  %s" % ("proxy", "state", "health", "requests", "ok", "failures")]
+        rows = [
+            "%-44s %-9s %6s %9s %6s %7s  %s"
+            % ("proxy", "state", "health", "requests", "ok", "origin", "proxy failures")
+        ]
         for record in sorted(self.gateway.pool, key=lambda r: r.proxy.key)[:200]:
             health = record.health
+            state = "probation" if health.probation else health.state.value
+            shown = "%6.2f" % (1.0 - health.score) if health.state is State.ACTIVE else "%6s" % "-"
             failures = ", ".join(f"{k}={n}" for k, n in sorted(record.failures.items())) or "-"
             rows.append(
-                "%-44s %-8s %6.2f %9d %6d  %s"
+                "%-44s %-9s %s %9d %6d %7d  %s"
                 % (
                     record.proxy.masked[:44],
-                    health.state.value,
-                    1.0 - health.score,
+                    state,
+                    shown,
                     record.requests,
                     record.successes,
+                    record.origin_failures,
                     failures,
                 )
             )

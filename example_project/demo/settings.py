@@ -1,7 +1,7 @@
 """Settings of the scrapy-gateway demo project.
 
-Every GATEWAY_* setting, with its default and what it checks, is listed in scrapy_gateway/config.py.
-Only the ones that make the demo easy to watch are set here.
+Every GATEWAY_* setting and its default is in the README's settings table (and in
+scrapy_gateway/config.py, which checks them). Only the ones that make the demo easy to watch are set here.
 """
 
 BOT_NAME = "demo"
@@ -20,13 +20,13 @@ GATEWAY_PROXIES: list[str] = []
 # Log a one-line "Gateway:" summary every 2 s (default 60 s) so a short demo shows a few of them.
 GATEWAY_LOG_INTERVAL = 2
 # A proxy taken out of rotation comes back on probation after ~2 s (default 10 s, doubling each
-# time), short enough for the demo to show a flaky proxy being re-admitted.
+# time), short enough for the demo to show a proxy "back in rotation after a good probe".
 GATEWAY_COOLDOWN_BASE = 2.0
 # Retries of a failing origin are paced by a per-origin retry budget: 20 % of its first attempts
 # plus this floor per second (default 2). The demo's "news" origin fails all 60 pages at once, so
 # a floor of 5/s lets it catch up within the demo's ~20 s instead of ~35 s.
 GATEWAY_RETRY_BUDGET_MIN_PER_SECOND = 5.0
-# Seed the gateway's random choices so two demo runs look alike; leave unset in a real crawl.
+# Seed the gateway's random choices (proxy picks, jitter); timing still varies between runs.
 GATEWAY_SEED = 1
 
 # Plain Scrapy settings.

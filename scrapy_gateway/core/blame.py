@@ -2,10 +2,11 @@
 
 A failure that does not say whose it is (a plain 502 from a plain HTTP proxy, a timeout, a dropped
 reply) is judged against the last `window` seconds:
-- PROXY  when this proxy has also failed on another domain and succeeded nowhere since;
-- ORIGIN when the domain has failed through at least two other proxies and either nothing has
-  succeeded on it since, or the proxies failing on it are known to work on it (intermittent errors
-  through good paths: an overloaded origin);
+- PROXY  when this proxy has also failed on another domain, both domains work through other
+  proxies, and this one has succeeded nowhere since;
+- ORIGIN when the domain has failed through at least two other proxies and nothing has succeeded
+  on it since (an outage), or when, in the last sixth of the window, it failed through at least
+  two paths known to work on it (intermittent errors through good paths: an overloaded origin);
 - PAIR   when the domain works through other proxies but has not lately worked through this one:
   the signature of a proxy banned on one domain, which keeps serving the others;
 - UNKNOWN otherwise: the caller charges it to the (proxy, domain) pair's score only.
@@ -44,6 +45,8 @@ class Judge:
             trail = table[key] = _Trail()
             if len(table) > cap:
                 table.popitem(last=False)
+        else:
+            table.move_to_end(key)
         return trail
 
     def success(self, proxy: str, domain: str, now: float) -> None:
@@ -71,27 +74,46 @@ class Judge:
 
     def _settle(self, proxy: str, domain: str, dom: _Trail, prx: _Trail, now: float) -> Blame:
         since = now - self.window
-        elsewhere = [t for t, d in prx.failures if t >= since and d != domain]
-        if elsewhere and prx.last_success < min(elsewhere):
+        if self._fails_everywhere(proxy, domain, dom, prx, since):
             return Blame.PROXY
-        others: dict[str, float] = {}
+        last: dict[str, float] = {}  # other proxies that failed on this domain lately: when, last
         for t, p in dom.failures:
             if t >= since and p != proxy:
-                others[p] = min(t, others.get(p, t))
-        if len(others) < 2:
-            return self._pair_or_unknown(proxy, dom, since)
-        if dom.last_success < min(others.values()):
-            return Blame.ORIGIN
-        known_good = sum(1 for p in (*others, proxy) if dom.worked.get(p, float("-inf")) >= since)
-        if known_good >= 2:
+                last[p] = t
+        if sum(1 for t in last.values() if t > dom.last_success) >= 2:
+            return Blame.ORIGIN  # an outage: failing through several proxies since it last worked
+        # Overload: intermittent failures, lately, through several paths known to work here.
+        lately = now - self.window / 6
+        paths = [p for p, t in last.items() if t >= lately] + [proxy]
+        if sum(1 for p in paths if _worked(dom, p, since)) >= 2:
             return Blame.ORIGIN
         return self._pair_or_unknown(proxy, dom, since)
+
+    def _fails_everywhere(self, proxy: str, domain: str, dom: _Trail, prx: _Trail, since: float) -> bool:
+        """This proxy failed lately on another domain that works through other proxies, as does
+        this one, and it has succeeded nowhere since."""
+        if not _works_without(dom, proxy, since):
+            return False
+        for t, other in prx.failures:
+            if t < since or other == domain or prx.last_success >= t:
+                continue
+            trail = self._domains.get(other)
+            if trail is not None and _works_without(trail, proxy, since):
+                return True
+        return False
 
     @staticmethod
     def _pair_or_unknown(proxy: str, dom: _Trail, since: float) -> Blame:
         """The ban signature: the domain works through other proxies, never lately through this one."""
-        if dom.worked.get(proxy, float("-inf")) >= since:
-            return Blame.UNKNOWN
-        if any(t >= since for p, t in reversed(dom.worked.items()) if p != proxy):
+        if not _worked(dom, proxy, since) and _works_without(dom, proxy, since):
             return Blame.PAIR
         return Blame.UNKNOWN
+
+
+def _worked(dom: _Trail, proxy: str, since: float) -> bool:
+    return dom.worked.get(proxy, float("-inf")) >= since
+
+
+def _works_without(dom: _Trail, proxy: str, since: float) -> bool:
+    """The domain has worked lately through some proxy other than this one."""
+    return any(t >= since for p, t in reversed(dom.worked.items()) if p != proxy)

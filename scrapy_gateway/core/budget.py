@@ -37,7 +37,7 @@ class RetryBudget:
             self._buckets.move_to_end(domain)
             elapsed = max(0.0, now - bucket.updated)
             bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.min_per_second)
-            bucket.updated = now
+            bucket.updated = max(bucket.updated, now)
         return bucket
 
     def deposit(self, domain: str, now: float) -> None:

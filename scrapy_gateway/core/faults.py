@@ -99,8 +99,8 @@ def classify_status(
     """
     retry_after = parse_retry_after(headers.get("retry-after"), now_epoch, retry_after_cap)
     kind = f"http_{status}"
-    if status == 407:
-        return Fault(kind, Blame.PROXY, hard=True, retryable=True)
+    if status == 407 and via_proxy and not in_tunnel:
+        return Fault(kind, Blame.PROXY, hard=True)
     if not via_proxy or in_tunnel:
         evidence: Blame | None = Blame.ORIGIN
     else:

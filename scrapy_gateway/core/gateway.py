@@ -34,7 +34,7 @@ class Policy:
     max_ejected_ratio: float = 0.5
     blame_window: float = 30.0
     budget_ratio: float = 0.2
-    budget_min_per_second: float = 2.0
+    budget_min_per_second: float = 5.0
     budget_burst: float = 10.0
     concurrency_min: int = 1
     concurrency_beta: float = 0.7
@@ -50,6 +50,7 @@ class Verdict:
     budget_wait: float = 0.0  # the part of `delay` the retry budget imposed
     new_limit: int | None = None  # the domain's new concurrency limit, if it changed
     events: tuple[Event, ...] = ()
+    proxy_allowance: bool = False  # the retry is paid from the proxy-failure allowance
 
 
 class Gateway:
@@ -100,6 +101,8 @@ class Gateway:
         ceiling: int,
         retries_done: int,
         max_retries: int,
+        proxy_retries_done: int = 0,
+        max_proxy_retries: int = 0,
         sent_at: float,
         now: float,
         rng: random.Random,
@@ -112,7 +115,11 @@ class Gateway:
         new_limit = None
         if fault.throttles and fault.blame is Blame.ORIGIN:
             new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now)
-        if not fault.retryable or retries_done >= max_retries:
+        # A proxy's own failure says nothing about the page: it is retried on another proxy from a
+        # separate allowance, so a few bad proxies cannot use up the retries the origin may need.
+        proxy_side = proxy is not None and fault.blame in (Blame.PROXY, Blame.PAIR)
+        on_proxy_allowance = proxy_side and proxy_retries_done < max_proxy_retries
+        if not fault.retryable or (retries_done >= max_retries and not on_proxy_allowance):
             return Verdict(fault, retry=False, new_limit=new_limit, events=events)
         rotating = proxy is not None and len(self.pool) > 1
         if rotating and fault.blame is not Blame.ORIGIN:
@@ -125,4 +132,12 @@ class Gateway:
             delay = self.backoff.delay(retries_done + 1, rng, fault.retry_after)
             budget_wait = self.budget.withdraw(domain, now)
             delay = max(delay, budget_wait)
-        return Verdict(fault, retry=True, delay=delay, budget_wait=budget_wait, new_limit=new_limit, events=events)
+        return Verdict(
+            fault,
+            retry=True,
+            delay=delay,
+            budget_wait=budget_wait,
+            new_limit=new_limit,
+            events=events,
+            proxy_allowance=on_proxy_allowance,
+        )

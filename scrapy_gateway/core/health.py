@@ -36,7 +36,7 @@ class HealthRules:
 
     def cooldown(self, ejections: int, rng: random.Random) -> float:
         exponent = min(max(ejections - 1, 0), 30)
-        return float(min(self.cooldown_cap, self.cooldown_base * 2**exponent) * rng.uniform(0.8, 1.2))
+        return float(min(self.cooldown_cap, self.cooldown_base * 2**exponent * rng.uniform(0.8, 1.2)))
 
 
 class Health:

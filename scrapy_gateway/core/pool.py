@@ -30,7 +30,8 @@ class ProxyRecord:
     health: Health = field(default_factory=Health)
     requests: int = 0
     successes: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)  # blamed on the proxy, by kind
+    origin_failures: int = 0  # failures through this proxy that were the origin's
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,14 +199,17 @@ class ProxyPool:
             return []
         record, pair = found
         if fault.blame is Blame.ORIGIN:
+            record.origin_failures += 1
             return []
         record.failures[fault.kind] = record.failures.get(fault.kind, 0) + 1
         if fault.blame is Blame.PROXY:
+            if fault.kind.endswith("407"):
+                if record.health.state is State.RETIRED:
+                    return []
+                record.health.retire()  # wrong credentials do not heal during a crawl
+                return [Event("retired", proxy_key, cause=fault.kind)]
             if record.health.state is not State.ACTIVE:
                 return []  # sent before it was taken out: the ejection already counted it
-            if fault.kind.endswith("407"):
-                record.health.retire()
-                return [Event("retired", proxy_key, cause=fault.kind)]
             if record.health.fail(self.rules, hard=fault.hard):
                 return self._eject(record, fault, now, rng)
             return []

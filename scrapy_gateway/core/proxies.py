@@ -7,11 +7,13 @@ and never leaves this module except inside `url` (which only Scrapy's HttpProxyM
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 class ProxyListError(ValueError):
@@ -31,20 +33,23 @@ class Proxy:
     def key(self) -> str:
         """Identity: stable, credential-free, safe for logs and stats."""
         user = f"{self.username}@" if self.username else ""
-        return f"{self.scheme}://{user}{self.host}:{self.port}"
+        return f"{self.scheme}://{user}{self._netloc_host}:{self.port}"
+
+    @property
+    def _netloc_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     @property
     def masked(self) -> str:
         if not self.username and not self.password:
             return self.key
-        return f"{self.scheme}://{self.username}:***@{self.host}:{self.port}"
+        return f"{self.scheme}://{self.username}:***@{self._netloc_host}:{self.port}"
 
 
 def mask_url(url: str) -> str:
     """Hide the password of any URL, even one that does not parse as a proxy."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
+    match = _SCHEME.match(url)
+    scheme, sep, rest = (match.group(1), "://", url[match.end() :]) if match else ("", "", url)
     userinfo, at, hostpart = rest.rpartition("@")
     if not at:
         return url
@@ -60,13 +65,16 @@ def parse_proxy(entry: str) -> Proxy:
     try:
         parts = urlsplit(text)
         port = parts.port
-    except ValueError as exc:
-        raise ProxyListError(f"proxy {shown!r} is not a valid URL: port out of range or malformed") from exc
+    except ValueError:
+        # from None: urllib's message quotes the raw netloc, password included
+        raise ProxyListError(f"proxy {shown!r} is not a valid URL: port out of range or malformed") from None
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise ProxyListError(f"proxy {shown!r}: scheme {scheme!r} is not supported (use http or https)")
     if not parts.hostname:
         raise ProxyListError(f"proxy {shown!r} has no host")
+    if port == 0:
+        raise ProxyListError(f"proxy {shown!r} has port 0")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ProxyListError(f"proxy {shown!r} must not have a path, query or fragment")
     return Proxy(

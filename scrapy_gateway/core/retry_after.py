@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 
-_DELTA_SECONDS = re.compile(r"^\s*([0-9]{1,10})\s*$")
+_DELTA_SECONDS = re.compile(r"^\s*([0-9]+)\s*$")
 
 
 def parse_retry_after(value: str | None, now_epoch: float, cap: float) -> float | None:
@@ -23,8 +24,8 @@ def parse_retry_after(value: str | None, now_epoch: float, cap: float) -> float 
         when = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive result means "-0000" or none
-        return None
+    if when.tzinfo is None:  # asctime dates carry no zone; RFC 9110 dates are all GMT
+        when = when.replace(tzinfo=timezone.utc)
     try:
         seconds = when.timestamp() - now_epoch
     except (OverflowError, OSError, ValueError):

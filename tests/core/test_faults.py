@@ -79,18 +79,12 @@ def test_407_through_plain_proxy_is_hard_proxy_fault():
     assert classify(407, mode="proxy") == Fault("http_407", Blame.PROXY, hard=True, retryable=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a 407 inside a CONNECT tunnel cannot come from the proxy (classify_status docstring), "
-    "yet it is blamed on the proxy as hard, which retires every proxy in turn",
-)
 def test_407_inside_tunnel_is_not_the_proxys():
     fault = classify(407, mode="tunnel")
     assert fault.blame is Blame.ORIGIN
     assert not fault.hard
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a 407 on a direct request (no proxy) is blamed on a proxy")
 def test_407_direct_is_origin():
     fault = classify(407, mode="direct")
     assert fault.blame is Blame.ORIGIN
@@ -204,7 +198,10 @@ def test_retry_after_is_parsed_and_capped():
 
 
 def test_tunnel_status_reads_scrapys_message():
-    message = "Could not open CONNECT tunnel with proxy 127.0.0.1:8080 [{'status': 407, 'reason': b'Proxy Authentication Required'}]"
+    message = (
+        "Could not open CONNECT tunnel with proxy 127.0.0.1:8080 "
+        "[{'status': 407, 'reason': b'Proxy Authentication Required'}]"
+    )
     assert tunnel_status(message) == 407
     assert tunnel_status(scrapy_tunnel_message(403, b"Forbidden")) == 403
     assert tunnel_status(scrapy_tunnel_message(502, b"Bad Gateway", "proxy.example", 3128)) == 502

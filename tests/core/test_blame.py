@@ -1,0 +1,219 @@
+"""blame.py: settling UNKNOWN failures from recent history."""
+
+from __future__ import annotations
+
+import pytest
+
+from scrapy_gateway.core.blame import Judge
+from scrapy_gateway.core.faults import Blame
+
+D = "shop.example"
+P1, P2, P3, P4, P5 = (f"http://10.0.0.{i}:8080" for i in range(1, 6))
+U = Blame.UNKNOWN
+
+
+def test_storming_domain_is_the_origins_from_the_third_proxy():
+    judge = Judge(window=30.0)
+    verdicts = [judge.failure(p, D, t, U) for t, p in [(1.0, P1), (2.0, P2), (3.0, P3), (4.0, P4)]]
+    assert verdicts == [Blame.UNKNOWN, Blame.UNKNOWN, Blame.ORIGIN, Blame.ORIGIN]
+
+
+def test_storm_needs_distinct_proxies():
+    judge = Judge(window=30.0)
+    verdicts = [judge.failure(p, D, t, U) for t, p in [(1.0, P1), (2.0, P1), (3.0, P2), (4.0, P2)]]
+    assert verdicts == [Blame.UNKNOWN] * 4
+
+
+def test_a_success_on_the_domain_stops_a_storm_verdict():
+    judge = Judge(window=30.0)
+    judge.failure(P1, D, 1.0, U)
+    judge.failure(P2, D, 2.0, U)
+    judge.success(P4, D, 2.5)  # works through P4, and P4 has never failed there
+    # P1 and P2 failed before the success; P3 never worked on D while P4 did: the ban signature.
+    assert judge.failure(P3, D, 3.0, U) is Blame.PAIR
+
+
+def test_proxy_failing_on_two_working_domains_with_no_success_since_is_the_proxys():
+    judge = Judge(window=30.0)
+    judge.success(P2, "a.example", 0.5)
+    judge.success(P2, "b.example", 0.5)
+    assert judge.failure(P1, "a.example", 1.0, U) is Blame.PAIR
+    assert judge.failure(P1, "b.example", 2.0, U) is Blame.PROXY
+
+
+def test_proxy_rule_needs_domains_that_work_through_other_proxies():
+    judge = Judge(window=30.0)
+    assert judge.failure(P1, "a.example", 1.0, U) is Blame.UNKNOWN
+    assert judge.failure(P1, "b.example", 2.0, U) is Blame.UNKNOWN  # maybe both sites are down
+    judge.success(P2, "b.example", 2.5)  # b works, but a has never been seen working
+    assert judge.failure(P1, "b.example", 3.0, U) is Blame.PAIR
+
+
+def test_a_success_in_between_clears_the_proxy():
+    judge = Judge(window=30.0)
+    judge.success(P2, "a.example", 0.5)
+    judge.success(P2, "b.example", 0.5)
+    judge.failure(P1, "a.example", 1.0, U)
+    judge.success(P1, "c.example", 1.5)
+    assert judge.failure(P1, "b.example", 2.0, U) is Blame.PAIR  # not PROXY: it worked since
+
+
+def test_repeated_failures_on_one_domain_do_not_blame_the_proxy():
+    judge = Judge(window=30.0)
+    assert [judge.failure(P1, D, float(t), U) for t in range(5)] == [Blame.UNKNOWN] * 5
+
+
+def test_banned_pair_is_pair_while_the_domain_works_through_others():
+    judge = Judge(window=30.0)
+    judge.success(P2, D, 1.0)
+    judge.success(P3, D, 2.0)
+    verdicts = [judge.failure(P1, D, t, U) for t in (3.0, 4.0, 5.0, 6.0)]
+    assert verdicts == [Blame.PAIR] * 4  # never escalates to ORIGIN or PROXY
+    judge.success(P2, D, 7.0)
+    assert judge.failure(P1, D, 8.0, U) is Blame.PAIR
+
+
+def test_a_pair_that_worked_lately_stays_unknown():
+    judge = Judge(window=30.0)
+    judge.success(P1, D, 0.5)
+    judge.success(P2, D, 1.0)
+    judge.success(P3, D, 2.0)
+    assert [judge.failure(P1, D, t, U) for t in (3.0, 4.0)] == [Blame.UNKNOWN, Blame.UNKNOWN]
+
+
+def test_a_domain_that_never_worked_through_anyone_is_unknown_not_pair():
+    judge = Judge(window=30.0)
+    judge.success(P2, "other.example", 1.0)
+    assert judge.failure(P1, D, 2.0, U) is Blame.UNKNOWN
+
+
+def test_overloaded_origin_fails_intermittently_through_proxies_that_work_on_it():
+    judge = Judge(window=30.0)
+    for t, p in [(1.0, P1), (2.0, P2), (3.0, P3)]:
+        judge.success(p, D, t)
+    assert judge.failure(P1, D, 4.0, U) is Blame.UNKNOWN  # one path: could be anything
+    judge.success(P3, D, 5.0)
+    assert judge.failure(P2, D, 6.0, U) is Blame.ORIGIN  # a second good path failing lately
+    judge.success(P1, D, 7.0)
+    assert judge.failure(P3, D, 8.0, U) is Blame.ORIGIN
+
+
+def test_overload_needs_the_failures_close_together():
+    judge = Judge(window=30.0)  # "lately" is the last 5 s
+    for t, p in [(1.0, P1), (2.0, P2), (3.0, P3)]:
+        judge.success(p, D, t)
+    assert judge.failure(P1, D, 4.0, U) is Blame.UNKNOWN
+    judge.success(P3, D, 5.0)
+    assert judge.failure(P2, D, 9.5, U) is Blame.UNKNOWN  # P1 failed 5.5 s ago
+    assert judge.failure(P3, D, 10.0, U) is Blame.ORIGIN  # P2 failed 0.5 s ago
+
+
+def test_intermittent_failures_through_proxies_that_never_worked_are_bans():
+    judge = Judge(window=30.0)
+    judge.success(P4, D, 1.0)
+    judge.success(P5, D, 2.0)
+    judge.failure(P1, D, 3.0, U)
+    judge.success(P4, D, 4.0)
+    judge.failure(P2, D, 5.0, U)
+    judge.success(P5, D, 6.0)
+    assert judge.failure(P3, D, 7.0, U) is Blame.PAIR
+
+
+def test_window_expiry_forgets_a_storm():
+    judge = Judge(window=30.0)
+    judge.failure(P1, D, 0.0, U)
+    judge.failure(P2, D, 1.0, U)
+    assert judge.failure(P3, D, 40.0, U) is Blame.UNKNOWN
+    # Inside the window the same sequence is a storm.
+    fresh = Judge(window=30.0)
+    fresh.failure(P1, D, 0.0, U)
+    fresh.failure(P2, D, 1.0, U)
+    assert fresh.failure(P3, D, 30.0, U) is Blame.ORIGIN
+
+
+def test_window_expiry_forgets_a_proxy_failure_elsewhere():
+    def judge_with_history() -> Judge:
+        judge = Judge(window=30.0)
+        judge.success(P2, "a.example", 0.0)
+        judge.failure(P1, "a.example", 0.5, U)
+        judge.success(P2, "a.example", 20.0)
+        judge.success(P2, "b.example", 20.0)
+        return judge
+
+    assert judge_with_history().failure(P1, "b.example", 29.0, U) is Blame.PROXY
+    assert judge_with_history().failure(P1, "b.example", 31.0, U) is Blame.PAIR
+
+
+def test_window_expiry_forgets_successes_for_the_ban_signature():
+    judge = Judge(window=30.0)
+    judge.success(P2, D, 0.0)
+    assert judge.failure(P1, D, 31.0, U) is Blame.UNKNOWN
+    assert judge.failure(P3, "x.example", 31.0, U) is Blame.UNKNOWN
+
+
+@pytest.mark.parametrize("blame", [Blame.PROXY, Blame.PAIR, Blame.ORIGIN])
+def test_settled_blames_pass_through(blame):
+    judge = Judge(window=30.0)
+    for t, p in [(1.0, P1), (2.0, P2), (3.0, P3)]:
+        assert judge.failure(p, D, t, blame) is blame
+
+
+def test_proxy_faults_are_not_evidence_against_the_domain():
+    judge = Judge(window=30.0)
+    judge.failure(P1, D, 1.0, Blame.PROXY)
+    judge.failure(P2, D, 2.0, Blame.PROXY)
+    assert judge.failure(P3, D, 3.0, U) is Blame.UNKNOWN
+
+
+def test_origin_faults_are_not_evidence_against_the_proxy():
+    def judge_after(blame: Blame) -> Judge:
+        judge = Judge(window=30.0)
+        judge.success(P2, "a.example", 0.5)
+        judge.success(P2, "b.example", 0.5)
+        judge.failure(P1, "a.example", 1.0, blame)
+        return judge
+
+    assert judge_after(Blame.UNKNOWN).failure(P1, "b.example", 2.0, U) is Blame.PROXY
+    assert judge_after(Blame.ORIGIN).failure(P1, "b.example", 2.0, U) is Blame.PAIR
+
+
+def test_origin_faults_are_evidence_against_the_domain():
+    judge = Judge(window=30.0)
+    judge.failure(P1, D, 1.0, Blame.ORIGIN)
+    judge.failure(P2, D, 2.0, Blame.ORIGIN)
+    assert judge.failure(P3, D, 3.0, U) is Blame.ORIGIN
+
+
+# -- "since": more evidence must not weaken a verdict ---------------------------------------------
+
+
+def test_proxy_rule_is_not_weakened_by_an_older_failure():
+    def judge(older_failure: bool) -> Judge:
+        judge = Judge(window=30.0)
+        for domain in ("a.example", "b.example", "e.example"):
+            judge.success(P2, domain, 0.5)
+        if older_failure:
+            judge.failure(P1, "a.example", 1.0, U)
+        judge.success(P1, "c.example", 2.0)
+        judge.failure(P1, "b.example", 3.0, U)
+        return judge
+
+    assert judge(False).failure(P1, "e.example", 4.0, U) is Blame.PROXY
+    assert judge(True).failure(P1, "e.example", 4.0, U) is Blame.PROXY
+
+
+def test_origin_rule_after_a_success_control():
+    judge = Judge(window=30.0)
+    judge.success(P4, D, 2.0)
+    assert judge.failure(P1, D, 3.0, U) is Blame.PAIR
+    assert judge.failure(P2, D, 4.0, U) is Blame.PAIR
+    assert judge.failure(P3, D, 5.0, U) is Blame.ORIGIN
+
+
+def test_origin_rule_is_not_weakened_by_an_older_failure():
+    judge = Judge(window=30.0)
+    judge.failure(P1, D, 1.0, U)  # the only difference from the control
+    judge.success(P4, D, 2.0)
+    judge.failure(P1, D, 3.0, U)
+    judge.failure(P2, D, 4.0, U)
+    assert judge.failure(P3, D, 5.0, U) is Blame.ORIGIN

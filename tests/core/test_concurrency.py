@@ -1,0 +1,119 @@
+"""concurrency.py: AIMD per slot with a memory of where it hurt."""
+
+from __future__ import annotations
+
+from scrapy_gateway.core.concurrency import ConcurrencyControl
+
+S = "shop.example"
+
+
+def test_never_throttled_slot_has_no_limit():
+    control = ConcurrencyControl(minimum=1, beta=0.5)
+    assert control.limit(S) is None
+    assert control.limits() == {}
+    assert control.clean(S) is None
+    assert control.limit(S) is None
+
+
+def test_overload_cuts_by_beta():
+    control = ConcurrencyControl(minimum=1, beta=0.5)
+    assert control.overloaded(S, ceiling=16, sent_at=0.0, now=1.0) == 8
+    assert control.limit(S) == 8
+    assert control.limits() == {S: 8}
+
+
+def test_cut_at_most_once_per_round_trip():
+    control = ConcurrencyControl(minimum=1, beta=0.5)
+    assert control.overloaded(S, 16, sent_at=0.0, now=1.0) == 8
+    # Sent before the cut: caused by the old limit.
+    assert control.overloaded(S, 16, sent_at=0.2, now=1.1) is None
+    assert control.overloaded(S, 16, sent_at=0.99, now=1.5) is None
+    assert control.limit(S) == 8
+    # Sent after the cut: the new limit is still too high.
+    assert control.overloaded(S, 16, sent_at=1.2, now=2.0) == 4
+    assert control.overloaded(S, 16, sent_at=1.9, now=2.1) is None
+    assert control.overloaded(S, 16, sent_at=2.5, now=3.0) == 2
+
+
+def test_floor_at_minimum():
+    control = ConcurrencyControl(minimum=3, beta=0.5)
+    assert control.overloaded(S, 8, sent_at=0.0, now=1.0) == 4
+    assert control.overloaded(S, 8, sent_at=2.0, now=3.0) == 3
+    assert control.overloaded(S, 8, sent_at=4.0, now=5.0) is None  # already at the floor
+    assert control.limit(S) == 3
+
+
+def cleans_to_leave(control: ConcurrencyControl, slot: str, limit: int) -> int:
+    n = 0
+    while control.limit(slot) == limit:
+        assert control.clean(slot) in (None, limit + 1)
+        n += 1
+    return n
+
+
+def test_additive_increase_is_one_over_the_current_limit():
+    control = ConcurrencyControl(minimum=1, beta=0.5, caution=1.0)
+    control.overloaded(S, 100, sent_at=0.0, now=1.0)  # 50
+    assert control.clean(S) is None
+    assert cleans_to_leave(control, S, 50) + 1 in (50, 51)  # one unit per window of ~50 responses
+    assert control.limit(S) == 51
+
+    small = ConcurrencyControl(minimum=1, beta=0.5, caution=1.0)
+    small.overloaded(S, 16, sent_at=0.0, now=1.0)  # 8: windows of 8, not of the ceiling's 16
+    assert cleans_to_leave(small, S, 8) in (8, 9)
+
+
+def test_growth_slows_near_the_limit_that_hurt():
+    control = ConcurrencyControl(minimum=1, beta=0.5, caution=4.0)
+    control.overloaded(S, 32, sent_at=0.0, now=1.0)  # 16, hurt at 32
+    assert cleans_to_leave(control, S, 16) in (16, 17)  # far below: full speed
+    while control.limit(S) < 30:
+        control.clean(S)
+    assert cleans_to_leave(control, S, 30) in (30, 31)  # 30 + 1 < 32: still full speed
+    near = cleans_to_leave(control, S, 31)  # 31 + 1 >= 32: four times slower
+    assert 4 * 30 <= near <= 4 * 32
+    assert control.limit(S) is None  # reached the ceiling
+
+
+def test_recovery_to_the_ceiling_forgets_the_slot():
+    control = ConcurrencyControl(minimum=1, beta=0.5, caution=1.0)
+    control.overloaded(S, 4, sent_at=0.0, now=1.0)  # 2
+    changes = []
+    for _ in range(1000):
+        change = control.clean(S)
+        if change is not None:
+            changes.append(change)
+        if control.limit(S) is None:
+            break
+    assert changes == [3, 4]
+    assert control.limit(S) is None
+    assert control.limits() == {}
+    assert control.clean(S) is None
+
+
+def test_limits_lists_only_throttled_slots():
+    control = ConcurrencyControl(minimum=1, beta=0.5)
+    control.overloaded("a", 8, sent_at=0.0, now=1.0)
+    control.overloaded("b", 1, sent_at=0.0, now=1.0)  # a ceiling of 1 cannot be cut
+    control.overloaded("c", 10, sent_at=0.0, now=1.0)
+    assert control.limits() == {"a": 4, "c": 5}
+
+
+def test_slots_are_bounded():
+    control = ConcurrencyControl(minimum=1, beta=0.5, max_slots=2)
+    for slot in ("a", "b", "c"):
+        control.overloaded(slot, 8, sent_at=0.0, now=1.0)
+    assert control.limit("a") is None
+    assert control.limits() == {"b": 4, "c": 4}
+
+
+def test_default_caution_is_slow_near_the_hurt_limit():
+    control = ConcurrencyControl(minimum=1, beta=0.5)
+    control.overloaded(S, 8, sent_at=0.0, now=1.0)  # 4, hurt at 8
+    cleans = 0
+    while control.limit(S) is not None and cleans < 10_000:
+        control.clean(S)
+        cleans += 1
+    # 4 -> 7 takes about 4 + 5 + 6 cleans; the last unit near the hurt limit takes caution * 7.
+    assert control.limit(S) is None
+    assert cleans > 7 * control.caution

@@ -1,0 +1,231 @@
+"""gateway.py: the three questions, answered from the pieces together."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from scrapy_gateway.core.backoff import Backoff
+from scrapy_gateway.core.faults import Blame, Fault, TransportError, classify_status, classify_transport
+from scrapy_gateway.core.gateway import Gateway, Policy, Verdict
+from scrapy_gateway.core.pool import Event, Pick
+from scrapy_gateway.core.proxies import Proxy, parse_proxy
+
+D = "shop.example"
+HARD = Fault("proxy_refused", Blame.PROXY, hard=True)
+SOFT = Fault("timeout", Blame.PROXY)
+OVERLOAD = Fault("http_503", Blame.ORIGIN, throttles=True)
+TIMEOUT = classify_transport(TransportError.TIMEOUT, via_proxy=True)  # UNKNOWN
+
+
+def proxies(n: int) -> list[Proxy]:
+    return [parse_proxy(f"http://10.0.0.{i}:8080") for i in range(1, n + 1)]
+
+
+def failure(gateway: Gateway, fault: Fault, proxy: str | None, *, now: float = 1.0, seed: int = 0, **kw) -> Verdict:
+    args = {"domain": D, "slot": D, "ceiling": 8, "retries_done": 0, "max_retries": 3, "sent_at": now - 0.5}
+    args.update(kw)
+    if proxy is not None:
+        gateway.sent(proxy, args["domain"], args["sent_at"], first_attempt=False)
+    return gateway.on_failure(fault, proxy=proxy, now=now, rng=random.Random(seed), **args)
+
+
+def test_proxy_blamed_failure_retries_at_once_on_another_proxy():
+    gateway = Gateway(proxies(3), Policy())
+    key = proxies(3)[0].key
+    verdict = failure(gateway, HARD, key)
+    assert verdict.retry
+    assert (verdict.delay, verdict.budget_wait, verdict.new_limit) == (0.0, 0.0, None)
+    assert verdict.fault.blame is Blame.PROXY
+    assert [e.what for e in verdict.events] == ["ejected"]
+    assert verdict.events[0].proxy == key
+    pick = gateway.route(D, 1.0, random.Random(1), avoid=[key])
+    assert isinstance(pick, Pick)
+    assert pick.proxy.key != key
+
+
+def test_proxy_and_pair_blamed_retries_do_not_spend_the_budget():
+    policy = Policy(budget_burst=1.0, budget_ratio=0.0, budget_min_per_second=1.0)
+    gateway = Gateway(proxies(4), policy)
+    keys = [p.key for p in proxies(4)]
+    rate_limited = classify_status(429, {}, via_proxy=True, in_tunnel=True, now_epoch=0.0, retry_after_cap=60.0)
+    for n in range(3):
+        assert failure(gateway, SOFT, keys[n % 3], now=1.0).delay == 0.0
+        assert failure(gateway, rate_limited, keys[n % 3], now=1.0).delay == 0.0
+    assert failure(gateway, OVERLOAD, keys[3], now=1.0).budget_wait == 0.0  # the one token is still there
+    assert failure(gateway, OVERLOAD, keys[3], now=1.0).budget_wait == 1.0
+
+
+def test_pair_blamed_rate_limit_ejects_the_pair_and_retries_at_once():
+    gateway = Gateway(proxies(2), Policy())
+    key = proxies(2)[0].key
+    fault = classify_status(
+        429, {"retry-after": "120"}, via_proxy=True, in_tunnel=True, now_epoch=0.0, retry_after_cap=600.0
+    )
+    verdict = failure(gateway, fault, key)
+    assert verdict.fault.blame is Blame.PAIR
+    assert verdict.retry and verdict.delay == 0.0
+    assert [(e.what, e.domain) for e in verdict.events] == [("pair_ejected", D)]
+    assert verdict.new_limit is None
+
+
+def test_unknown_blame_retries_at_once_but_is_paced_by_the_budget():
+    policy = Policy(budget_burst=2.0, budget_ratio=0.0, budget_min_per_second=1.0)
+    gateway = Gateway(proxies(3), policy)
+    key = proxies(3)[0].key
+    verdicts = [failure(gateway, TIMEOUT, key, now=1.0) for _ in range(4)]
+    assert [v.fault.blame for v in verdicts] == [Blame.UNKNOWN] * 4
+    assert [(v.delay, v.budget_wait) for v in verdicts] == [(0.0, 0.0), (0.0, 0.0), (1.0, 1.0), (2.0, 2.0)]
+
+
+def test_first_attempts_refill_the_budget():
+    policy = Policy(budget_burst=1.0, budget_ratio=1.0, budget_min_per_second=0.001)
+    gateway = Gateway(proxies(3), policy)
+    key = proxies(3)[0].key
+    assert failure(gateway, TIMEOUT, key).budget_wait == 0.0
+    gateway.sent(key, D, 1.0, first_attempt=True)
+    gateway.released(key, D)
+    assert failure(gateway, TIMEOUT, key).budget_wait == 0.0
+    assert failure(gateway, TIMEOUT, key).budget_wait > 100.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_proxy_blamed_on_a_single_proxy_pool_backs_off(seed):
+    gateway = Gateway(proxies(1), Policy())
+    verdict = failure(gateway, SOFT, proxies(1)[0].key, retries_done=3, max_retries=5, seed=seed)
+    assert verdict.retry
+    assert verdict.delay == Backoff(1.0, 30.0).delay(4, random.Random(seed))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_origin_blamed_failure_backs_off_and_throttles(seed):
+    gateway = Gateway(proxies(3), Policy())
+    verdict = failure(gateway, OVERLOAD, proxies(3)[0].key, retries_done=2, seed=seed)
+    assert verdict.retry
+    assert verdict.delay == Backoff(1.0, 30.0).delay(3, random.Random(seed))
+    assert verdict.budget_wait == 0.0
+    assert verdict.new_limit == 5  # 8 * 0.7
+    assert verdict.events == ()
+    assert gateway.concurrency.limit(D) == 5
+
+
+def test_origin_blamed_failure_waits_at_least_retry_after():
+    gateway = Gateway(proxies(3), Policy())
+    fault = classify_status(503, {"retry-after": "45"}, via_proxy=True, in_tunnel=True, now_epoch=0.0,
+                            retry_after_cap=600.0)  # fmt: skip
+    assert fault.blame is Blame.ORIGIN
+    delays = [failure(gateway, fault, proxies(3)[0].key, seed=seed).delay for seed in range(20)]
+    assert all(45.0 <= d <= 49.5 for d in delays)
+
+
+def test_origin_blamed_failure_waits_for_the_budget_when_in_debt():
+    policy = Policy(budget_burst=1.0, budget_ratio=0.0, budget_min_per_second=0.1)
+    gateway = Gateway(proxies(3), policy)
+    key = proxies(3)[0].key
+    assert failure(gateway, OVERLOAD, key).budget_wait == 0.0
+    verdict = failure(gateway, OVERLOAD, key)
+    assert verdict.budget_wait == pytest.approx(10.0)
+    assert verdict.delay == pytest.approx(10.0)
+
+
+def test_no_retry_when_retries_are_spent_or_the_fault_is_final():
+    gateway = Gateway(proxies(3), Policy())
+    keys = [p.key for p in proxies(3)]
+    spent = failure(gateway, HARD, keys[0], retries_done=3, max_retries=3)
+    assert spent == Verdict(spent.fault, retry=False, delay=0.0, budget_wait=0.0, new_limit=None, events=spent.events)
+    assert [e.what for e in spent.events] == ["ejected"]  # the pool still learns
+    final = failure(gateway, Fault("http_404", Blame.ORIGIN, retryable=False), keys[1])
+    assert not final.retry
+    assert failure(gateway, OVERLOAD, keys[2], retries_done=5, max_retries=3).new_limit == 5
+
+
+def test_direct_requests_are_the_origins_and_leave_the_pool_alone():
+    gateway = Gateway(proxies(2), Policy())
+    fault = classify_transport(TransportError.TIMEOUT, via_proxy=False)
+    verdict = failure(gateway, fault, None, seed=3)
+    assert verdict.fault.blame is Blame.ORIGIN
+    assert verdict.retry
+    assert verdict.delay == Backoff(1.0, 30.0).delay(1, random.Random(3))
+    assert verdict.new_limit == 5
+    assert verdict.events == ()
+    assert all(r.health.score == 0.0 and r.requests == 0 for r in gateway.pool)
+    assert gateway.pool.pairs == {}
+
+
+def test_direct_unknown_is_not_settled_by_history():
+    gateway = Gateway(proxies(2), Policy())
+    verdict = failure(gateway, Fault("http_599", Blame.UNKNOWN, throttles=True), None)
+    assert verdict.fault.blame is Blame.UNKNOWN
+    assert verdict.new_limit is None
+    assert verdict.delay == Backoff(1.0, 30.0).delay(1, random.Random(0))
+
+
+def test_only_origin_blamed_throttling_faults_cut_concurrency():
+    gateway = Gateway(proxies(4), Policy())
+    keys = [p.key for p in proxies(4)]
+    broken_proxy = classify_status(502, {"proxy-status": "p; error=proxy_internal_error"}, via_proxy=True,
+                                   in_tunnel=False, now_epoch=0.0, retry_after_cap=60.0)  # fmt: skip
+    assert broken_proxy.throttles and broken_proxy.blame is Blame.PROXY
+    assert failure(gateway, broken_proxy, keys[0]).new_limit is None
+    app_bug = Fault("http_500", Blame.ORIGIN, throttles=False)
+    assert failure(gateway, app_bug, keys[1]).new_limit is None
+    assert gateway.concurrency.limit(D) is None
+    assert gateway.concurrency.limits() == {}
+
+
+def test_a_storm_of_unknown_502s_becomes_the_origins_and_throttles():
+    gateway = Gateway(proxies(4), Policy())
+    keys = [p.key for p in proxies(4)]
+    bad_gateway = classify_status(502, {}, via_proxy=True, in_tunnel=False, now_epoch=0.0, retry_after_cap=60.0)
+    assert bad_gateway.blame is Blame.UNKNOWN and bad_gateway.throttles
+    verdicts = [failure(gateway, bad_gateway, key, now=1.0 + n, seed=n) for n, key in enumerate(keys[:3])]
+    assert [v.fault.blame for v in verdicts] == [Blame.UNKNOWN, Blame.UNKNOWN, Blame.ORIGIN]
+    assert [v.new_limit for v in verdicts] == [None, None, 5]
+    assert verdicts[0].delay == 0.0
+    assert verdicts[2].delay == Backoff(1.0, 30.0).delay(1, random.Random(2))
+
+
+def test_on_success_reports_readmission():
+    gateway = Gateway(proxies(1), Policy())
+    key = proxies(1)[0].key
+    ejected = failure(gateway, HARD, key, now=0.0)
+    until = gateway.pool.records[key].health.until
+    assert [e.what for e in ejected.events] == ["ejected"]
+    assert isinstance(gateway.route(D, until, random.Random(0)), Pick)
+    gateway.sent(key, D, until, first_attempt=True)
+    assert gateway.on_success(key, D, D, until + 0.5) == ([Event("readmitted", key)], None)
+    assert gateway.on_success(key, D, D, until + 1.0) == ([], None)
+
+
+def test_on_success_raises_a_throttled_limit():
+    gateway = Gateway(proxies(2), Policy())
+    key = proxies(2)[0].key
+    assert failure(gateway, OVERLOAD, key).new_limit == 5
+    changes = []
+    for n in range(10):
+        gateway.sent(key, D, 2.0 + n, first_attempt=True)
+        events, limit = gateway.on_success(key, D, D, 2.5 + n)
+        assert events == []
+        changes.append(limit)
+    assert changes[0] is None
+    assert [c for c in changes if c is not None] == [6, 7]  # 5.6 grows by 1/limit per response
+    assert gateway.concurrency.limit(D) == 7
+
+
+def test_on_success_direct_and_unthrottled():
+    gateway = Gateway(proxies(1), Policy())
+    assert gateway.on_success(None, D, D, 1.0) == ([], None)
+    assert gateway.pool.pairs == {}
+
+
+def test_released_frees_the_probation_slot():
+    gateway = Gateway(proxies(1), Policy())
+    key = proxies(1)[0].key
+    failure(gateway, HARD, key, now=0.0)
+    until = gateway.pool.records[key].health.until
+    assert isinstance(gateway.route(D, until, random.Random(0)), Pick)
+    gateway.sent(key, D, until, first_attempt=True)
+    assert not isinstance(gateway.route(D, until, random.Random(0)), Pick)  # one request at a time
+    gateway.released(key, D)
+    assert isinstance(gateway.route(D, until, random.Random(0)), Pick)

@@ -1,0 +1,525 @@
+"""health.py and pool.py: scores, ejection, cooldown, probation, retirement and selection."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scrapy_gateway.core.faults import Blame, Fault, TransportError, classify_transport
+from scrapy_gateway.core.gateway import Gateway, Policy
+from scrapy_gateway.core.health import Health, HealthRules, State
+from scrapy_gateway.core.pool import Event, Exhausted, Pick, ProxyPool, Wait
+from scrapy_gateway.core.proxies import parse_proxy
+
+RULES = HealthRules()  # alpha 0.3, eject at 0.6 or 3 in a row, cooldown 10 s doubling to 300 s, retire after 6
+HARD = Fault("proxy_refused", Blame.PROXY, hard=True)
+SOFT = Fault("timeout", Blame.PROXY)
+PAIR = Fault("http_429", Blame.PAIR)
+UNKNOWN = Fault("timeout", Blame.UNKNOWN)
+ORIGIN = Fault("http_503", Blame.ORIGIN, throttles=True)
+AUTH = Fault("http_407", Blame.PROXY, hard=True)
+D = "shop.example"
+
+
+def make_pool(n: int, rules: HealthRules = RULES, **kwargs) -> tuple[ProxyPool, list[str]]:
+    proxies = [parse_proxy(f"http://10.0.0.{i}:8080") for i in range(1, n + 1)]
+    return ProxyPool(proxies, rules, **kwargs), [p.key for p in proxies]
+
+
+def fail(pool: ProxyPool, key: str, fault: Fault, now: float, rng: random.Random, domain: str = D) -> list[Event]:
+    pool.started(key, domain)
+    return pool.failed(key, domain, fault, now, rng)
+
+
+def succeed(pool: ProxyPool, key: str, now: float, domain: str = D) -> list[Event]:
+    pool.started(key, domain)
+    return pool.succeeded(key, domain, now)
+
+
+# -- Health ---------------------------------------------------------------------------------------
+
+
+def test_fresh_health_is_usable():
+    health = Health()
+    assert health.usable(0.0)
+    assert (health.score, health.streak, health.state, health.probation) == (0.0, 0, State.ACTIVE, False)
+
+
+def test_hard_failure_asks_for_ejection_at_once():
+    assert Health().fail(RULES, hard=True) is True
+
+
+def test_soft_failures_eject_by_streak():
+    rules = HealthRules(eject_score=1.0)  # the score can never reach 1: only the streak counts
+    health = Health()
+    assert [health.fail(rules, hard=False) for _ in range(3)] == [False, False, True]
+    assert health.streak == 3
+    assert health.score == pytest.approx(1 - 0.7**3)
+
+
+def test_soft_failures_eject_by_score():
+    rules = HealthRules(eject_streak=100, eject_score=0.5)
+    health = Health()
+    assert health.fail(rules, hard=False) is False  # 0.3
+    assert health.fail(rules, hard=False) is True  # 0.51
+    assert health.score == pytest.approx(0.51)
+
+
+def test_success_resets_streak_and_decays_score():
+    health = Health()
+    health.fail(RULES, hard=False)
+    health.fail(RULES, hard=False)
+    assert health.succeed(RULES, 5.0) is False
+    assert health.streak == 0
+    assert health.score == pytest.approx(0.51 * 0.7)
+    assert health.last_success == 5.0
+    assert health.fail(RULES, hard=False) is False  # 0.55, streak 1
+    assert health.fail(RULES, hard=False) is True  # 0.685 >= 0.6 although the streak is only 2
+    assert health.streak == 2
+
+
+@pytest.mark.parametrize(
+    ("ejections", "nominal"), [(1, 10.0), (2, 20.0), (3, 40.0), (5, 160.0), (6, 300.0), (31, 300.0), (10**6, 300.0)]
+)
+def test_cooldown_doubles_is_capped_and_jittered(ejections, nominal):
+    draws = [RULES.cooldown(ejections, random.Random(seed)) for seed in range(300)]
+    assert all(c <= RULES.cooldown_cap for c in draws)  # the cap holds after the jitter
+    if nominal < RULES.cooldown_cap:
+        assert RULES.cooldown(ejections, random.Random(7)) == nominal * random.Random(7).uniform(0.8, 1.2)
+        assert all(0.8 * nominal <= c <= 1.2 * nominal for c in draws)
+        assert min(draws) < 0.85 * nominal
+        assert max(draws) > 1.15 * nominal
+    else:
+        assert min(draws) >= 0.8 * RULES.cooldown_cap
+        assert sum(c == RULES.cooldown_cap for c in draws) > 100  # jitter above the cap is clipped
+
+
+def test_eject_sets_cooldown_and_probation_follows():
+    health = Health()
+    health.fail(RULES, hard=False)
+    health.fail(RULES, hard=False)
+    assert health.eject(RULES, 100.0, random.Random(1)) is False
+    assert health.state is State.EJECTED
+    assert health.until == 100.0 + RULES.cooldown(1, random.Random(1))
+    assert health.score == RULES.eject_score / 2
+    assert health.streak == 0
+    assert not health.usable(health.until - 0.001)
+    assert not health.probation
+    assert health.usable(health.until)
+    assert health.state is State.ACTIVE
+    assert health.probation
+
+
+def test_probation_carries_one_request_at_a_time():
+    health = Health()
+    health.eject(RULES, 0.0, random.Random(1))
+    assert health.usable(1000.0)
+    health.inflight = 1
+    assert not health.usable(1000.0)
+    health.inflight = 0
+    assert health.usable(1000.0)
+
+
+def test_probation_ends_with_first_success_or_failure():
+    ok = Health()
+    ok.eject(RULES, 0.0, random.Random(1))
+    ok.usable(1000.0)
+    assert ok.succeed(RULES, 1000.0) is True
+    assert not ok.probation
+    assert ok.ejections == 0
+    assert ok.succeed(RULES, 1001.0) is False  # only the first success is a re-admission
+
+    bad = Health()
+    bad.eject(RULES, 0.0, random.Random(1))
+    bad.usable(1000.0)
+    assert bad.fail(RULES, hard=False) is True  # one soft failure is enough on probation
+
+
+def test_retire_after_n_ejections_without_success():
+    rules = HealthRules(retire_after=3)
+    health = Health()
+    assert health.eject(rules, 0.0, random.Random(1)) is False
+    assert health.eject(rules, 0.0, random.Random(1)) is False
+    assert health.eject(rules, 0.0, random.Random(1)) is True
+    assert health.state is State.RETIRED
+    assert not health.usable(1e12)
+
+
+def test_success_between_ejections_resets_the_retirement_count():
+    rules = HealthRules(retire_after=2)
+    health = Health()
+    health.eject(rules, 0.0, random.Random(1))
+    health.usable(1000.0)
+    health.succeed(rules, 1000.0)
+    assert health.eject(rules, 1000.0, random.Random(1)) is False
+    assert health.state is State.EJECTED
+
+
+def test_retire_after_zero_never_retires():
+    rules = HealthRules(retire_after=0)
+    health = Health()
+    assert not any(health.eject(rules, 0.0, random.Random(1)) for _ in range(50))
+    assert health.state is State.EJECTED
+
+
+# -- ProxyPool: outcomes ---------------------------------------------------------------------------
+
+
+def test_hard_failure_ejects_at_once():
+    pool, keys = make_pool(4)
+    rng = random.Random(3)
+    events = fail(pool, keys[0], HARD, 100.0, rng)
+    record = pool.records[keys[0]]
+    assert record.health.state is State.EJECTED
+    assert events == [Event("ejected", keys[0], cause="proxy_refused", seconds=record.health.until - 100.0)]
+    assert 8.0 <= events[0].seconds <= 12.0
+    assert record.failures == {"proxy_refused": 1}
+    assert record.health.inflight == 0
+
+
+def test_soft_failures_eject_on_the_third_in_a_row():
+    pool, keys = make_pool(4)
+    rng = random.Random(3)
+    assert fail(pool, keys[0], SOFT, 1.0, rng) == []
+    assert fail(pool, keys[0], SOFT, 2.0, rng) == []
+    events = fail(pool, keys[0], SOFT, 3.0, rng)
+    assert [e.what for e in events] == ["ejected"]
+    assert pool.records[keys[0]].failures == {"timeout": 3}
+
+
+def test_soft_failures_eject_by_score_across_a_success():
+    pool, keys = make_pool(4)
+    rng = random.Random(3)
+    key = keys[0]
+    assert fail(pool, key, SOFT, 1.0, rng) == []
+    assert fail(pool, key, SOFT, 2.0, rng) == []
+    assert succeed(pool, key, 3.0) == []
+    assert fail(pool, key, SOFT, 4.0, rng) == []
+    assert [e.what for e in fail(pool, key, SOFT, 5.0, rng)] == ["ejected"]  # score 0.685, streak 2
+
+
+def test_origin_fault_only_releases_the_request():
+    pool, keys = make_pool(2)
+    for t in range(10):
+        assert fail(pool, keys[0], ORIGIN, float(t), random.Random(t)) == []
+    record = pool.records[keys[0]]
+    assert record.health.score == 0.0
+    assert record.health.inflight == 0
+    assert record.failures == {}
+    assert pool.pairs[(keys[0], D)].score == 0.0
+    assert pool.pairs[(keys[0], D)].inflight == 0
+
+
+def test_failed_probation_re_ejects_for_longer():
+    pool, keys = make_pool(4)
+    rng = random.Random(5)
+    key = keys[0]
+    fail(pool, key, HARD, 0.0, rng)
+    until = pool.records[key].health.until
+    assert pool.records[key].health.usable(until)
+    events = fail(pool, key, SOFT, until, rng)  # one soft failure on probation
+    assert [e.what for e in events] == ["ejected"]
+    assert 16.0 <= events[0].seconds <= 24.0
+    assert pool.records[key].health.ejections == 2
+
+
+def test_probation_success_readmits():
+    pool, keys = make_pool(1)
+    rng = random.Random(5)
+    key = keys[0]
+    fail(pool, key, HARD, 0.0, rng)
+    until = pool.records[key].health.until
+    assert pool.choose(D, until - 1.0, rng) == Wait(until)
+    assert pool.choose(D, until, rng) == Pick(pool.records[key].proxy)
+    pool.started(key, D)
+    assert pool.choose(D, until + 0.5, rng) == Wait(until + 0.5 + 0.05)  # busy on probation
+    assert pool.succeeded(key, D, until + 1.0) == [Event("readmitted", key)]
+    assert pool.records[key].health.ejections == 0
+    assert isinstance(pool.choose(D, until + 1.0, rng), Pick)
+
+
+def test_retire_after_repeated_failed_probations():
+    pool, keys = make_pool(1, HealthRules(retire_after=3))
+    rng = random.Random(9)
+    key = keys[0]
+    now = 0.0
+    whats = []
+    for _ in range(3):
+        assert pool.choose(D, now, rng) == Pick(pool.records[key].proxy)
+        events = fail(pool, key, HARD, now, rng)
+        whats += [e.what for e in events]
+        now = max(now, pool.records[key].health.until)
+    assert whats == ["ejected", "ejected", "retired"]
+    assert pool.records[key].health.state is State.RETIRED
+    assert pool.all_retired()
+    assert pool.choose(D, 1e9, rng) == Exhausted()
+
+
+@pytest.mark.parametrize("kind", ["http_407", "tunnel_407"])
+def test_407_retires_at_once(kind):
+    pool, keys = make_pool(3)
+    events = fail(pool, keys[1], Fault(kind, Blame.PROXY, hard=True), 1.0, random.Random(1))
+    assert events == [Event("retired", keys[1], cause=kind)]
+    assert pool.records[keys[1]].health.state is State.RETIRED
+    assert pool.counts(2.0) == {"active": 2, "ejected": 0, "retired": 1}
+
+
+def test_failure_for_an_already_ejected_proxy_does_not_eject_again():
+    pool, keys = make_pool(3)
+    rng = random.Random(2)
+    key = keys[0]
+    pool.started(key, D)
+    pool.started(key, D)
+    assert [e.what for e in pool.failed(key, D, HARD, 1.0, rng)] == ["ejected"]
+    until = pool.records[key].health.until
+    assert pool.failed(key, D, HARD, 2.0, rng) == []
+    health = pool.records[key].health
+    assert (health.until, health.ejections, health.inflight) == (until, 1, 0)
+
+
+def test_pair_ejection_leaves_the_proxy_usable_elsewhere():
+    pool, keys = make_pool(1)
+    rng = random.Random(4)
+    key = keys[0]
+    events = fail(pool, key, PAIR, 10.0, rng, domain="a.example")
+    pair = pool.pairs[(key, "a.example")]
+    assert events == [Event("pair_ejected", key, "a.example", "http_429", pair.until - 10.0)]
+    assert 8.0 <= events[0].seconds <= 12.0
+    assert pool.records[key].health.state is State.ACTIVE
+    assert pool.records[key].health.score == 0.0
+    assert pool.choose("a.example", 10.0, rng) == Wait(pair.until)
+    assert pool.choose("b.example", 10.0, rng) == Pick(pool.records[key].proxy)
+    assert pool.choose("a.example", pair.until, rng) == Pick(pool.records[key].proxy)  # pair on probation
+    pool.started(key, "a.example")
+    assert pool.succeeded(key, "a.example", pair.until) == [Event("pair_readmitted", key, "a.example")]
+
+
+def test_unknown_faults_only_lower_the_pair_score():
+    pool, keys = make_pool(2)
+    rng = random.Random(4)
+    key = keys[0]
+    for t in range(5):
+        assert fail(pool, key, UNKNOWN, float(t), rng) == []
+    pair = pool.pairs[(key, D)]
+    assert pair.state is State.ACTIVE
+    assert pair.score == pytest.approx(1 - 0.7**5)
+    assert pool.records[key].health.score == 0.0
+    assert pool.records[key].health.state is State.ACTIVE
+    assert pool.records[key].failures == {"timeout": 5}
+    # Selection now avoids the pair when it draws both proxies, but it is still usable.
+    picks = [pool.choose(D, 10.0, random.Random(seed)).proxy.key for seed in range(200)]
+    assert 0.6 < picks.count(keys[1]) / len(picks) < 0.9
+    assert pool.choose(D, 10.0, rng, avoid={keys[1]}).proxy.key == key
+
+
+def test_pair_failure_for_an_already_ejected_pair_does_not_eject_again():
+    pool, keys = make_pool(2)
+    rng = random.Random(4)
+    pool.started(keys[0], D)
+    pool.started(keys[0], D)
+    assert [e.what for e in pool.failed(keys[0], D, PAIR, 1.0, rng)] == ["pair_ejected"]
+    until = pool.pairs[(keys[0], D)].until
+    assert pool.failed(keys[0], D, PAIR, 2.0, rng) == []
+    assert pool.pairs[(keys[0], D)].until == until
+    assert pool.pairs[(keys[0], D)].ejections == 1
+
+
+def test_pair_is_never_retired_only_held_at_the_cap():
+    pool, keys = make_pool(1, HealthRules(retire_after=1))
+    events = fail(pool, keys[0], PAIR, 100.0, random.Random(1))
+    assert events == [Event("pair_ejected", keys[0], D, "http_429", 300.0)]
+    assert pool.pairs[(keys[0], D)].state is State.EJECTED
+    assert isinstance(pool.choose(D, 400.0, random.Random(1)), Pick)
+
+
+# -- ProxyPool: selection -------------------------------------------------------------------------
+
+
+def test_choose_avoids_tried_proxies_while_another_is_usable():
+    pool, keys = make_pool(5)
+    avoid = set(keys[:4])
+    picks = {pool.choose(D, 0.0, random.Random(seed), avoid).proxy.key for seed in range(100)}
+    assert picks == {keys[4]}
+
+
+def test_choose_falls_back_to_a_tried_proxy_when_it_is_the_only_one():
+    pool, keys = make_pool(3)
+    rng = random.Random(1)
+    fail(pool, keys[0], HARD, 0.0, rng)
+    fail(pool, keys[1], HARD, 0.0, rng)
+    assert pool.choose(D, 1.0, rng, avoid={keys[2]}) == Pick(pool.records[keys[2]].proxy)
+    single, (only,) = make_pool(1)
+    assert single.choose(D, 0.0, rng, avoid={only}) == Pick(single.records[only].proxy)
+
+
+def test_choose_never_returns_an_ejected_proxy():
+    pool, keys = make_pool(6)
+    rng = random.Random(1)
+    for key in keys[:5]:
+        fail(pool, key, HARD, 0.0, rng)
+    picks = {pool.choose(D, 1.0, random.Random(seed)).proxy.key for seed in range(100)}
+    assert picks == {keys[5]}
+
+
+def test_wait_until_the_earliest_cooldown_ends():
+    pool, keys = make_pool(3)
+    rng = random.Random(8)
+    for t, key in enumerate(keys):
+        fail(pool, key, HARD, float(t), rng)
+    earliest = min(pool.records[k].health.until for k in keys)
+    assert pool.choose(D, 3.0, rng) == Wait(earliest)
+    assert isinstance(pool.choose(D, earliest, rng), Pick)
+
+
+def test_exhausted_when_all_retired_or_empty():
+    pool, keys = make_pool(3)
+    for key in keys:
+        fail(pool, key, AUTH, 0.0, random.Random(1))
+    assert pool.choose(D, 1e6, random.Random(1)) == Exhausted()
+    empty = ProxyPool([], RULES)
+    assert empty.choose(D, 0.0, random.Random(1)) == Exhausted()
+    assert not empty.all_retired()
+
+
+def test_choose_prefers_the_healthier_of_two():
+    pool, keys = make_pool(2)
+    rng = random.Random(0)
+    fail(pool, keys[0], SOFT, 0.0, rng)  # score 0.3, still active
+    fail(pool, keys[0], SOFT, 0.0, rng)  # score 0.51
+    picks = [pool.choose(D, 1.0, random.Random(seed)).proxy.key for seed in range(400)]
+    healthy_share = picks.count(keys[1]) / len(picks)
+    assert 0.65 < healthy_share < 0.85  # two random draws: the sick one wins only when drawn twice
+
+
+def test_panic_keeps_soft_failing_proxies_in():
+    pool, keys = make_pool(4, max_ejected_ratio=0.5)
+    rng = random.Random(6)
+    outcomes = []
+    for key in keys[:3]:
+        for t in range(3):
+            events = fail(pool, key, SOFT, float(t), rng)
+        outcomes.append([e.what for e in events])
+    assert outcomes == [["ejected"], ["ejected"], ["panic"]]
+    assert pool.in_panic
+    assert pool.records[keys[2]].health.state is State.ACTIVE
+    assert pool.counts(3.0) == {"active": 2, "ejected": 2, "retired": 0}
+    # Hard evidence still ejects during a panic.
+    assert [e.what for e in fail(pool, keys[2], HARD, 4.0, rng)] == ["ejected"]
+
+
+def test_panic_ends_when_everything_is_back():
+    pool, keys = make_pool(2, max_ejected_ratio=0.4)
+    rng = random.Random(6)
+    for _ in range(3):
+        events = fail(pool, keys[0], SOFT, 0.0, rng)
+    assert [e.what for e in events] == ["panic"]
+    assert pool.in_panic
+    pool.counts(1.0)
+    assert not pool.in_panic
+
+
+def test_pairs_are_an_lru_bounded_by_max_pairs():
+    pool, keys = make_pool(1, max_pairs=3)
+    key = keys[0]
+    for domain in ("a", "b", "c"):
+        pool.started(key, domain)
+    pool.started(key, "a")  # touch: "b" is now the least recently used
+    pool.started(key, "d")
+    assert list(pool.pairs) == [(key, "c"), (key, "a"), (key, "d")]
+    for domain in "efgh":
+        pool.started(key, domain)
+    assert len(pool.pairs) == 3
+
+
+# -- properties -------------------------------------------------------------------------------------
+
+OUTCOMES = [None, HARD, SOFT, PAIR, UNKNOWN, ORIGIN, AUTH]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    steps=st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from(["a", "b", "c", "d"]), st.floats(0.0, 30.0), st.integers(0, 6)),
+        min_size=1,
+        max_size=120,
+    ),
+    size=st.integers(1, 6),
+    max_pairs=st.integers(1, 6),
+)
+def test_choose_only_returns_usable_proxies(seed, steps, size, max_pairs):
+    pool, keys = make_pool(size, HealthRules(retire_after=4), max_pairs=max_pairs)
+    rng = random.Random(seed)
+    now = 0.0
+    inflight: list[tuple[str, str]] = []
+    for op, domain, dt, outcome in steps:
+        now += dt
+        if op == 0 or not inflight:
+            avoid = {keys[0]} if size > 1 and outcome % 2 else set()
+            choice = pool.choose(domain, now, rng, avoid)
+            if isinstance(choice, Pick):
+                record = pool.records[choice.proxy.key]
+                health, pair = record.health, pool.pairs.get((choice.proxy.key, domain))
+                assert health.state is State.ACTIVE
+                assert not (health.probation and health.inflight)
+                if pair is not None:
+                    assert pair.state is State.ACTIVE
+                    assert not (pair.probation and pair.inflight)
+                pool.started(choice.proxy.key, domain)
+                inflight.append((choice.proxy.key, domain))
+            elif isinstance(choice, Wait):
+                assert choice.until > now
+                assert not pool.all_retired()
+            else:
+                assert pool.all_retired()
+        else:
+            key, dom = inflight.pop(outcome % len(inflight))
+            fault = OUTCOMES[outcome]
+            if fault is None:
+                pool.succeeded(key, dom, now)
+            else:
+                pool.failed(key, dom, fault, now, rng)
+        assert len(pool.pairs) <= max_pairs
+        assert all(r.health.inflight >= 0 for r in pool)
+
+
+# -- statistics: a pool with dead proxies wastes little ---------------------------------------------
+
+
+def test_dead_proxies_waste_few_attempts():
+    proxies = [parse_proxy(f"http://10.1.0.{i}:3128") for i in range(20)]
+    dead = {p.key for p in proxies[:6]}
+    gateway = Gateway(proxies, Policy())
+    rng = random.Random(2024)
+    refused = classify_transport(TransportError.REFUSED, via_proxy=True)
+    now, successes, wasted, gave_up = 0.0, 0, 0, 0
+    for n in range(2000):
+        domain = f"site{n % 5}.example"
+        avoid: list[str] = []
+        for attempt in range(6):
+            choice = gateway.route(domain, now, rng, avoid)
+            assert isinstance(choice, Pick)
+            key = choice.proxy.key
+            gateway.sent(key, domain, now, first_attempt=attempt == 0)
+            now += 0.1
+            if key in dead:
+                wasted += 1
+                verdict = gateway.on_failure(
+                    refused, proxy=key, domain=domain, slot=domain, ceiling=8,
+                    retries_done=attempt, max_retries=5, sent_at=now - 0.1, now=now, rng=rng,
+                )  # fmt: skip
+                assert verdict.retry and verdict.delay == 0.0
+                avoid.append(key)
+                continue
+            gateway.on_success(key, domain, domain, now)
+            successes += 1
+            break
+        else:
+            gave_up += 1
+    assert gave_up == 0
+    assert successes == 2000
+    assert wasted / successes < 0.05
+    assert wasted >= 6  # every dead proxy had to be found once
