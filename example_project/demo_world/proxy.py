@@ -29,8 +29,27 @@ from ._http import (
 from ._loop import LoopThread
 from ._server import Listener
 
-Mode = Literal["good", "dead", "blackhole", "bad_gateway", "flaky", "reset"]
-MODES: tuple[Mode, ...] = ("good", "dead", "blackhole", "bad_gateway", "flaky", "reset")
+Mode = Literal[
+    "good", "dead", "blackhole", "bad_gateway", "flaky", "reset", "garbage", "truncate", "huge_headers", "status_only"
+]
+MODES: tuple[Mode, ...] = (
+    "good",
+    "dead",
+    "blackhole",
+    "bad_gateway",
+    "flaky",
+    "reset",
+    # Bad input from the network, for robustness tests:
+    "garbage",  # answers bytes that are not HTTP at all
+    "truncate",  # forwards, but cuts the body in half and closes
+    "huge_headers",  # a 200 with a 256 KiB header
+    "status_only",  # sends a status line, then closes
+)
+_MALFORMED: dict[str, bytes] = {
+    "garbage": b"\x16\x03\x01\x00\xa5 this is not HTTP \x00\xff\r\n\r\n",
+    "huge_headers": b"HTTP/1.1 200 OK\r\nX-Huge: " + b"a" * 262144 + b"\r\nContent-Length: 2\r\n\r\nok",
+    "status_only": b"HTTP/1.1 200 OK\r\n",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +223,10 @@ class Proxy:
         if mode == "reset":
             abort_with_rst(writer)
             return False
+        if mode in _MALFORMED:
+            writer.write(_MALFORMED[mode])
+            await writer.drain()
+            return False
         if self._token is not None and not _auth_ok(auth, self._token):
             c.auth_failures += 1
             challenge = [("Proxy-Authenticate", 'Basic realm="demo"')]
@@ -219,7 +242,12 @@ class Proxy:
             if req.method == "CONNECT":
                 await self._tunnel(host, port, reader, writer)
                 return False
-            writer.write(await self._forward(req, host, port))
+            relayed = await self._forward(req, host, port)
+            if mode == "truncate":
+                writer.write(relayed[: len(relayed) - max(1, _body_length(relayed) // 2)])
+                await writer.drain()
+                return False
+            writer.write(relayed)
         except _Refused as refusal:
             if refusal.status >= HTTPStatus.INTERNAL_SERVER_ERROR:
                 c.own_errors += 1
@@ -338,3 +366,8 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, abort_both
     except (OSError, ProtocolError):
         # One side broke: tear down both, or the other pipe waits forever.
         abort_both()
+
+
+def _body_length(raw: bytes) -> int:
+    _, _, body = raw.partition(b"\r\n\r\n")
+    return len(body)
