@@ -59,7 +59,7 @@ class GatewayMiddleware:
         self.room = WaitingRoom(crawler)
         assert crawler.stats is not None
         self.stats = crawler.stats
-        self.report = Reporter(self.gateway, crawler.stats, config.log_interval)
+        self.report = Reporter(self.gateway, crawler.stats, config.log_interval, self.room.__len__)
         self._closing = False
         crawler.signals.connect(self._opened, signal=signals.spider_opened)
         crawler.signals.connect(self._closed, signal=signals.spider_closed)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from scrapy.utils.asyncio import create_looping_call
+from scrapy.utils.asyncio import AsyncioLoopingCall, create_looping_call
 
 from scrapy_gateway import stats as keys
 from scrapy_gateway.core.faults import Fault
@@ -20,16 +20,18 @@ from scrapy_gateway.core.pool import Event
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
+    from twisted.internet.task import LoopingCall
 
 logger = logging.getLogger("scrapy_gateway")
 
 
 class Reporter:
-    def __init__(self, gateway: Gateway, stats: StatsCollector, interval: float) -> None:
+    def __init__(self, gateway: Gateway, stats: StatsCollector, interval: float, waiting: Callable[[], int]) -> None:
         self.gateway = gateway
+        self.waiting = waiting  # how many retries wait in the waiting room now
         self.stats = stats
         self.interval = interval
-        self._loop: object | None = None
+        self._loop: AsyncioLoopingCall | LoopingCall | None = None
 
     # -- per decision ----------------------------------------------------------------------
 
@@ -109,24 +111,24 @@ class Reporter:
             loop.start(self.interval, now=False)
             self._loop = loop
 
-    def periodic(self, waiting: int = 0) -> None:
+    def periodic(self) -> None:
         counts = self.gauges()
         throttled = self.gateway.concurrency.limits()
         shown = ", ".join(f"{slot}={limit}" for slot, limit in sorted(throttled.items())[:5]) or "none"
         logger.info(
             "Gateway: proxies %(active)d active, %(ejected)d out, %(retired)d retired; "
-            "retries %(retries)d; throttled domains: %(throttled)s",
+            "retries %(retries)d, %(waiting)d waiting; throttled domains: %(throttled)s",
             {
                 **counts,
                 "retries": self.stats.get_value(f"{keys.RETRY_BASE}/count", 0),
+                "waiting": self.waiting(),
                 "throttled": shown + (f" (+{len(throttled) - 5} more)" if len(throttled) > 5 else ""),
             },
         )
 
     def close(self) -> None:
-        loop = self._loop
-        if loop is not None and getattr(loop, "running", False):
-            loop.stop()  # type: ignore[attr-defined]
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
         self.gauges()
         if len(self.gateway.pool) == 0:
             return
