@@ -145,5 +145,6 @@ def classify_transport(error: TransportError, *, via_proxy: bool, message: str =
             return Fault("tunnel_407", Blame.PROXY, hard=True)
         if status in (403, 429):
             return Fault(f"tunnel_{status}", Blame.PAIR)
-        return Fault(f"tunnel_{status or 'error'}", Blame.UNKNOWN)
-    return Fault(error.value, Blame.UNKNOWN)
+        # throttles: if history settles it on the origin, it counts as the origin's overload.
+        return Fault(f"tunnel_{status or 'error'}", Blame.UNKNOWN, throttles=True)
+    return Fault(error.value, Blame.UNKNOWN, throttles=True)
