@@ -92,7 +92,7 @@ SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
     "GATEWAY_BACKOFF_MAX": (30.0, _number(float, 0.0)),
     "GATEWAY_RETRY_AFTER_MAX": (120.0, _number(float, 0.0)),
     "GATEWAY_RETRY_BUDGET_RATIO": (0.2, _number(float, 0.0, 10.0)),
-    "GATEWAY_RETRY_BUDGET_MIN_PER_SECOND": (5.0, _number(float, 0.0)),
+    "GATEWAY_RETRY_BUDGET_MIN_PER_SECOND": (20.0, _number(float, 0.0)),
     "GATEWAY_RETRY_BUDGET_BURST": (10.0, _number(float, 1.0)),
     "GATEWAY_HEALTH_ALPHA": (0.3, _number(float, 0.0, 1.0, low_open=True)),
     "GATEWAY_EJECT_SCORE": (0.6, _number(float, 0.0, 1.0, low_open=True)),

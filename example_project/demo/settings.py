@@ -22,10 +22,6 @@ GATEWAY_LOG_INTERVAL = 2
 # A proxy taken out of rotation comes back on probation after ~2 s (default 10 s, doubling each
 # time), short enough for the demo to show a proxy "back in rotation after a good probe".
 GATEWAY_COOLDOWN_BASE = 2.0
-# Retries of a failing origin are paced by a per-origin retry budget: 20 % of its first attempts
-# plus this floor per second (default 2). The demo's "news" origin fails all 60 pages at once, so
-# a floor of 5/s lets it catch up within the demo's ~20 s instead of ~35 s.
-GATEWAY_RETRY_BUDGET_MIN_PER_SECOND = 5.0
 # Seed the gateway's random choices (proxy picks, jitter); timing still varies between runs.
 GATEWAY_SEED = 1
 

@@ -34,7 +34,7 @@ class Policy:
     max_ejected_ratio: float = 0.5
     blame_window: float = 30.0
     budget_ratio: float = 0.2
-    budget_min_per_second: float = 5.0
+    budget_min_per_second: float = 20.0
     budget_burst: float = 10.0
     concurrency_min: int = 1
     concurrency_beta: float = 0.7
@@ -130,7 +130,8 @@ class Gateway:
                 delay = budget_wait
         else:
             delay = self.backoff.delay(retries_done + 1, rng, fault.retry_after)
-            budget_wait = self.budget.withdraw(domain, now)
+            # An origin that named its time with Retry-After has throttled us itself.
+            budget_wait = 0.0 if fault.retry_after is not None else self.budget.withdraw(domain, now)
             delay = max(delay, budget_wait)
         return Verdict(
             fault,
