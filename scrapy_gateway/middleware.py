@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 from scrapy import Request, signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
@@ -25,7 +26,7 @@ from scrapy_gateway import jobstate
 from scrapy_gateway import stats as keys
 from scrapy_gateway.config import ConfigError, GatewayConfig
 from scrapy_gateway.core.faults import Fault, classify_status, classify_transport
-from scrapy_gateway.core.gateway import Gateway
+from scrapy_gateway.core.gateway import Gateway, Verdict
 from scrapy_gateway.core.pool import Exhausted, Pick
 from scrapy_gateway.core.proxies import ProxyListError, parse_proxy
 from scrapy_gateway.downloader import GatewayDownloader
@@ -48,6 +49,7 @@ TRIED = "_gateway_tried"
 SENT_AT = "_gateway_sent_at"
 PROXY_RETRIES = "_gateway_proxy_retries"  # retries paid from GATEWAY_MAX_PROXY_RETRIES
 _HEADERS = (b"Proxy-Status", b"X-Squid-Error", b"Retry-After")
+_UNJUDGED = object()
 
 
 class GatewayMiddleware:
@@ -63,6 +65,8 @@ class GatewayMiddleware:
         self._closing = False
         crawler.signals.connect(self._opened, signal=signals.spider_opened)
         crawler.signals.connect(self._closed, signal=signals.spider_closed)
+        crawler.signals.connect(self._downloaded, signal=signals.response_downloaded)
+        self._judged: WeakKeyDictionary[Request, Verdict | None] = WeakKeyDictionary()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -152,17 +156,51 @@ class GatewayMiddleware:
 
     # -- outcomes --------------------------------------------------------------------------
 
+    def _downloaded(self, response: Response, request: Request) -> None:
+        # response_downloaded fires before the downloader starts the slot's next request, so a
+        # concurrency cut decided here already holds for it (in process_response it would not).
+        if not request.meta.get(SKIP):
+            self._judged[request] = self._judge_response(request, response)
+
     def process_response(self, request: Request, response: Response) -> Request | Response:
+        if request.meta.get(SKIP):
+            return response
+        verdict = self._judged.pop(request, _UNJUDGED)
+        if verdict is _UNJUDGED:  # a response that was not downloaded (a cache, another middleware)
+            verdict = self._judge_response(request, response)
+        if verdict is None:
+            return response
+        assert isinstance(verdict, Verdict)
+        return self._act(request, verdict) or response
+
+    def process_exception(self, request: Request, exception: Exception) -> Request | None:
         meta = request.meta
         if meta.get(SKIP):
-            return response
+            return None
+        kind = transport_error(exception)
+        if kind is None:
+            self.gateway.released(meta.get(PROXY_KEY), self._where(request)[0])
+            return None
+        fault = classify_transport(kind, via_proxy=bool(meta.get("proxy")), message=str(exception))
+        return self._act(request, self._judge(request, fault))
+
+    def _where(self, request: Request) -> tuple[str, str]:
+        domain = urlparse_cached(request).hostname or ""
+        return domain, str(request.meta.get("download_slot", domain))
+
+    def _judge_response(self, request: Request, response: Response) -> Verdict | None:
+        """Tell the core how a download went; None when it went well."""
+        meta = request.meta
         via_proxy = bool(meta.get("proxy"))
         if response.status not in self.config.http_codes and not (response.status == 407 and via_proxy):
-            events, new_limit = self.gateway.on_success(meta.get(PROXY_KEY), *self._where(request), time.monotonic())
+            domain, slot = self._where(request)
+            events, new_limit = self.gateway.on_success(
+                meta.get(PROXY_KEY), domain, slot, time.monotonic(), meta.get(SENT_AT)
+            )
             self.report.events(events)
             if new_limit is not None:
-                self._apply_limit(self._where(request)[1], new_limit, None)
-            return response
+                self._apply_limit(slot, new_limit, None)
+            return None
         headers = {}
         for name in _HEADERS:
             value = response.headers.get(name)
@@ -176,42 +214,24 @@ class GatewayMiddleware:
             now_epoch=time.time(),
             retry_after_cap=self.config.retry_after_max,
         )
-        return self._failed(request, fault) or response
+        return self._judge(request, fault)
 
-    def process_exception(self, request: Request, exception: Exception) -> Request | None:
-        meta = request.meta
-        if meta.get(SKIP):
-            return None
-        kind = transport_error(exception)
-        if kind is None:
-            self.gateway.released(meta.get(PROXY_KEY), self._where(request)[0])
-            return None
-        fault = classify_transport(kind, via_proxy=bool(meta.get("proxy")), message=str(exception))
-        return self._failed(request, fault)
-
-    def _where(self, request: Request) -> tuple[str, str]:
-        domain = urlparse_cached(request).hostname or ""
-        return domain, str(request.meta.get("download_slot", domain))
-
-    def _failed(self, request: Request, fault: Fault) -> Request | None:
-        """Ask the core; return the retry request, or None after giving up."""
+    def _judge(self, request: Request, fault: Fault) -> Verdict:
+        """Ask the core about a failure and apply what it decided about the domain."""
         meta = request.meta
         domain, slot = self._where(request)
         now = time.monotonic()
-        proxy_key = meta.get(PROXY_KEY)
-        max_retries = meta.get("max_retry_times", self.config.max_retries)
         proxy_retries = meta.get(PROXY_RETRIES, 0)
-        retry_times = meta.get("retry_times", 0)
         downloader = self.crawler.engine.downloader if self.crawler.engine else None
         ceiling = downloader.slot_ceiling(slot) if isinstance(downloader, GatewayDownloader) else 8
         verdict = self.gateway.on_failure(
             fault,
-            proxy=proxy_key,
+            proxy=meta.get(PROXY_KEY),
             domain=domain,
             slot=slot,
             ceiling=ceiling,
-            retries_done=retry_times - proxy_retries,
-            max_retries=max_retries,
+            retries_done=meta.get("retry_times", 0) - proxy_retries,
+            max_retries=meta.get("max_retry_times", self.config.max_retries),
             proxy_retries_done=proxy_retries,
             max_proxy_retries=self.config.max_proxy_retries,
             sent_at=meta.get(SENT_AT, now),
@@ -220,6 +240,12 @@ class GatewayMiddleware:
         )
         if verdict.new_limit is not None:
             self._apply_limit(slot, verdict.new_limit, verdict.fault)
+        return verdict
+
+    def _act(self, request: Request, verdict: Verdict) -> Request | None:
+        """Return the retry request, or None after giving up."""
+        meta = request.meta
+        retry_times = meta.get("retry_times", 0)
         retry = None
         if verdict.fault.retryable and not meta.get("dont_retry"):
             retry = get_retry_request(
@@ -236,8 +262,8 @@ class GatewayMiddleware:
             meta["dont_retry"] = True  # the gateway gave up: RetryMiddleware must not try again
             return None
         if verdict.proxy_allowance:
-            retry.meta[PROXY_RETRIES] = proxy_retries + 1
-        self._prepare_retry(retry, proxy_key, verdict.delay)
+            retry.meta[PROXY_RETRIES] = meta.get(PROXY_RETRIES, 0) + 1
+        self._prepare_retry(retry, meta.get(PROXY_KEY), verdict.delay)
         logger.debug(
             "Retrying %(request)s after %(kind)s (%(blame)s) in %(delay).2fs",
             {"request": retry, "kind": verdict.fault.kind, "blame": verdict.fault.blame.value, "delay": verdict.delay},

@@ -5,8 +5,8 @@ reply) is judged against the last `window` seconds:
 - PROXY  when this proxy has also failed on another domain, both domains work through other
   proxies, and this one has succeeded nowhere since;
 - ORIGIN when the domain has failed through at least two other proxies and nothing has succeeded
-  on it since (an outage), or when, in the last sixth of the window, it failed through at least
-  two paths known to work on it (intermittent errors through good paths: an overloaded origin);
+  on it since (an outage), or when the failing path has worked on it lately and reliably (its
+  pair score is low): the path is fine, so the origin is shedding load (an overload);
 - PAIR   when the domain works through other proxies but has not lately worked through this one:
   the signature of a proxy banned on one domain, which keeps serving the others;
 - UNKNOWN otherwise: the caller charges it to the (proxy, domain) pair's score only.
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from scrapy_gateway.core.faults import Blame
 
 _RECENT = 16  # failures remembered per domain and per proxy
+RELIABLE = 0.2  # a (proxy, domain) failure score below this is a path that works
 
 
 @dataclass(slots=True)
@@ -59,12 +60,20 @@ class Judge:
             worked.popitem(last=False)
         self._trail(self._proxies, proxy, self._max_proxies).last_success = now
 
-    def failure(self, proxy: str, domain: str, now: float, blame: Blame) -> Blame:
-        """Record a failure and return its blame, settled from history when it was UNKNOWN."""
+    def answering(self, domain: str, now: float, within: float = 1.0) -> bool:
+        """The domain sent a good response in the last `within` seconds."""
+        trail = self._domains.get(domain)
+        return trail is not None and trail.last_success >= now - within
+
+    def failure(self, proxy: str, domain: str, now: float, blame: Blame, path_score: float = 0.0) -> Blame:
+        """Record a failure and return its blame, settled from history when it was UNKNOWN.
+
+        `path_score`: the (proxy, domain) pair's failure score from the pool, 0 for a clean record.
+        """
         dom = self._trail(self._domains, domain, self._max_domains)
         prx = self._trail(self._proxies, proxy, self._max_proxies)
         if blame is Blame.UNKNOWN:
-            blame = self._settle(proxy, domain, dom, prx, now)
+            blame = self._settle(proxy, domain, dom, prx, now, path_score)
         # Proxy-wide faults are not evidence about the domain, and vice versa.
         if blame is not Blame.PROXY:
             dom.failures.append((now, proxy))
@@ -72,7 +81,7 @@ class Judge:
             prx.failures.append((now, domain))
         return blame
 
-    def _settle(self, proxy: str, domain: str, dom: _Trail, prx: _Trail, now: float) -> Blame:
+    def _settle(self, proxy: str, domain: str, dom: _Trail, prx: _Trail, now: float, path_score: float) -> Blame:
         since = now - self.window
         if self._fails_everywhere(proxy, domain, dom, prx, since):
             return Blame.PROXY
@@ -82,10 +91,9 @@ class Judge:
                 last[p] = t
         if sum(1 for t in last.values() if t > dom.last_success) >= 2:
             return Blame.ORIGIN  # an outage: failing through several proxies since it last worked
-        # Overload: intermittent failures, lately, through several paths known to work here.
-        lately = now - self.window / 6
-        paths = [p for p, t in last.items() if t >= lately] + [proxy]
-        if sum(1 for p in paths if _worked(dom, p, since)) >= 2:
+        # Overload: a path that works here, and reliably (a flaky proxy's own failures have raised
+        # its score), failing now and then: the path is fine, so the origin is shedding load.
+        if _worked(dom, proxy, since) and path_score < RELIABLE:
             return Blame.ORIGIN
         return self._pair_or_unknown(proxy, dom, since)
 

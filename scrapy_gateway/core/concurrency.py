@@ -3,8 +3,10 @@
 - An origin-blamed overload error cuts the limit to `limit * beta`, at most once per round trip:
   errors from requests sent before the last cut were caused by the old limit and do not cut again.
 - Each clean response adds `1 / limit` (one unit per window of `limit` responses), up to the
-  user's own limit. Near the limit that last overloaded the origin, growth slows by `caution`, so
-  the sawtooth spends little time above the origin's capacity.
+  user's own limit. The limit is a real number; the slot gets it rounded half up. When the next
+  step up would reach the limit that last overloaded the origin, growth slows by `caution`, and
+  twice more for each overload in a row at that same limit (up to 16-fold), so the sawtooth
+  spends little time above the origin's capacity.
 - Proxy-blamed failures never reach this module.
 """
 
@@ -21,10 +23,14 @@ class _Limit:
     ceiling: int
     cut_at: float = float("-inf")  # monotonic time of the last cut
     hurt_at: float = math.inf  # limit at which the origin last overloaded
+    repeats: int = 0  # overloads in a row at that same effective limit
+
+
+_MAX_REPEATS = 4  # probing slows down at most 16-fold beyond `caution`
 
 
 class ConcurrencyControl:
-    def __init__(self, minimum: int, beta: float, caution: float = 16.0, max_slots: int = 10_000) -> None:
+    def __init__(self, minimum: int, beta: float, caution: float = 32.0, max_slots: int = 10_000) -> None:
         self.minimum = minimum
         self.beta = beta
         self.caution = caution
@@ -34,10 +40,10 @@ class ConcurrencyControl:
     def limit(self, slot: str) -> int | None:
         """The enforced limit, or None when the slot has never been throttled (user's own)."""
         entry = self._limits.get(slot)
-        return None if entry is None else int(entry.value)
+        return None if entry is None else _effective(entry.value)
 
     def limits(self) -> dict[str, int]:
-        return {slot: int(e.value) for slot, e in self._limits.items() if int(e.value) < e.ceiling}
+        return {slot: _effective(e.value) for slot, e in self._limits.items() if _effective(e.value) < e.ceiling}
 
     def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float) -> int | None:
         """An origin-blamed overload error; return the new limit if it changed."""
@@ -50,11 +56,13 @@ class ConcurrencyControl:
             self._limits.move_to_end(slot)
         if sent_at < entry.cut_at:
             return None
-        before = int(entry.value)
+        before = _effective(entry.value)
+        same_place = before == _effective(entry.hurt_at)
+        entry.repeats = min(entry.repeats + 1, _MAX_REPEATS) if same_place else 0
         entry.hurt_at = entry.value
         entry.value = max(float(self.minimum), entry.value * self.beta)
         entry.cut_at = now
-        after = int(entry.value)
+        after = _effective(entry.value)
         return after if after != before else None
 
     def clean(self, slot: str) -> int | None:
@@ -62,12 +70,14 @@ class ConcurrencyControl:
         entry = self._limits.get(slot)
         if entry is None:
             return None
-        before = int(entry.value)
+        before = _effective(entry.value)
         step = 1.0 / max(entry.value, 1.0)
-        if entry.value + 1.0 >= entry.hurt_at:
-            step /= self.caution
+        if before + 1 >= _effective(entry.hurt_at):
+            # The next step up is where the origin last overloaded: probe it slowly, and twice as
+            # slowly each time the probe hurt again at the same place.
+            step /= self.caution * 2**entry.repeats
         entry.value = min(float(entry.ceiling), entry.value + step)
-        after = int(entry.value)
+        after = _effective(entry.value)
         if after >= entry.ceiling:
             del self._limits[slot]  # fully recovered: the user's own limit rules again
             return entry.ceiling if after != before else None
@@ -86,3 +96,8 @@ class ConcurrencyControl:
     def _evict(self) -> None:
         """Forget the least recently throttled slot (it falls back to the user's own limit)."""
         self._limits.popitem(last=False)
+
+
+def _effective(value: float) -> int:
+    """The whole number of requests a fractional limit allows (rounded half up)."""
+    return int(value + 0.5) if math.isfinite(value) else 2**31

@@ -40,6 +40,7 @@ class Fault:
     hard: bool = False  # certain proxy breakage: eject without waiting for a score
     retry_after: float | None = None  # seconds, already capped by the caller's parser
     retryable: bool = True
+    answered: bool = True  # something came back (False for a timeout: the path stayed silent)
 
 
 # RFC 9209 error types that describe the proxy itself rather than the next hop.
@@ -147,4 +148,4 @@ def classify_transport(error: TransportError, *, via_proxy: bool, message: str =
             return Fault(f"tunnel_{status}", Blame.PAIR)
         # throttles: if history settles it on the origin, it counts as the origin's overload.
         return Fault(f"tunnel_{status or 'error'}", Blame.UNKNOWN, throttles=True)
-    return Fault(error.value, Blame.UNKNOWN, throttles=True)
+    return Fault(error.value, Blame.UNKNOWN, throttles=True, answered=error is not TransportError.TIMEOUT)

@@ -23,6 +23,9 @@ from scrapy_gateway.core.health import HealthRules
 from scrapy_gateway.core.pool import Event, Exhausted, Pick, ProxyPool, Wait
 from scrapy_gateway.core.proxies import Proxy
 
+DIRECT = "direct"  # how the judge names the path of a request sent without a proxy
+OVERLOAD_BACKOFF_SCALE = 0.1
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -75,7 +78,7 @@ class Gateway:
 
     def sent(self, proxy: str | None, domain: str, now: float, *, first_attempt: bool) -> None:
         if proxy is not None:
-            self.pool.started(proxy, domain)
+            self.pool.started(proxy, domain, now)
         if first_attempt:
             self.budget.deposit(domain, now)
 
@@ -84,11 +87,13 @@ class Gateway:
         if proxy is not None:
             self.pool.finished(proxy, domain)
 
-    def on_success(self, proxy: str | None, domain: str, slot: str, now: float) -> tuple[list[Event], int | None]:
+    def on_success(
+        self, proxy: str | None, domain: str, slot: str, now: float, sent_at: float | None = None
+    ) -> tuple[list[Event], int | None]:
         events: list[Event] = []
         if proxy is not None:
-            events = self.pool.succeeded(proxy, domain, now)
-            self.judge.success(proxy, domain, now)
+            events = self.pool.succeeded(proxy, domain, now, None if sent_at is None else now - sent_at)
+        self.judge.success(proxy or DIRECT, domain, now)
         return events, self.concurrency.clean(slot)
 
     def on_failure(
@@ -108,12 +113,14 @@ class Gateway:
         rng: random.Random,
     ) -> Verdict:
         if proxy is not None:
-            fault = replace(fault, blame=self.judge.failure(proxy, domain, now, fault.blame))
+            path_score = self.pool.pair_score(proxy, domain)
+            fault = replace(fault, blame=self.judge.failure(proxy, domain, now, fault.blame, path_score))
             events = tuple(self.pool.failed(proxy, domain, fault, now, rng))
         else:
             events = ()
         new_limit = None
-        if fault.throttles and fault.blame is Blame.ORIGIN:
+        # A Retry-After is the origin's own throttle, and honouring it is enough.
+        if fault.throttles and fault.blame is Blame.ORIGIN and fault.retry_after is None:
             new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now)
         # A proxy's own failure says nothing about the page: it is retried on another proxy from a
         # separate allowance, so a few bad proxies cannot use up the retries the origin may need.
@@ -129,7 +136,10 @@ class Gateway:
                 budget_wait = self.budget.withdraw(domain, now)
                 delay = budget_wait
         else:
-            delay = self.backoff.delay(retries_done + 1, rng, fault.retry_after)
+            # An origin that still answers is shedding load, and the concurrency cut is the cure:
+            # a short pause will do. One that answers nothing gets the full backoff.
+            scale = OVERLOAD_BACKOFF_SCALE if self.judge.answering(domain, now) else 1.0
+            delay = self.backoff.delay(retries_done + 1, rng, fault.retry_after, scale=scale)
             # An origin that named its time with Retry-After has throttled us itself.
             budget_wait = 0.0 if fault.retry_after is not None else self.budget.withdraw(domain, now)
             delay = max(delay, budget_wait)

@@ -1,9 +1,9 @@
 """The proxy pool: which proxy a request takes, and what each outcome does to the pool.
 
 Selection is "power of two choices": draw two usable proxies at random and take the healthier
-(lower proxy + pair score). It spreads load like random rotation but learns across requests, and
-costs O(1) whatever the pool size. Proxies the request has already failed on are avoided while any
-other proxy is usable.
+(lower proxy + pair score, plus a little per outstanding request). It spreads load like random
+rotation but learns across requests, and costs O(1) whatever the pool size. Proxies the request
+has already failed on are avoided while any other proxy is usable.
 
 Soft ejections (a score, no certainty) are capped at `max_ejected_ratio` of the pool: past it the
 pool is in panic and keeps the failing proxies in rotation, least bad first, because a mass
@@ -22,6 +22,11 @@ from scrapy_gateway.core.health import Health, HealthRules, State
 from scrapy_gateway.core.proxies import Proxy
 
 _RANDOM_DRAWS = 8  # random probes before falling back to a scan of the pool
+_INFLIGHT_WEIGHT = 0.02  # a score point per 50 outstanding requests
+_SILENT_PENALTY = 1.0  # as bad as a proxy that always fails
+_SILENT_ROUND_TRIPS = 5.0
+_SILENT_FLOOR = 0.25  # seconds
+_LATENCY_ALPHA = 0.05
 
 
 @dataclass(slots=True)
@@ -32,6 +37,8 @@ class ProxyRecord:
     successes: int = 0
     failures: dict[str, int] = field(default_factory=dict)  # blamed on the proxy, by kind
     origin_failures: int = 0  # failures through this proxy that were the origin's
+    busy_since: float = 0.0  # when its outstanding requests last went from none to some
+    last_answer: float = 0.0  # when it last answered anything, good or bad
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,10 @@ class ProxyPool:
         # LRU of (proxy key, domain) health; bounded so a broad crawl does not grow without limit.
         self.pairs: OrderedDict[tuple[str, str], Health] = OrderedDict()
         self.in_panic = False
+        self.latency = 0.0  # EWMA of successful round trips, seconds
+
+    def _silence_limit(self) -> float:
+        return max(_SILENT_FLOOR, _SILENT_ROUND_TRIPS * self.latency)
 
     def __len__(self) -> int:
         return len(self._order)
@@ -113,12 +124,19 @@ class ProxyPool:
         key = record.proxy.key
         if key in avoid or not record.health.usable(now):
             return None
+        # Outstanding requests count too, so load spreads evenly among equals; and a proxy that has
+        # answered nothing for several typical round trips while requests wait on it (a blackhole)
+        # is avoided long before its first timeout.
+        inflight = record.health.inflight
+        busy = _INFLIGHT_WEIGHT * inflight
+        if inflight and now - max(record.busy_since, record.last_answer) > self._silence_limit():
+            busy += _SILENT_PENALTY
         pair = self.pairs.get((key, domain))
         if pair is None:
-            return record.health.score
+            return record.health.score + busy
         if not pair.usable(now):
             return None
-        return record.health.score + pair.score
+        return record.health.score + pair.score + busy
 
     def _scan(self, domain: str, now: float, avoid: Collection[str]) -> Pick | Wait | Exhausted:
         """The slow path: few proxies are usable, so look at every one."""
@@ -149,6 +167,10 @@ class ProxyPool:
         # A proxy on probation with a request in flight is "ready" now but busy: retry shortly.
         return Wait(max(earliest, now + 0.05))
 
+    def pair_score(self, proxy_key: str, domain: str) -> float:
+        pair = self.pairs.get((proxy_key, domain))
+        return 0.0 if pair is None else pair.score
+
     def pair(self, proxy_key: str, domain: str) -> Health:
         key = (proxy_key, domain)
         health = self.pairs.get(key)
@@ -162,25 +184,30 @@ class ProxyPool:
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def started(self, proxy_key: str, domain: str) -> None:
+    def started(self, proxy_key: str, domain: str, now: float = 0.0) -> None:
         record = self.records.get(proxy_key)
         if record is None:
             return
+        if record.health.inflight == 0:
+            record.busy_since = now
         record.requests += 1
         record.health.inflight += 1
         self.pair(proxy_key, domain).inflight += 1
 
-    def finished(self, proxy_key: str, domain: str) -> tuple[ProxyRecord, Health] | None:
+    def finished(self, proxy_key: str, domain: str, now: float = 0.0) -> tuple[ProxyRecord, Health] | None:
         record = self.records.get(proxy_key)
         if record is None:
             return None
+        record.last_answer = max(record.last_answer, now)
         record.health.inflight = max(0, record.health.inflight - 1)
         pair = self.pair(proxy_key, domain)
         pair.inflight = max(0, pair.inflight - 1)
         return record, pair
 
-    def succeeded(self, proxy_key: str, domain: str, now: float) -> list[Event]:
-        found = self.finished(proxy_key, domain)
+    def succeeded(self, proxy_key: str, domain: str, now: float, latency: float | None = None) -> list[Event]:
+        if latency is not None and latency >= 0.0:
+            self.latency += _LATENCY_ALPHA * (latency - self.latency)
+        found = self.finished(proxy_key, domain, now)
         if found is None:
             return []
         record, pair = found
@@ -194,7 +221,7 @@ class ProxyPool:
 
     def failed(self, proxy_key: str, domain: str, fault: Fault, now: float, rng: random.Random) -> list[Event]:
         """Record a failure whose blame is final. Origin faults only release the request."""
-        found = self.finished(proxy_key, domain)
+        found = self.finished(proxy_key, domain, now if fault.answered else 0.0)
         if found is None:
             return []
         record, pair = found

@@ -252,7 +252,7 @@ def test_blame_from_headers_never_raises(headers):
     [
         (TransportError.REFUSED, "", Fault("proxy_refused", Blame.PROXY, hard=True)),
         (TransportError.DNS, "", Fault("proxy_dns", Blame.PROXY, hard=True)),
-        (TransportError.TIMEOUT, "", Fault("timeout", Blame.UNKNOWN, throttles=True)),
+        (TransportError.TIMEOUT, "", Fault("timeout", Blame.UNKNOWN, throttles=True, answered=False)),
         (TransportError.DROPPED, "", Fault("dropped", Blame.UNKNOWN, throttles=True)),
         (
             TransportError.TUNNEL,

@@ -105,9 +105,9 @@ def test_origin_blamed_failure_backs_off_and_throttles(seed):
     assert verdict.retry
     assert verdict.delay == Backoff(1.0, 30.0).delay(3, random.Random(seed))
     assert verdict.budget_wait == 0.0
-    assert verdict.new_limit == 5  # 8 * 0.7
+    assert verdict.new_limit == 6  # 8 * 0.7 = 5.6, rounded
     assert verdict.events == ()
-    assert gateway.concurrency.limit(D) == 5
+    assert gateway.concurrency.limit(D) == 6
 
 
 def test_origin_blamed_failure_waits_at_least_retry_after():
@@ -137,7 +137,7 @@ def test_no_retry_when_retries_are_spent_or_the_fault_is_final():
     assert [e.what for e in spent.events] == ["ejected"]  # the pool still learns
     final = failure(gateway, Fault("http_404", Blame.ORIGIN, retryable=False), keys[1])
     assert not final.retry
-    assert failure(gateway, OVERLOAD, keys[2], retries_done=5, max_retries=3).new_limit == 5
+    assert failure(gateway, OVERLOAD, keys[2], retries_done=5, max_retries=3).new_limit == 6
 
 
 def test_direct_requests_are_the_origins_and_leave_the_pool_alone():
@@ -147,7 +147,7 @@ def test_direct_requests_are_the_origins_and_leave_the_pool_alone():
     assert verdict.fault.blame is Blame.ORIGIN
     assert verdict.retry
     assert verdict.delay == Backoff(1.0, 30.0).delay(1, random.Random(3))
-    assert verdict.new_limit == 5
+    assert verdict.new_limit == 6
     assert verdict.events == ()
     assert all(r.health.score == 0.0 and r.requests == 0 for r in gateway.pool)
     assert gateway.pool.pairs == {}
@@ -181,7 +181,7 @@ def test_a_storm_of_unknown_502s_becomes_the_origins_and_throttles():
     assert bad_gateway.blame is Blame.UNKNOWN and bad_gateway.throttles
     verdicts = [failure(gateway, bad_gateway, key, now=1.0 + n, seed=n) for n, key in enumerate(keys[:3])]
     assert [v.fault.blame for v in verdicts] == [Blame.UNKNOWN, Blame.UNKNOWN, Blame.ORIGIN]
-    assert [v.new_limit for v in verdicts] == [None, None, 5]
+    assert [v.new_limit for v in verdicts] == [None, None, 6]
     assert verdicts[0].delay == 0.0
     assert verdicts[2].delay == Backoff(1.0, 30.0).delay(1, random.Random(2))
 
@@ -201,7 +201,7 @@ def test_on_success_reports_readmission():
 def test_on_success_raises_a_throttled_limit():
     gateway = Gateway(proxies(2), Policy())
     key = proxies(2)[0].key
-    assert failure(gateway, OVERLOAD, key).new_limit == 5
+    assert failure(gateway, OVERLOAD, key).new_limit == 6
     changes = []
     for n in range(10):
         gateway.sent(key, D, 2.0 + n, first_attempt=True)
@@ -209,7 +209,7 @@ def test_on_success_raises_a_throttled_limit():
         assert events == []
         changes.append(limit)
     assert changes[0] is None
-    assert [c for c in changes if c is not None] == [6, 7]  # 5.6 grows by 1/limit per response
+    assert [c for c in changes if c is not None] == [7]  # 5.6 (shown as 6) grows by 1/limit per response; 7 next
     assert gateway.concurrency.limit(D) == 7
 
 

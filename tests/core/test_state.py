@@ -40,7 +40,7 @@ def test_round_trip_through_json_restarts_the_clock() -> None:
     assert after.pool.records[PROXIES[0].key].failures == {"proxy_refused": 1}
     assert after.pool.pairs[(PROXIES[1].key, "b.example")].state is State.EJECTED
     assert after.pool.records[PROXIES[1].key].health.state is State.ACTIVE  # a ban is per domain
-    assert after.concurrency.limit("b.example") == 5
+    assert after.concurrency.limit("b.example") == 6
 
 
 def test_unknown_proxies_are_ignored_and_junk_is_refused() -> None:
