@@ -27,6 +27,12 @@ CONTENDERS: dict[str, Contender] = {
         Contender("rotating", "PAGE_RETRY=5", "scrapy-rotating-proxies 0.6.2 as its README says"),
         Contender("gateway", "MAX_RETRIES=5", "scrapy-gateway add-on, defaults"),
         Contender("oracle", "RETRY_TIMES=2", "stock, random proxy among the good ones only"),
+        Contender(
+            "oracle-8",
+            "RETRY_TIMES=2",
+            "the oracle with its 8-per-domain limit enforced (GatewayDownloader alone; stock Scrapy "
+            "under asyncio lets a slot exceed it)",
+        ),
     )
 }
 
@@ -50,6 +56,13 @@ def settings(name: str, proxies: list[str], good: list[str], cap: float) -> dict
         return {**base, "DOWNLOADER_MIDDLEWARES": RANDOM_PROXY, "BENCH_PROXIES": proxies, "AUTOTHROTTLE_ENABLED": True}
     if name == "oracle":
         return {**base, "DOWNLOADER_MIDDLEWARES": RANDOM_PROXY, "BENCH_PROXIES": good}
+    if name == "oracle-8":
+        return {
+            **base,
+            "DOWNLOADER_MIDDLEWARES": RANDOM_PROXY,
+            "BENCH_PROXIES": good,
+            "DOWNLOADER": "scrapy_gateway.GatewayDownloader",
+        }
     if name == "rotating":
         return {
             **base,

@@ -6,7 +6,8 @@ reply) is judged against the last `window` seconds:
   proxies, and this one has succeeded nowhere since;
 - ORIGIN when the domain has failed through at least two other proxies and nothing has succeeded
   on it since (an outage), or when the failing path has worked on it lately and reliably (its
-  pair score is low): the path is fine, so the origin is shedding load (an overload);
+  failure rate there, whoever was blamed, is low): the path is fine, so the origin is shedding
+  load (an overload);
 - PAIR   when the domain works through other proxies but has not lately worked through this one:
   the signature of a proxy banned on one domain, which keeps serving the others;
 - UNKNOWN otherwise: the caller charges it to the (proxy, domain) pair's score only.
@@ -20,7 +21,11 @@ from dataclasses import dataclass, field
 from scrapy_gateway.core.faults import Blame
 
 _RECENT = 16  # failures remembered per domain and per proxy
-RELIABLE = 0.2  # a (proxy, domain) failure score below this is a path that works
+# A path is reliable while its failure rate is below RELIABLE: after a failure it takes about
+# seven successes in a row (0.1 * 0.9**7 < 0.05), which a proxy failing half the time rarely has.
+RELIABLE = 0.05
+_RATE_ALPHA = 0.1
+_UNPROVEN = 2 * RELIABLE
 
 
 @dataclass(slots=True)
@@ -29,6 +34,8 @@ class _Trail:
     last_success: float = float("-inf")
     # For domains: the proxies that recently worked on it, most recent last.
     worked: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    # For domains: each path's failure rate (EWMA over all its outcomes, whoever was blamed).
+    rates: dict[str, float] = field(default_factory=dict)
 
 
 class Judge:
@@ -57,7 +64,10 @@ class Judge:
         worked[proxy] = now
         worked.move_to_end(proxy)
         if len(worked) > _RECENT * 4:
-            worked.popitem(last=False)
+            gone, _ = worked.popitem(last=False)
+            dom.rates.pop(gone, None)
+        # A new path starts unproven: it must first show several successes in a row.
+        dom.rates[proxy] = dom.rates.get(proxy, _UNPROVEN) * (1.0 - _RATE_ALPHA)
         self._trail(self._proxies, proxy, self._max_proxies).last_success = now
 
     def answering(self, domain: str, now: float, within: float = 1.0) -> bool:
@@ -65,15 +75,15 @@ class Judge:
         trail = self._domains.get(domain)
         return trail is not None and trail.last_success >= now - within
 
-    def failure(self, proxy: str, domain: str, now: float, blame: Blame, path_score: float = 0.0) -> Blame:
-        """Record a failure and return its blame, settled from history when it was UNKNOWN.
-
-        `path_score`: the (proxy, domain) pair's failure score from the pool, 0 for a clean record.
-        """
+    def failure(self, proxy: str, domain: str, now: float, blame: Blame) -> Blame:
+        """Record a failure and return its blame, settled from history when it was UNKNOWN."""
         dom = self._trail(self._domains, domain, self._max_domains)
         prx = self._trail(self._proxies, proxy, self._max_proxies)
         if blame is Blame.UNKNOWN:
-            blame = self._settle(proxy, domain, dom, prx, now, path_score)
+            blame = self._settle(proxy, domain, dom, prx, now)
+        if proxy in dom.worked:  # only paths that have worked carry a rate (bounded with them)
+            rate = dom.rates.get(proxy, 0.0)
+            dom.rates[proxy] = rate + _RATE_ALPHA * (1.0 - rate)
         # Proxy-wide faults are not evidence about the domain, and vice versa.
         if blame is not Blame.PROXY:
             dom.failures.append((now, proxy))
@@ -81,7 +91,7 @@ class Judge:
             prx.failures.append((now, domain))
         return blame
 
-    def _settle(self, proxy: str, domain: str, dom: _Trail, prx: _Trail, now: float, path_score: float) -> Blame:
+    def _settle(self, proxy: str, domain: str, dom: _Trail, prx: _Trail, now: float) -> Blame:
         since = now - self.window
         if self._fails_everywhere(proxy, domain, dom, prx, since):
             return Blame.PROXY
@@ -91,9 +101,9 @@ class Judge:
                 last[p] = t
         if sum(1 for t in last.values() if t > dom.last_success) >= 2:
             return Blame.ORIGIN  # an outage: failing through several proxies since it last worked
-        # Overload: a path that works here, and reliably (a flaky proxy's own failures have raised
-        # its score), failing now and then: the path is fine, so the origin is shedding load.
-        if _worked(dom, proxy, since) and path_score < RELIABLE:
+        # Overload: a path that works here, and reliably (a flaky proxy's failures have raised its
+        # rate), failing now and then: the path is fine, so the origin is shedding load.
+        if _worked(dom, proxy, since) and dom.rates.get(proxy, 0.0) < RELIABLE:
             return Blame.ORIGIN
         return self._pair_or_unknown(proxy, dom, since)
 

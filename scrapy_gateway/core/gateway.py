@@ -113,8 +113,7 @@ class Gateway:
         rng: random.Random,
     ) -> Verdict:
         if proxy is not None:
-            path_score = self.pool.pair_score(proxy, domain)
-            fault = replace(fault, blame=self.judge.failure(proxy, domain, now, fault.blame, path_score))
+            fault = replace(fault, blame=self.judge.failure(proxy, domain, now, fault.blame))
             events = tuple(self.pool.failed(proxy, domain, fault, now, rng))
         else:
             events = ()

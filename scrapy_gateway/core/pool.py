@@ -25,7 +25,7 @@ _RANDOM_DRAWS = 8  # random probes before falling back to a scan of the pool
 _INFLIGHT_WEIGHT = 0.02  # a score point per 50 outstanding requests
 _SILENT_PENALTY = 1.0  # as bad as a proxy that always fails
 _SILENT_ROUND_TRIPS = 5.0
-_SILENT_FLOOR = 0.25  # seconds
+_SILENT_FLOOR = 0.1  # seconds
 _LATENCY_ALPHA = 0.05
 
 
@@ -108,6 +108,8 @@ class ProxyPool:
         found = 0
         for _ in range(_RANDOM_DRAWS):
             record = order[rng.randrange(len(order))]
+            if record is best:
+                continue  # two choices means two different proxies
             score = self._candidate_score(record, domain, now, avoid)
             if score is None:
                 continue
@@ -124,12 +126,15 @@ class ProxyPool:
         key = record.proxy.key
         if key in avoid or not record.health.usable(now):
             return None
-        # Outstanding requests count too, so load spreads evenly among equals; and a proxy that has
-        # answered nothing for several typical round trips while requests wait on it (a blackhole)
-        # is avoided long before its first timeout.
+        # Outstanding requests count too, so load spreads evenly among equals; and a proxy that
+        # has never answered, or has answered nothing for several typical round trips, while a
+        # request waits on it (a blackhole) is avoided long before its first timeout: each
+        # request stuck there holds a place of its domain's concurrency until then.
         inflight = record.health.inflight
         busy = _INFLIGHT_WEIGHT * inflight
-        if inflight and now - max(record.busy_since, record.last_answer) > self._silence_limit():
+        if inflight and (
+            not record.last_answer or now - max(record.busy_since, record.last_answer) > self._silence_limit()
+        ):
             busy += _SILENT_PENALTY
         pair = self.pairs.get((key, domain))
         if pair is None:
@@ -166,10 +171,6 @@ class ProxyPool:
             return Exhausted()
         # A proxy on probation with a request in flight is "ready" now but busy: retry shortly.
         return Wait(max(earliest, now + 0.05))
-
-    def pair_score(self, proxy_key: str, domain: str) -> float:
-        pair = self.pairs.get((proxy_key, domain))
-        return 0.0 if pair is None else pair.score
 
     def pair(self, proxy_key: str, domain: str) -> Health:
         key = (proxy_key, domain)

@@ -73,13 +73,26 @@ def test_banned_pair_is_pair_while_the_domain_works_through_others():
     assert judge.failure(P1, D, 8.0, U) is Blame.PAIR
 
 
-def test_a_pair_that_worked_lately_but_fails_often_stays_unknown():
+def _prove(judge: Judge, proxy: str, start: float, n: int = 7) -> None:
+    """Seven successes in a row make a path reliable (0.1 * 0.9**7 < 0.05)."""
+    for i in range(n):
+        judge.success(proxy, D, start + i / 100)
+
+
+def test_a_path_that_worked_but_fails_often_stays_unknown():
     judge = Judge(window=30.0)
-    judge.success(P1, D, 0.5)
-    judge.success(P2, D, 1.0)
-    judge.success(P3, D, 2.0)
-    # A flaky path: it worked, but its pair score is high, so its failures are its own business.
-    assert [judge.failure(P1, D, t, U, path_score=0.5) for t in (3.0, 4.0)] == [Blame.UNKNOWN, Blame.UNKNOWN]
+    for t, p in [(0.5, P1), (1.0, P2), (2.0, P3)]:
+        judge.success(p, D, t)
+    # A path with one success is unproven: its failure is not evidence of an overload.
+    assert judge.failure(P1, D, 3.0, U) is Blame.UNKNOWN
+    judge.success(P2, D, 3.5)  # the domain keeps working through the others
+    judge.success(P1, D, 3.6)
+    assert judge.failure(P1, D, 4.0, U) is Blame.UNKNOWN
+    # A proven path that then fails every other time loses its standing after one failure.
+    _prove(judge, P3, 5.0)
+    assert judge.failure(P3, D, 6.0, U) is Blame.ORIGIN
+    judge.success(P3, D, 6.5)
+    assert judge.failure(P3, D, 7.0, U) is Blame.UNKNOWN
 
 
 def test_a_domain_that_never_worked_through_anyone_is_unknown_not_pair():
@@ -90,23 +103,23 @@ def test_a_domain_that_never_worked_through_anyone_is_unknown_not_pair():
 
 def test_overloaded_origin_fails_now_and_then_through_reliable_paths():
     judge = Judge(window=30.0)
-    for t, p in [(1.0, P1), (2.0, P2), (3.0, P3)]:
-        judge.success(p, D, t)
-    # A path that works here and has a clean record: the failure is the origin's (overload).
-    assert judge.failure(P1, D, 4.0, U, path_score=0.0) is Blame.ORIGIN
-    assert judge.failure(P2, D, 6.0, U, path_score=0.1) is Blame.ORIGIN
-    judge.success(P1, D, 7.0)  # the domain works again: not an outage
-    # The same kind of path once its own failures have raised its score: no longer evidence.
-    assert judge.failure(P3, D, 8.0, U, path_score=0.2) is Blame.UNKNOWN
+    for start, p in [(1.0, P1), (2.0, P2), (3.0, P3)]:
+        _prove(judge, p, start)
+    # Paths that work here with clean records: a failure now and then is the origin's.
+    assert judge.failure(P1, D, 4.0, U) is Blame.ORIGIN
+    _prove(judge, P1, 4.1, n=12)  # reliable again: 0.14 * 0.9**12 < 0.05
+    assert judge.failure(P2, D, 6.0, U) is Blame.ORIGIN
+    judge.success(P3, D, 6.5)
+    assert judge.failure(P1, D, 7.0, U) is Blame.ORIGIN
 
 
 def test_a_reliable_path_counts_only_while_it_worked_lately():
     judge = Judge(window=30.0)
-    judge.success(P1, D, 1.0)
-    judge.success(P2, D, 35.0)
+    _prove(judge, P1, 1.0)
+    _prove(judge, P2, 35.0)
     # P1 last worked 35 s ago while D works through P2: the ban signature, not an overload.
-    assert judge.failure(P1, D, 36.0, U, path_score=0.0) is Blame.PAIR
-    assert judge.failure(P2, D, 36.5, U, path_score=0.0) is Blame.ORIGIN
+    assert judge.failure(P1, D, 36.0, U) is Blame.PAIR
+    assert judge.failure(P2, D, 36.5, U) is Blame.ORIGIN
 
 
 def test_intermittent_failures_through_proxies_that_never_worked_are_bans():

@@ -261,8 +261,16 @@ def test_blame_from_headers_never_raises(headers):
         ),
         (TransportError.TUNNEL, scrapy_tunnel_message(403, b"Forbidden"), Fault("tunnel_403", Blame.PAIR)),
         (TransportError.TUNNEL, scrapy_tunnel_message(429, b"Too Many Requests"), Fault("tunnel_429", Blame.PAIR)),
-        (TransportError.TUNNEL, scrapy_tunnel_message(502, b"Bad Gateway"), Fault("tunnel_502", Blame.UNKNOWN, throttles=True)),
-        (TransportError.TUNNEL, "Could not open CONNECT tunnel [b'xx']", Fault("tunnel_error", Blame.UNKNOWN, throttles=True)),
+        (
+            TransportError.TUNNEL,
+            scrapy_tunnel_message(502, b"Bad Gateway"),
+            Fault("tunnel_502", Blame.UNKNOWN, throttles=True),
+        ),
+        (
+            TransportError.TUNNEL,
+            "Could not open CONNECT tunnel [b'xx']",
+            Fault("tunnel_error", Blame.UNKNOWN, throttles=True),
+        ),
     ],
 )
 def test_classify_transport_via_proxy(error, message, expected):

@@ -311,7 +311,7 @@ def test_unknown_faults_only_lower_the_pair_score():
     assert pool.records[key].failures == {"timeout": 5}
     # Selection now avoids the pair when it draws both proxies, but it is still usable.
     picks = [pool.choose(D, 10.0, random.Random(seed)).proxy.key for seed in range(200)]
-    assert 0.6 < picks.count(keys[1]) / len(picks) < 0.9
+    assert picks.count(keys[1]) / len(picks) > 0.95  # the lower pair score wins the comparison
     assert pool.choose(D, 10.0, rng, avoid={keys[1]}).proxy.key == key
 
 
@@ -391,7 +391,7 @@ def test_choose_prefers_the_healthier_of_two():
     fail(pool, keys[0], SOFT, 0.0, rng)  # score 0.51
     picks = [pool.choose(D, 1.0, random.Random(seed)).proxy.key for seed in range(400)]
     healthy_share = picks.count(keys[1]) / len(picks)
-    assert 0.65 < healthy_share < 0.85  # two random draws: the sick one wins only when drawn twice
+    assert healthy_share > 0.95  # two different proxies are compared: the sick one loses
 
 
 def test_panic_keeps_soft_failing_proxies_in():
