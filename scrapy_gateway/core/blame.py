@@ -4,10 +4,10 @@ A failure that does not say whose it is (a plain 502 from a plain HTTP proxy, a 
 reply) is judged against the last `window` seconds:
 - PROXY  when this proxy has also failed on another domain, both domains work through other
   proxies, and this one has succeeded nowhere since;
-- ORIGIN when the domain has failed through at least two other proxies and nothing has succeeded
-  on it since (an outage), or when the failing path has worked on it lately and reliably (its
-  failure rate there, whoever was blamed, is low): the path is fine, so the origin is shedding
-  load (an overload);
+- ORIGIN when the domain has failed through three proxies (two in a pool of two) since it last
+  worked through any (an outage), or, for a failure that carries a status, when the failing path
+  has worked on it lately and reliably (its failure rate there, whoever was blamed, is low): the
+  path is fine, so the origin is shedding load (an overload);
 - PAIR   when the domain works through other proxies but has not lately worked through this one:
   the signature of a proxy banned on one domain, which keeps serving the others;
 - UNKNOWN otherwise: the caller charges it to the (proxy, domain) pair's score only.
@@ -75,12 +75,19 @@ class Judge:
         trail = self._domains.get(domain)
         return trail is not None and trail.last_success >= now - within
 
-    def failure(self, proxy: str, domain: str, now: float, blame: Blame) -> Blame:
-        """Record a failure and return its blame, settled from history when it was UNKNOWN."""
+    def failure(
+        self, proxy: str, domain: str, now: float, blame: Blame, *, pool_size: int = 3, transport: bool = False
+    ) -> Blame:
+        """Record a failure and return its blame, settled from history when it was UNKNOWN.
+
+        `pool_size`: how many proxies could have carried the request (an outage is seen through
+        min(3, pool_size) of them). `transport`: no status came back (a drop, a timeout, a failed
+        tunnel): a dying proxy drops connections too, so it is no evidence of an overload.
+        """
         dom = self._trail(self._domains, domain, self._max_domains)
         prx = self._trail(self._proxies, proxy, self._max_proxies)
         if blame is Blame.UNKNOWN:
-            blame = self._settle(proxy, domain, dom, prx, now)
+            blame = self._settle(proxy, domain, dom, prx, now, min(3, max(pool_size, 2)), transport)
         if proxy in dom.worked:  # only paths that have worked carry a rate (bounded with them)
             rate = dom.rates.get(proxy, 0.0)
             dom.rates[proxy] = rate + _RATE_ALPHA * (1.0 - rate)
@@ -91,7 +98,9 @@ class Judge:
             prx.failures.append((now, domain))
         return blame
 
-    def _settle(self, proxy: str, domain: str, dom: _Trail, prx: _Trail, now: float) -> Blame:
+    def _settle(
+        self, proxy: str, domain: str, dom: _Trail, prx: _Trail, now: float, outage_paths: int, transport: bool
+    ) -> Blame:
         since = now - self.window
         if self._fails_everywhere(proxy, domain, dom, prx, since):
             return Blame.PROXY
@@ -99,11 +108,11 @@ class Judge:
         for t, p in dom.failures:
             if t >= since and p != proxy:
                 last[p] = t
-        if sum(1 for t in last.values() if t > dom.last_success) >= 2:
+        if 1 + sum(1 for t in last.values() if t > dom.last_success) >= outage_paths:
             return Blame.ORIGIN  # an outage: failing through several proxies since it last worked
         # Overload: a path that works here, and reliably (a flaky proxy's failures have raised its
         # rate), failing now and then: the path is fine, so the origin is shedding load.
-        if _worked(dom, proxy, since) and dom.rates.get(proxy, 0.0) < RELIABLE:
+        if not transport and _worked(dom, proxy, since) and dom.rates.get(proxy, 0.0) < RELIABLE:
             return Blame.ORIGIN
         return self._pair_or_unknown(proxy, dom, since)
 

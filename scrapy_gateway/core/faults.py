@@ -41,6 +41,7 @@ class Fault:
     retry_after: float | None = None  # seconds, already capped by the caller's parser
     retryable: bool = True
     answered: bool = True  # something came back (False for a timeout: the path stayed silent)
+    transport: bool = False  # no HTTP status came back (refused, dropped, timed out, tunnel failed)
 
 
 # RFC 9209 error types that describe the proxy itself rather than the next hop.
@@ -134,18 +135,20 @@ def classify_transport(error: TransportError, *, via_proxy: bool, message: str =
     """Classify a download that produced no response."""
     if not via_proxy:
         # Without a proxy every transport failure is on the way to the origin.
-        return Fault(f"origin_{error.value}", Blame.ORIGIN, throttles=error is TransportError.TIMEOUT)
+        return Fault(f"origin_{error.value}", Blame.ORIGIN, throttles=error is TransportError.TIMEOUT, transport=True)
     if error is TransportError.REFUSED:
-        return Fault("proxy_refused", Blame.PROXY, hard=True)
+        return Fault("proxy_refused", Blame.PROXY, hard=True, transport=True)
     if error is TransportError.DNS:
         # Through an HTTP proxy Scrapy resolves only the proxy's host name.
-        return Fault("proxy_dns", Blame.PROXY, hard=True)
+        return Fault("proxy_dns", Blame.PROXY, hard=True, transport=True)
     if error is TransportError.TUNNEL:
         status = tunnel_status(message)
         if status == 407:
-            return Fault("tunnel_407", Blame.PROXY, hard=True)
+            return Fault("tunnel_407", Blame.PROXY, hard=True, transport=True)
         if status in (403, 429):
-            return Fault(f"tunnel_{status}", Blame.PAIR)
+            return Fault(f"tunnel_{status}", Blame.PAIR, transport=True)
         # throttles: if history settles it on the origin, it counts as the origin's overload.
-        return Fault(f"tunnel_{status or 'error'}", Blame.UNKNOWN, throttles=True)
-    return Fault(error.value, Blame.UNKNOWN, throttles=True, answered=error is not TransportError.TIMEOUT)
+        return Fault(f"tunnel_{status or 'error'}", Blame.UNKNOWN, throttles=True, transport=True)
+    return Fault(
+        error.value, Blame.UNKNOWN, throttles=True, answered=error is not TransportError.TIMEOUT, transport=True
+    )

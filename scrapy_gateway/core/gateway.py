@@ -113,7 +113,10 @@ class Gateway:
         rng: random.Random,
     ) -> Verdict:
         if proxy is not None:
-            fault = replace(fault, blame=self.judge.failure(proxy, domain, now, fault.blame))
+            blame = self.judge.failure(
+                proxy, domain, now, fault.blame, pool_size=len(self.pool), transport=fault.transport
+            )
+            fault = replace(fault, blame=blame)
             events = tuple(self.pool.failed(proxy, domain, fault, now, rng))
         else:
             events = ()

@@ -231,3 +231,28 @@ def test_origin_rule_is_not_weakened_by_an_older_failure():
     judge.failure(P1, D, 3.0, U)
     judge.failure(P2, D, 4.0, U)
     assert judge.failure(P3, D, 5.0, U) is Blame.ORIGIN
+
+
+def test_an_outage_behind_a_pool_of_two_is_seen_through_both():
+    judge = Judge(window=30.0)
+    judge.success(P1, D, 1.0)
+    judge.success(P2, D, 1.5)
+    assert judge.failure(P1, D, 2.0, U, pool_size=2, transport=True) is Blame.UNKNOWN
+    assert judge.failure(P2, D, 2.1, U, pool_size=2, transport=True) is Blame.ORIGIN
+    # With a larger pool two proxies are not enough: it takes three.
+    big = Judge(window=30.0)
+    big.success(P1, D, 1.0)
+    big.success(P2, D, 1.5)
+    big.failure(P1, D, 2.0, U, pool_size=10)
+    assert big.failure(P2, D, 2.1, U, pool_size=10, transport=True) is not Blame.ORIGIN
+
+
+def test_a_dropped_connection_through_a_reliable_path_is_not_an_overload():
+    judge = Judge(window=30.0)
+    _prove(judge, P1, 1.0)
+    judge.success(P2, D, 1.5)
+    assert judge.failure(P1, D, 2.0, U, transport=True) is Blame.UNKNOWN  # a dying proxy drops too
+    fresh = Judge(window=30.0)
+    _prove(fresh, P1, 1.0)
+    fresh.success(P2, D, 1.5)
+    assert fresh.failure(P1, D, 2.0, U) is Blame.ORIGIN  # the same with a status: an overload

@@ -250,26 +250,34 @@ def test_blame_from_headers_never_raises(headers):
 @pytest.mark.parametrize(
     ("error", "message", "expected"),
     [
-        (TransportError.REFUSED, "", Fault("proxy_refused", Blame.PROXY, hard=True)),
-        (TransportError.DNS, "", Fault("proxy_dns", Blame.PROXY, hard=True)),
-        (TransportError.TIMEOUT, "", Fault("timeout", Blame.UNKNOWN, throttles=True, answered=False)),
-        (TransportError.DROPPED, "", Fault("dropped", Blame.UNKNOWN, throttles=True)),
+        (TransportError.REFUSED, "", Fault("proxy_refused", Blame.PROXY, hard=True, transport=True)),
+        (TransportError.DNS, "", Fault("proxy_dns", Blame.PROXY, hard=True, transport=True)),
+        (TransportError.TIMEOUT, "", Fault("timeout", Blame.UNKNOWN, throttles=True, answered=False, transport=True)),
+        (TransportError.DROPPED, "", Fault("dropped", Blame.UNKNOWN, throttles=True, transport=True)),
         (
             TransportError.TUNNEL,
             scrapy_tunnel_message(407, b"Proxy Authentication Required"),
-            Fault("tunnel_407", Blame.PROXY, hard=True),
+            Fault("tunnel_407", Blame.PROXY, hard=True, transport=True),
         ),
-        (TransportError.TUNNEL, scrapy_tunnel_message(403, b"Forbidden"), Fault("tunnel_403", Blame.PAIR)),
-        (TransportError.TUNNEL, scrapy_tunnel_message(429, b"Too Many Requests"), Fault("tunnel_429", Blame.PAIR)),
+        (
+            TransportError.TUNNEL,
+            scrapy_tunnel_message(403, b"Forbidden"),
+            Fault("tunnel_403", Blame.PAIR, transport=True),
+        ),
+        (
+            TransportError.TUNNEL,
+            scrapy_tunnel_message(429, b"Too Many Requests"),
+            Fault("tunnel_429", Blame.PAIR, transport=True),
+        ),
         (
             TransportError.TUNNEL,
             scrapy_tunnel_message(502, b"Bad Gateway"),
-            Fault("tunnel_502", Blame.UNKNOWN, throttles=True),
+            Fault("tunnel_502", Blame.UNKNOWN, throttles=True, transport=True),
         ),
         (
             TransportError.TUNNEL,
             "Could not open CONNECT tunnel [b'xx']",
-            Fault("tunnel_error", Blame.UNKNOWN, throttles=True),
+            Fault("tunnel_error", Blame.UNKNOWN, throttles=True, transport=True),
         ),
     ],
 )
@@ -281,5 +289,7 @@ def test_classify_transport_via_proxy(error, message, expected):
 def test_classify_transport_direct_is_always_origin(error):
     message = scrapy_tunnel_message(407, b"Proxy Authentication Required")
     fault = classify_transport(error, via_proxy=False, message=message)
-    assert fault == Fault(f"origin_{error.value}", Blame.ORIGIN, throttles=error is TransportError.TIMEOUT)
+    assert fault == Fault(
+        f"origin_{error.value}", Blame.ORIGIN, throttles=error is TransportError.TIMEOUT, transport=True
+    )
     assert not fault.hard
