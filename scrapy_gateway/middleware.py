@@ -42,7 +42,7 @@ logger = logging.getLogger("scrapy_gateway")
 
 # Public meta keys.
 SKIP = "gateway_skip"  # True: the gateway leaves this request alone
-PIN = "gateway_proxy"  # a proxy URL this request must use; also set by the gateway to the key used
+PIN = "gateway_proxy"  # a proxy URL this request must use (retries keep it)
 # Private meta keys (immutable values: meta is copied shallowly).
 PROXY_KEY = "_gateway_proxy_key"
 TRIED = "_gateway_tried"
