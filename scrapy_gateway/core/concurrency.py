@@ -1,10 +1,8 @@
 """Adaptive concurrency per download slot (target domain): AIMD with a memory of where it hurt.
 
 - An origin-blamed overload error cuts the limit to `limit * beta`, at most once per round trip:
-  errors from requests sent before the last cut were caused by the old limit and do not cut again,
-  but k of them say the origin took k fewer than the old limit, which caps the new one there.
-- Each clean response to a request sent after the last cut adds `1 / limit` (one unit per
-  window of `limit` responses), up to the
+  errors from requests sent before the last cut were caused by the old limit and do not cut again.
+- Each clean response adds `1 / limit` (one unit per window of `limit` responses), up to the
   user's own limit. The limit is a real number; the slot gets it rounded half up. When the next
   step up would reach the limit that last overloaded the origin, growth slows by `caution`, and
   twice more for each overload in a row at that same limit (up to 16-fold), so the sawtooth
@@ -26,8 +24,6 @@ class _Limit:
     cut_at: float = float("-inf")  # monotonic time of the last cut
     hurt_at: float = math.inf  # limit at which the origin last overloaded
     repeats: int = 0  # overloads in a row at that same effective limit
-    window_base: float = 0.0  # the limit the last cut started from
-    window_errors: int = 0  # overload errors among requests sent before the last cut
 
 
 _MAX_REPEATS = 4  # probing slows down at most 16-fold beyond `caution`
@@ -59,35 +55,20 @@ class ConcurrencyControl:
         else:
             self._limits.move_to_end(slot)
         if sent_at < entry.cut_at:
-            # Caused by the old limit, so no second cut; but each such error says the origin
-            # took one request fewer than that limit: the new limit need not be above that.
-            entry.window_errors += 1
-            estimate = entry.window_base - entry.window_errors
-            if estimate >= entry.value:
-                return None
-            before = _effective(entry.value)
-            entry.value = max(float(self.minimum), estimate)
-            entry.hurt_at = min(entry.hurt_at, estimate + 1.0)
-            after = _effective(entry.value)
-            return after if after != before else None
+            return None
         before = _effective(entry.value)
         same_place = before == _effective(entry.hurt_at)
         entry.repeats = min(entry.repeats + 1, _MAX_REPEATS) if same_place else 0
-        entry.hurt_at = entry.window_base = entry.value
-        entry.window_errors = 1
+        entry.hurt_at = entry.value
         entry.value = max(float(self.minimum), entry.value * self.beta)
         entry.cut_at = now
         after = _effective(entry.value)
         return after if after != before else None
 
-    def clean(self, slot: str, sent_at: float | None = None) -> int | None:
-        """A clean response on a throttled slot; return the new limit if it changed.
-
-        Like errors, responses to requests sent before the last cut say nothing about the new
-        limit, so they do not raise it.
-        """
+    def clean(self, slot: str) -> int | None:
+        """A clean response on a throttled slot; return the new limit if it changed."""
         entry = self._limits.get(slot)
-        if entry is None or (sent_at is not None and sent_at < entry.cut_at):
+        if entry is None:
             return None
         before = _effective(entry.value)
         step = 1.0 / max(entry.value, 1.0)

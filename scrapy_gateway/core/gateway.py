@@ -94,7 +94,7 @@ class Gateway:
         if proxy is not None:
             events = self.pool.succeeded(proxy, domain, now, None if sent_at is None else now - sent_at)
         self.judge.success(proxy or DIRECT, domain, now)
-        return events, self.concurrency.clean(slot, sent_at)
+        return events, self.concurrency.clean(slot)
 
     def on_failure(
         self,

@@ -120,27 +120,3 @@ def test_default_caution_is_slow_near_the_hurt_limit():
     # 4 -> 7 takes about 4 + 5 + 6 cleans; the last unit near the hurt limit takes caution * 7.
     assert control.limit(S) is None
     assert cleans > 7 * control.caution
-
-
-def test_errors_from_before_a_cut_cap_the_new_limit_at_what_the_origin_took():
-    control = ConcurrencyControl(minimum=1, beta=0.7)
-    # 8 in flight, the origin takes 4: the first error cuts to 5.6 (shown 6) ...
-    assert control.overloaded(S, 8, sent_at=0.0, now=1.0) == 6
-    # ... and three more errors from the same window say the origin took 8 - 4 = 4.
-    changes = [control.overloaded(S, 8, sent_at=0.5, now=1.0 + i / 100) for i in range(3)]
-    assert changes == [None, 5, 4]
-    assert control.limit(S) == 4
-    # Growth is now cautious right below 5, the level that hurt.
-    steps = 0
-    while control.limit(S) == 4 and steps < 10_000:
-        control.clean(S, sent_at=2.0)
-        steps += 1
-    assert steps > 32 * 4 // 2  # at least half a window, 32 times slower
-
-
-def test_responses_from_before_a_cut_do_not_raise_the_limit():
-    control = ConcurrencyControl(minimum=1, beta=0.5, caution=1.0)
-    control.overloaded(S, 8, sent_at=0.0, now=1.0)  # 4
-    assert all(control.clean(S, sent_at=0.5) is None for _ in range(20))
-    assert control.limit(S) == 4
-    assert any(control.clean(S, sent_at=1.5) is not None for _ in range(20))
