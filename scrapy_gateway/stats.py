@@ -10,7 +10,6 @@ PREFIX = "gateway"
 
 RETRY_BASE = f"{PREFIX}/retry"  # get_retry_request adds /count, /reason_count/<kind>, /max_reached
 REQUESTS = f"{PREFIX}/requests"  # first attempts that went through the gateway
-RESPONSES_OK = f"{PREFIX}/responses/ok"
 PROXIES_TOTAL = f"{PREFIX}/proxies/total"
 PROXIES_ACTIVE = f"{PREFIX}/proxies/active"
 PROXIES_EJECTED = f"{PREFIX}/proxies/ejected"
