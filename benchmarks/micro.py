@@ -27,6 +27,7 @@ if __package__ in (None, ""):
     sys.path[:0] = [str(_root), str(_root / "example_project")]
 
 from benchmarks.report import write
+from scrapy_gateway.core.attempt import Attempt
 from scrapy_gateway.core.faults import classify_status
 from scrapy_gateway.core.gateway import Gateway, Policy
 from scrapy_gateway.core.pool import Pick
@@ -67,10 +68,8 @@ class Crawl:
         else:
             gw.on_success(key, domain, domain, now)
             return
-        gw.on_failure(
-            fault, proxy=key, domain=domain, slot=domain, ceiling=8, retries_done=0, max_retries=5,
-            sent_at=now, now=now, rng=self.rng,
-        )  # fmt: skip
+        attempt = Attempt(5, 10, proxy=key, sent_at=now)
+        gw.on_failure(fault, attempt, domain=domain, slot=domain, ceiling=8, now=now, rng=self.rng)
 
 
 def per_request(n_proxies: int, bad_share: float, warmup: int, measured: int) -> dict[str, Any]:

@@ -1,20 +1,46 @@
 """The add-on: `ADDONS = {"scrapy_gateway.Addon": 0}` enables everything with good defaults.
 
 It changes only what the manual set-up in the README changes, at the add-on priority, so a value
-the user wrote in settings.py always wins.
+the user wrote in settings.py always wins; a Downloader of the user's own is kept and given the
+gateway's fix by composition rather than replaced.
 """
 
 from __future__ import annotations
 
-from scrapy.settings import BaseSettings
+import logging
 
+from scrapy.core.downloader import Downloader
+from scrapy.settings import BaseSettings
+from scrapy.utils.misc import load_object
+
+from scrapy_gateway.downloader import GatewayDownloader, GatewayDownloaderMixin
 from scrapy_gateway.middleware import GatewayMiddleware
 
-MIDDLEWARE_ORDER = 580  # after RetryMiddleware (550), before HttpProxyMiddleware (750)
+logger = logging.getLogger("scrapy_gateway")
+
+MIDDLEWARE_ORDER = 595  # after RetryMiddleware (550) and HttpCompression (590), before Redirect (600)
 DOWNLOADER = "scrapy_gateway.GatewayDownloader"
 
 
 class Addon:
     def update_settings(self, settings: BaseSettings) -> None:
         settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", GatewayMiddleware, MIDDLEWARE_ORDER)
-        settings.set("DOWNLOADER", DOWNLOADER, priority="addon")
+        current = load_object(settings["DOWNLOADER"])
+        if current is Downloader or not isinstance(current, type):
+            settings.set("DOWNLOADER", DOWNLOADER, priority="addon")
+        elif issubclass(current, Downloader) and not issubclass(current, GatewayDownloaderMixin):
+            settings.set("DOWNLOADER", with_gateway_fix(current), priority=settings.getpriority("DOWNLOADER") or 0)
+            logger.info(
+                "scrapy-gateway: DOWNLOADER %(name)s gets the gateway's per-slot limit fix (GatewayDownloaderMixin)",
+                {"name": f"{current.__module__}.{current.__qualname__}"},
+            )
+
+
+def with_gateway_fix(downloader: type[Downloader]) -> type[Downloader]:
+    """`downloader` with GatewayDownloaderMixin in front, for projects that subclass Downloader."""
+    if issubclass(downloader, GatewayDownloaderMixin):
+        return downloader
+    if downloader is Downloader:
+        return GatewayDownloader
+    name = f"Gateway{downloader.__name__}"
+    return type(name, (GatewayDownloaderMixin, downloader), {"__module__": downloader.__module__})

@@ -80,32 +80,40 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else _number(int, 0)(value)
 
 
+def _optional_retries(value: Any) -> int | None:
+    return None if value is None else _number(int, 0, 100)(value)
+
+
+# The core's own defaults are the defaults: one owner, no second copy to drift.
+_POLICY = Policy()
+_HEALTH = _POLICY.health
+
 # name: (default, parser). The README's settings table is checked against this.
 SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
     "GATEWAY_ENABLED": (True, _boolean),
     "GATEWAY_PROXIES": ([], lambda v: v),  # parsed with GATEWAY_PROXIES_FILE, below
     "GATEWAY_PROXIES_FILE": (None, lambda v: v if v is None else str(v)),
     "GATEWAY_HTTP_CODES": (list(DEFAULT_HTTP_CODES), _codes),
-    "GATEWAY_MAX_RETRIES": (5, _number(int, 0, 100)),
+    "GATEWAY_MAX_RETRIES": (None, _optional_retries),  # None: RETRY_TIMES if set, else 5
     "GATEWAY_MAX_PROXY_RETRIES": (10, _number(int, 0, 1000)),
-    "GATEWAY_BACKOFF_BASE": (1.0, _number(float, 0.0, low_open=True)),
-    "GATEWAY_BACKOFF_MAX": (30.0, _number(float, 0.0)),
+    "GATEWAY_BACKOFF_BASE": (_POLICY.backoff_base, _number(float, 0.0, low_open=True)),
+    "GATEWAY_BACKOFF_MAX": (_POLICY.backoff_cap, _number(float, 0.0)),
     "GATEWAY_RETRY_AFTER_MAX": (120.0, _number(float, 0.0)),
-    "GATEWAY_RETRY_BUDGET_RATIO": (0.2, _number(float, 0.0, 10.0)),
-    "GATEWAY_RETRY_BUDGET_MIN_PER_SECOND": (20.0, _number(float, 0.0)),
-    "GATEWAY_RETRY_BUDGET_BURST": (10.0, _number(float, 1.0)),
-    "GATEWAY_HEALTH_ALPHA": (0.3, _number(float, 0.0, 1.0, low_open=True)),
-    "GATEWAY_EJECT_SCORE": (0.6, _number(float, 0.0, 1.0, low_open=True)),
-    "GATEWAY_EJECT_STREAK": (3, _number(int, 1)),
-    "GATEWAY_COOLDOWN_BASE": (10.0, _number(float, 0.0, low_open=True)),
-    "GATEWAY_COOLDOWN_MAX": (300.0, _number(float, 0.0, low_open=True)),
-    "GATEWAY_RETIRE_AFTER": (6, _number(int, 0)),
-    "GATEWAY_MAX_EJECTED_RATIO": (0.5, _number(float, 0.0, 1.0)),
-    "GATEWAY_BLAME_WINDOW": (30.0, _number(float, 0.0, low_open=True)),
-    "GATEWAY_CONCURRENCY_MIN": (1, _number(int, 1)),
-    "GATEWAY_CONCURRENCY_BETA": (0.7, _number(float, 0.0, 1.0, low_open=True)),
-    "GATEWAY_MAX_TRACKED_PAIRS": (100_000, _number(int, 1)),
-    "GATEWAY_MAX_TRACKED_DOMAINS": (10_000, _number(int, 1)),
+    "GATEWAY_RETRY_BUDGET_RATIO": (_POLICY.budget_ratio, _number(float, 0.0, 10.0)),
+    "GATEWAY_RETRY_BUDGET_MIN_PER_SECOND": (_POLICY.budget_min_per_second, _number(float, 0.0)),
+    "GATEWAY_RETRY_BUDGET_BURST": (_POLICY.budget_burst, _number(float, 1.0)),
+    "GATEWAY_HEALTH_ALPHA": (_HEALTH.alpha, _number(float, 0.0, 1.0, low_open=True)),
+    "GATEWAY_EJECT_SCORE": (_HEALTH.eject_score, _number(float, 0.0, 1.0, low_open=True)),
+    "GATEWAY_EJECT_STREAK": (_HEALTH.eject_streak, _number(int, 1)),
+    "GATEWAY_COOLDOWN_BASE": (_HEALTH.cooldown_base, _number(float, 0.0, low_open=True)),
+    "GATEWAY_COOLDOWN_MAX": (_HEALTH.cooldown_cap, _number(float, 0.0, low_open=True)),
+    "GATEWAY_RETIRE_AFTER": (_HEALTH.retire_after, _number(int, 0)),
+    "GATEWAY_MAX_EJECTED_RATIO": (_POLICY.max_ejected_ratio, _number(float, 0.0, 1.0)),
+    "GATEWAY_BLAME_WINDOW": (_POLICY.blame_window, _number(float, 0.0, low_open=True)),
+    "GATEWAY_CONCURRENCY_MIN": (_POLICY.concurrency_min, _number(int, 1)),
+    "GATEWAY_CONCURRENCY_BETA": (_POLICY.concurrency_beta, _number(float, 0.0, 1.0, low_open=True)),
+    "GATEWAY_MAX_TRACKED_PAIRS": (_POLICY.max_pairs, _number(int, 1)),
+    "GATEWAY_MAX_TRACKED_DOMAINS": (_POLICY.max_domains, _number(int, 1)),
     "GATEWAY_WHEN_ALL_DOWN": ("wait", _choice("wait", "close")),
     "GATEWAY_LOG_INTERVAL": (60.0, _number(float, 0.0)),
     "GATEWAY_SEED": (None, _optional_int),
@@ -124,6 +132,13 @@ class GatewayConfig:
     log_interval: float
     seed: int | None
     policy: Policy
+    retry_note: str  # how the user's Scrapy retry settings shaped the limits, for the start-up log
+    default_ceiling: int  # a slot's concurrency unless DOWNLOAD_SLOTS names its own
+    slot_ceilings: Mapping[str, int]
+
+    def ceiling(self, slot: str) -> int:
+        """The user's own concurrency limit of a download slot: the one the gateway never exceeds."""
+        return self.slot_ceilings.get(slot, self.default_ceiling)
 
     @classmethod
     def from_settings(cls, settings: Any) -> GatewayConfig:
@@ -160,18 +175,81 @@ class GatewayConfig:
             max_pairs=v["GATEWAY_MAX_TRACKED_PAIRS"],
             max_domains=v["GATEWAY_MAX_TRACKED_DOMAINS"],
         )
+        max_retries, max_proxy_retries, retry_note = _retry_limits(
+            settings, v["GATEWAY_MAX_RETRIES"], v["GATEWAY_MAX_PROXY_RETRIES"]
+        )
+        default_ceiling, slot_ceilings = _ceilings(settings)
         return cls(
             enabled=v["GATEWAY_ENABLED"],
             proxies=tuple(_read_proxies(v["GATEWAY_PROXIES"], v["GATEWAY_PROXIES_FILE"])),
             http_codes=frozenset(v["GATEWAY_HTTP_CODES"]),
-            max_retries=v["GATEWAY_MAX_RETRIES"],
-            max_proxy_retries=v["GATEWAY_MAX_PROXY_RETRIES"],
+            max_retries=max_retries,
+            max_proxy_retries=max_proxy_retries,
             retry_after_max=v["GATEWAY_RETRY_AFTER_MAX"],
             when_all_down=v["GATEWAY_WHEN_ALL_DOWN"],
             log_interval=v["GATEWAY_LOG_INTERVAL"],
             seed=v["GATEWAY_SEED"],
             policy=policy,
+            retry_note=retry_note,
+            default_ceiling=default_ceiling,
+            slot_ceilings=slot_ceilings,
         )
+
+
+DEFAULT_MAX_RETRIES = 5
+
+
+def _user_set(settings: Any, name: str) -> bool:
+    """Whether a Scrapy setting was given by the user rather than left at Scrapy's default."""
+    getpriority = getattr(settings, "getpriority", None)
+    if getpriority is None:  # a plain mapping (tests): present means given
+        return name in settings
+    priority = getpriority(name)
+    return priority is not None and priority > 0  # 0 is the "default" priority
+
+
+def _retry_limits(settings: Any, max_retries: int | None, max_proxy_retries: int) -> tuple[int, int, str]:
+    """The gateway's retry limits, honouring RETRY_ENABLED and RETRY_TIMES when the user set them.
+
+    Zero retries means zero: with RETRY_ENABLED off or RETRY_TIMES = 0 (and no GATEWAY_MAX_RETRIES)
+    the gateway retries nothing, not even on another proxy, as `dont_retry` does for one request.
+    """
+    try:
+        enabled = _boolean(settings.get("RETRY_ENABLED", True))
+        retry_times = _number(int, 0, 100)(settings.get("RETRY_TIMES", 2))
+    except ValueError as exc:
+        raise ConfigError(f"RETRY_ENABLED/RETRY_TIMES: {exc}") from None
+    if not enabled:
+        return 0, 0, "RETRY_ENABLED is off: the gateway retries nothing"
+    if max_retries is not None:
+        return max_retries, max_proxy_retries, ""
+    if _user_set(settings, "RETRY_TIMES"):
+        if retry_times == 0:
+            return 0, 0, "RETRY_TIMES = 0: the gateway retries nothing"
+        return retry_times, max_proxy_retries, f"RETRY_TIMES = {retry_times}: origin-side retries per request"
+    return DEFAULT_MAX_RETRIES, max_proxy_retries, ""
+
+
+def _ceilings(settings: Any) -> tuple[int, dict[str, int]]:
+    """What Scrapy's Downloader gives each slot: DOWNLOAD_SLOTS entries, else the per-IP or
+    per-domain limit (read the way scrapy.core.downloader.Downloader reads them)."""
+    try:
+        per_ip = _number(int, 0)(settings.get("CONCURRENT_REQUESTS_PER_IP", 0))
+        per_domain = _number(int, 1)(settings.get("CONCURRENT_REQUESTS_PER_DOMAIN", 8))
+    except ValueError as exc:
+        raise ConfigError(f"CONCURRENT_REQUESTS_PER_DOMAIN/_PER_IP: {exc}") from None
+    slots = settings.get("DOWNLOAD_SLOTS") or {}
+    if hasattr(slots, "copy_to_dict"):
+        slots = slots.copy_to_dict()
+    ceilings: dict[str, int] = {}
+    if isinstance(slots, Mapping):
+        for key, entry in slots.items():
+            if isinstance(entry, Mapping) and entry.get("concurrency") is not None:
+                try:
+                    ceilings[str(key)] = _number(int, 1)(entry["concurrency"])
+                except ValueError as exc:
+                    raise ConfigError(f"DOWNLOAD_SLOTS[{key!r}]['concurrency']: {exc}") from None
+    return per_ip or per_domain, ceilings
 
 
 def _read_proxies(value: Any, path: str | None) -> list[Proxy]:

@@ -1,4 +1,4 @@
-"""GatewayDownloader: Scrapy's Downloader, with per-slot concurrency that holds.
+"""GatewayDownloaderMixin: per-slot concurrency that holds, for Scrapy's Downloader or yours.
 
 Two changes, both small:
 1. Under the asyncio reactor Scrapy 2.19 pops a slot's whole queue before any download task runs
@@ -7,43 +7,45 @@ Two changes, both small:
 2. Slots idle for 60 s are garbage-collected and recreated with defaults; a gateway limit is
    re-applied whenever a slot is (re)created, and the waiting room is flushed before the
    scheduler closes.
+
+A project with a Downloader of its own combines them as
+`class MyDownloader(GatewayDownloaderMixin, YourDownloader)`; the add-on does that by itself.
 """
 
 from __future__ import annotations
 
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, ClassVar
 
 from scrapy.core.downloader import Downloader, Slot
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import _schedule_coro
 
+from scrapy_gateway.compat import check_internals
+from scrapy_gateway.runtime import GatewayRuntime
+
 if TYPE_CHECKING:
     from scrapy import Request, Spider
     from scrapy.crawler import Crawler
 
-    from scrapy_gateway.middleware import GatewayMiddleware
+    _Base = Downloader
+else:
+    _Base = object
 
 
-class GatewayDownloader(Downloader):
+class GatewayDownloaderMixin(_Base):
+    gateway_holds_slot_limits: ClassVar[bool] = True  # what GatewayRuntime.check_downloader looks for
+
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
-        from scrapy_gateway.middleware import GatewayMiddleware
-
-        found = [mw for mw in self.middleware.middlewares if isinstance(mw, GatewayMiddleware)]
-        self.gateway: GatewayMiddleware | None = found[0] if found else None
-
-    def slot_ceiling(self, key: str) -> int:
-        """The user's own limit for a slot: its DOWNLOAD_SLOTS entry, else the global one."""
-        configured: Any = self.per_slot_settings.get(key, {}).get("concurrency")
-        return int(configured) if configured is not None else (self.ip_concurrency or self.domain_concurrency)
+        check_internals(self)
+        self.gateway_runtime = GatewayRuntime.of(crawler)
 
     def _get_slot(self, request: Request, spider: Spider | None = None) -> tuple[str, Slot]:
         key, slot = super()._get_slot(request)
-        if self.gateway is not None:
-            limit = self.gateway.gateway.concurrency.limit(key)
-            if limit is not None:
-                slot.concurrency = limit
+        limit = self.gateway_runtime.core.concurrency.limit(key)
+        if limit is not None:
+            slot.concurrency = limit
         return key, slot
 
     def _process_queue(self, slot: Slot) -> None:
@@ -66,6 +68,9 @@ class GatewayDownloader(Downloader):
                 break
 
     def close(self) -> None:
-        if self.gateway is not None:
-            self.gateway.room.flush()
+        self.gateway_runtime.room.flush()
         super().close()
+
+
+class GatewayDownloader(GatewayDownloaderMixin, Downloader):
+    """Scrapy's Downloader with the gateway's fix: `DOWNLOADER = "scrapy_gateway.GatewayDownloader"`."""

@@ -1,38 +1,38 @@
 """GatewayMiddleware: the Scrapy adapter around the decision core.
 
-It sits at 580, between RetryMiddleware (550) and HttpProxyMiddleware (750): its process_request
-picks the proxy before HttpProxyMiddleware turns the URL's credentials into a header, and its
-process_response sees a 502 before RetryMiddleware does. It translates Scrapy objects for the core,
-asks it, and applies the answer; it makes no decision of its own.
+It sits at 595, between RetryMiddleware (550) and HttpProxyMiddleware (750), above
+HttpCompressionMiddleware (590): its process_request picks the proxy before HttpProxyMiddleware
+turns the URL's credentials into a header, and its process_response sees a 502 (or a truncated
+reply) before RetryMiddleware or decompression do. It translates Scrapy objects for the core, asks
+it, and applies the answer; it makes no decision of its own.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-import random
-import time
-from typing import TYPE_CHECKING
-from weakref import WeakKeyDictionary
+from collections.abc import Awaitable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary, WeakSet
 
 from scrapy import Request, signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
-from scrapy.exceptions import NotConfigured
+from scrapy.exceptions import NotConfigured, ResponseDataLossError
 from scrapy.http import Response
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
-from scrapy.utils.misc import load_object
 
-from scrapy_gateway import jobstate
+from scrapy_gateway import meta as m
 from scrapy_gateway import stats as keys
-from scrapy_gateway.config import ConfigError, GatewayConfig
-from scrapy_gateway.core.faults import Fault, classify_status, classify_transport
-from scrapy_gateway.core.gateway import Gateway, Verdict
-from scrapy_gateway.core.pool import Exhausted, Pick
+from scrapy_gateway.config import ConfigError
+from scrapy_gateway.core.attempt import Attempt
+from scrapy_gateway.core.faults import Fault, TransportError, classify_status, classify_transport
+from scrapy_gateway.core.gateway import Verdict
+from scrapy_gateway.core.pool import Exhausted, Pick, Wait
 from scrapy_gateway.core.proxies import ProxyListError, parse_proxy
-from scrapy_gateway.downloader import GatewayDownloader
 from scrapy_gateway.errors import NoProxyAvailable, transport_error
-from scrapy_gateway.parking import NOT_BEFORE, WaitingRoom
-from scrapy_gateway.report import Reporter
+from scrapy_gateway.runtime import GatewayRuntime
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -40,108 +40,125 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("scrapy_gateway")
 
-# Public meta keys.
-SKIP = "gateway_skip"  # True: the gateway leaves this request alone
-PIN = "gateway_proxy"  # a proxy URL this request must use (retries keep it)
-# Private meta keys (immutable values: meta is copied shallowly).
-PROXY_KEY = "_gateway_proxy_key"
-TRIED = "_gateway_tried"
-SENT_AT = "_gateway_sent_at"
-PROXY_RETRIES = "_gateway_proxy_retries"  # retries paid from GATEWAY_MAX_PROXY_RETRIES
 _HEADERS = (b"Proxy-Status", b"X-Squid-Error", b"Retry-After")
 _UNJUDGED = object()
+_DATALOSS = "download_fail_on_dataloss"  # Scrapy's meta key; see _ask_for_partial_responses
+
+
+class _GiveUpOnly(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """get_retry_request's logger: its give-up ERROR stays, its "Retrying" DEBUG line is ours."""
+
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 class GatewayMiddleware:
-    def __init__(self, crawler: Crawler, config: GatewayConfig) -> None:
+    def __init__(self, crawler: Crawler, runtime: GatewayRuntime) -> None:
         self.crawler = crawler
-        self.config = config
-        self.gateway = Gateway(config.proxies, config.policy)
-        self.rng = random.Random(config.seed)
-        self.room = WaitingRoom(crawler)
-        assert crawler.stats is not None
-        self.stats = crawler.stats
-        self.report = Reporter(self.gateway, crawler.stats, config.log_interval, self.room.__len__)
+        self.runtime = runtime
+        self.config = runtime.config
+        self.core = runtime.core
+        self.room = runtime.room
+        self.report = runtime.report
+        self.stats = runtime.stats
+        self._retry_logger = _GiveUpOnly(logger, {})
         self._closing = False
-        crawler.signals.connect(self._opened, signal=signals.spider_opened)
-        crawler.signals.connect(self._closed, signal=signals.spider_closed)
-        crawler.signals.connect(self._downloaded, signal=signals.response_downloaded)
+        self._partial_ok = crawler.settings.getbool("DOWNLOAD_FAIL_ON_DATALOSS", True)
         self._judged: WeakKeyDictionary[Request, Verdict | None] = WeakKeyDictionary()
+        self._asked_partial: WeakSet[Request] = WeakSet()  # requests we set download_fail_on_dataloss on
+        crawler.signals.connect(self._downloaded, signal=signals.response_downloaded)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        config = GatewayConfig.from_settings(crawler.settings)
-        if not config.enabled:
+        runtime = GatewayRuntime.of(crawler)
+        if not runtime.config.enabled:
             raise NotConfigured("GATEWAY_ENABLED is off")
-        downloader = load_object(crawler.settings["DOWNLOADER"])
-        if not (isinstance(downloader, type) and issubclass(downloader, GatewayDownloader)):
-            raise ConfigError(
-                "DOWNLOADER: scrapy-gateway needs DOWNLOADER = 'scrapy_gateway.GatewayDownloader' "
-                "(the add-on sets it); without it per-domain limits do not hold and waiting retries "
-                "are lost at close"
-            )
-        return cls(crawler, config)
+        runtime.check_downloader()
+        return cls(crawler, runtime)
 
-    def _opened(self) -> None:
-        jobstate.restore(self.gateway, self.crawler.settings)
-        self.report.start()
-        if self.gateway.pool:
-            logger.info("scrapy-gateway: %(n)d proxies in the pool", {"n": len(self.gateway.pool)})
-
-    def _closed(self) -> None:
-        self.report.close()
-        jobstate.save(self.gateway, self.crawler.settings)
+    def _left_alone(self, request: Request) -> bool:
+        return bool(request.meta.get(m.SKIP)) or self.runtime.carries_own_route(request)
 
     # -- requests --------------------------------------------------------------------------
 
-    def process_request(self, request: Request) -> Request | None:
+    def process_request(self, request: Request) -> Request | Awaitable[Request | None] | None:
         meta = request.meta
-        if meta.get(SKIP):
+        if self._left_alone(request):
             return None
-        if self.room.must_wait(request):
-            return request  # resumed from a JOBDIR before its time: wait again, outside
+        wait = self.room.remaining(request)
+        if wait > 0.0:
+            # Handed back, a request that passes the scheduler waits in the room; one that does
+            # not (engine.download_async) would be downloaded again at once: it waits here.
+            return request if self.room.can_park(request) else self._wait_in_place(request, wait)
+        attempt = m.attempt_of(meta)
+        first = attempt is None
+        if attempt is None:
+            attempt = self._first_attempt(meta)
         domain = urlparse_cached(request).hostname or ""
-        now = time.monotonic()
+        now = self.runtime.now()
         proxy_key: str | None = None
-        if PIN in meta and PROXY_KEY not in meta:
-            proxy_key = self._pin(request)
-        elif "proxy" in meta and PROXY_KEY not in meta:
+        pinned = False
+        if m.PIN in meta:
+            proxy_key, pinned = self._pin(request), True
+        elif m.PROXY in meta and not attempt.rotating:
             pass  # the user's own proxy (or None for direct): kept as is, not scored
-        elif self.gateway.pool:
-            choice = self.gateway.route(domain, now, self.rng, meta.get(TRIED, ()))
+        elif self.core.pool:
+            choice = self.core.route(domain, now, self.runtime.rng, attempt.tried)
             if not isinstance(choice, Pick):
-                return self._no_proxy(request, choice)
-            meta["proxy"] = choice.proxy.url
-            proxy_key = meta[PROXY_KEY] = choice.proxy.key
-        meta[SENT_AT] = now
-        first_attempt = not meta.get("retry_times")
-        if first_attempt:
+                return self._no_proxy(request, attempt, choice)
+            meta[m.PROXY] = choice.proxy.url
+            proxy_key = choice.proxy.key
+        meta[m.ATTEMPT] = attempt.sending(proxy_key, now, pinned=pinned)
+        if self._partial_ok and _DATALOSS not in meta:
+            # A cut body still carries its status and headers (a 503's Retry-After, say): have
+            # Scrapy hand it over, judge it, and deliver ResponseDataLossError if we give up.
+            meta[_DATALOSS] = False
+            self._asked_partial.add(request)
+        if first:
             self.stats.inc_value(keys.REQUESTS)
-        self.gateway.sent(proxy_key, domain, now, first_attempt=first_attempt)
+        self.core.sent(proxy_key, domain, now, first_attempt=first)
         return None
+
+    def _first_attempt(self, meta: dict[str, Any]) -> Attempt:
+        if meta.get(m.DONT_RETRY):
+            return Attempt(0, 0)
+        limit = meta.get(m.MAX_RETRY_TIMES)
+        if limit is not None:
+            # A request's own limit is a limit on every kind of retry when it is zero.
+            limit = int(limit)
+            return Attempt(limit, self.config.max_proxy_retries if limit else 0, retries=meta.get(m.RETRY_TIMES, 0))
+        return Attempt(self.config.max_retries, self.config.max_proxy_retries, retries=meta.get(m.RETRY_TIMES, 0))
+
+    async def _wait_in_place(self, request: Request, delay: float) -> Request | None:
+        await self.room.wait_here(delay)
+        attempt = m.attempt_of(request.meta)
+        if attempt is not None:
+            request.meta[m.ATTEMPT] = replace(attempt, not_before=None)
+        result = self.process_request(request)
+        return await result if inspect.isawaitable(result) else result
 
     def _pin(self, request: Request) -> str | None:
         try:
-            proxy = parse_proxy(str(request.meta[PIN]))
+            proxy = parse_proxy(str(request.meta[m.PIN]))
         except ProxyListError as exc:
-            raise ConfigError(f"meta[{PIN!r}] of {request.url}: {exc}") from None
-        request.meta["proxy"] = proxy.url
-        record = self.gateway.pool.records.get(proxy.key)
-        if record is not None:
-            request.meta[PROXY_KEY] = proxy.key
-            return proxy.key
-        return None
+            raise ConfigError(f"meta[{m.PIN!r}] of {request.url}: {exc}") from None
+        request.meta[m.PROXY] = proxy.url
+        return proxy.key if proxy.key in self.core.pool.records else None
 
-    def _no_proxy(self, request: Request, choice: object) -> Request:
+    def _no_proxy(
+        self, request: Request, attempt: Attempt, choice: Wait | Exhausted
+    ) -> Request | Awaitable[Request | None]:
         if isinstance(choice, Exhausted) or self.config.when_all_down == "close":
             self.stats.inc_value(keys.NO_PROXY_ERRORS)
             self._close_crawl("gateway_no_proxies")
             raise NoProxyAvailable("no usable proxy left in GATEWAY_PROXIES; not sending without one")
         # Every proxy is cooling down: wait outside the downloader for the first re-admission.
-        until = getattr(choice, "until", time.monotonic() + 1.0)
         self.stats.inc_value(keys.NO_PROXY_WAITS)
+        delay = max(0.05, choice.until - self.runtime.now())
+        if not self.room.can_park(request):
+            return self._wait_in_place(request, delay)
         waiting = request.replace(dont_filter=True)
-        waiting.meta[NOT_BEFORE] = time.time() + max(0.05, until - time.monotonic())
+        waiting.meta[m.ATTEMPT] = replace(attempt, not_before=self.runtime.wall() + delay)
         return waiting
 
     def _close_crawl(self, reason: str) -> None:
@@ -159,11 +176,11 @@ class GatewayMiddleware:
     def _downloaded(self, response: Response, request: Request) -> None:
         # response_downloaded fires before the downloader starts the slot's next request, so a
         # concurrency cut decided here already holds for it (in process_response it would not).
-        if not request.meta.get(SKIP):
+        if not self._left_alone(request):
             self._judged[request] = self._judge_response(request, response)
 
     def process_response(self, request: Request, response: Response) -> Request | Response:
-        if request.meta.get(SKIP):
+        if self._left_alone(request):
             return response
         verdict = self._judged.pop(request, _UNJUDGED)
         if verdict is _UNJUDGED:  # a response that was not downloaded (a cache, another middleware)
@@ -171,31 +188,50 @@ class GatewayMiddleware:
         if verdict is None:
             return response
         assert isinstance(verdict, Verdict)
-        return self._act(request, verdict) or response
+        retry = self._act(request, verdict)
+        if retry is not None:
+            return retry
+        if self._cut_by_us(request, response):
+            # Given up on a truncated reply: the spider gets what Scrapy itself would deliver.
+            raise ResponseDataLossError(f"the response of {request.url} was cut short")
+        return response
 
     def process_exception(self, request: Request, exception: Exception) -> Request | None:
-        meta = request.meta
-        if meta.get(SKIP):
+        if self._left_alone(request):
             return None
         kind = transport_error(exception)
         if kind is None:
-            self.gateway.released(meta.get(PROXY_KEY), self._where(request)[0])
+            attempt = m.attempt_of(request.meta)
+            self.core.released(attempt.proxy if attempt else None, self._where(request)[0])
             return None
-        fault = classify_transport(kind, via_proxy=bool(meta.get("proxy")), message=str(exception))
+        fault = classify_transport(kind, via_proxy=bool(request.meta.get(m.PROXY)), message=str(exception))
         return self._act(request, self._judge(request, fault))
 
     def _where(self, request: Request) -> tuple[str, str]:
         domain = urlparse_cached(request).hostname or ""
-        return domain, str(request.meta.get("download_slot", domain))
+        return domain, str(request.meta.get(m.DOWNLOAD_SLOT, domain))
+
+    def _cut_by_us(self, request: Request, response: Response) -> bool:
+        """A truncated body Scrapy handed over only because the gateway asked it to."""
+        return "dataloss" in response.flags and request in self._asked_partial
 
     def _judge_response(self, request: Request, response: Response) -> Verdict | None:
         """Tell the core how a download went; None when it went well."""
         meta = request.meta
-        via_proxy = bool(meta.get("proxy"))
-        if response.status not in self.config.http_codes and not (response.status == 407 and via_proxy):
+        attempt = m.attempt_of(meta)
+        via_proxy = bool(meta.get(m.PROXY))
+        handled = response.status in self.config.http_codes or (response.status == 407 and via_proxy)
+        if not handled and self._cut_by_us(request, response):
+            # The headers arrived, the body did not: a dropped reply, retried like one.
+            return self._judge(request, classify_transport(TransportError.DROPPED, via_proxy=via_proxy))
+        if not handled:
             domain, slot = self._where(request)
-            events, new_limit = self.gateway.on_success(
-                meta.get(PROXY_KEY), domain, slot, time.monotonic(), meta.get(SENT_AT)
+            events, new_limit = self.core.on_success(
+                attempt.proxy if attempt else None,
+                domain,
+                slot,
+                self.runtime.now(),
+                attempt.sent_at if attempt else None,
             )
             self.report.events(events)
             if new_limit is not None:
@@ -211,32 +247,23 @@ class GatewayMiddleware:
             headers,
             via_proxy=via_proxy,
             in_tunnel=via_proxy and urlparse_cached(request).scheme == "https",
-            now_epoch=time.time(),
+            now_epoch=self.runtime.wall(),
             retry_after_cap=self.config.retry_after_max,
         )
         return self._judge(request, fault)
 
     def _judge(self, request: Request, fault: Fault) -> Verdict:
         """Ask the core about a failure and apply what it decided about the domain."""
-        meta = request.meta
         domain, slot = self._where(request)
-        now = time.monotonic()
-        proxy_retries = meta.get(PROXY_RETRIES, 0)
-        downloader = self.crawler.engine.downloader if self.crawler.engine else None
-        ceiling = downloader.slot_ceiling(slot) if isinstance(downloader, GatewayDownloader) else 8
-        verdict = self.gateway.on_failure(
+        attempt = m.attempt_of(request.meta) or self._first_attempt(request.meta)
+        verdict = self.core.on_failure(
             fault,
-            proxy=meta.get(PROXY_KEY),
+            attempt,
             domain=domain,
             slot=slot,
-            ceiling=ceiling,
-            retries_done=meta.get("retry_times", 0) - proxy_retries,
-            max_retries=meta.get("max_retry_times", self.config.max_retries),
-            proxy_retries_done=proxy_retries,
-            max_proxy_retries=self.config.max_proxy_retries,
-            sent_at=meta.get(SENT_AT, now),
-            now=now,
-            rng=self.rng,
+            ceiling=self.config.ceiling(slot),
+            now=self.runtime.now(),
+            rng=self.runtime.rng,
         )
         if verdict.new_limit is not None:
             self._apply_limit(slot, verdict.new_limit, verdict.fault)
@@ -245,9 +272,9 @@ class GatewayMiddleware:
     def _act(self, request: Request, verdict: Verdict) -> Request | None:
         """Return the retry request, or None after giving up."""
         meta = request.meta
-        retry_times = meta.get("retry_times", 0)
         retry = None
-        if verdict.fault.retryable and not meta.get("dont_retry"):
+        if verdict.fault.retryable and not meta.get(m.DONT_RETRY):
+            retry_times = meta.get(m.RETRY_TIMES, 0)
             retry = get_retry_request(
                 request,
                 spider=self.crawler.spider,  # type: ignore[arg-type]
@@ -255,38 +282,33 @@ class GatewayMiddleware:
                 # The core decided; this only lets get_retry_request agree (or log the give-up).
                 max_retry_times=retry_times + (1 if verdict.retry else 0),
                 stats_base_key=keys.RETRY_BASE,
-                logger=logger,
+                logger=self._retry_logger,  # type: ignore[arg-type]
             )
         self.report.failure(verdict, retried=retry is not None)
-        if retry is None:
-            meta["dont_retry"] = True  # the gateway gave up: RetryMiddleware must not try again
+        if retry is None or verdict.next_attempt is None:
+            meta[m.DONT_RETRY] = True  # the gateway gave up: RetryMiddleware must not try again
             return None
-        if verdict.proxy_allowance:
-            retry.meta[PROXY_RETRIES] = meta.get(PROXY_RETRIES, 0) + 1
-        self._prepare_retry(retry, meta.get(PROXY_KEY), verdict.delay)
+        self._prepare_retry(request, retry, verdict)
         logger.debug(
             "Retrying %(request)s after %(kind)s (%(blame)s) in %(delay).2fs",
             {"request": retry, "kind": verdict.fault.kind, "blame": verdict.fault.blame.value, "delay": verdict.delay},
         )
         return retry
 
-    @staticmethod
-    def _prepare_retry(retry: Request, proxy_key: str | None, delay: float) -> None:
+    def _prepare_retry(self, original: Request, retry: Request, verdict: Verdict) -> None:
         meta = retry.meta
-        if proxy_key is not None:
-            meta[TRIED] = (*meta.get(TRIED, ()), proxy_key)
-        if PROXY_KEY in meta and PIN not in meta:
+        assert verdict.next_attempt is not None
+        previous = m.attempt_of(meta)
+        not_before = self.runtime.wall() + verdict.delay if verdict.delay > 0 else None
+        meta[m.ATTEMPT] = replace(verdict.next_attempt, not_before=not_before)
+        if previous is not None and previous.rotating:
             # Our choice, not the user's: the next attempt picks again. Drop the old proxy's
             # credentials here too, so they can never ride along to the next proxy.
-            del meta[PROXY_KEY]
-            meta.pop("proxy", None)
+            meta.pop(m.PROXY, None)
             meta.pop("_auth_proxy", None)
             retry.headers.pop(b"Proxy-Authorization", None)
-        elif PROXY_KEY in meta:
-            del meta[PROXY_KEY]  # pinned: the same proxy again, re-resolved in process_request
-        meta.pop(SENT_AT, None)
-        if delay > 0:
-            meta[NOT_BEFORE] = time.time() + delay
+        if original in self._asked_partial:
+            meta.pop(_DATALOSS, None)  # ours, not the user's: set again on the next attempt
 
     def _apply_limit(self, slot: str, limit: int, fault: Fault | None) -> None:
         engine = self.crawler.engine

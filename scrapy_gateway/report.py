@@ -12,11 +12,16 @@ from typing import TYPE_CHECKING
 
 from scrapy.utils.asyncio import AsyncioLoopingCall, create_looping_call
 
+try:
+    from typing import assert_never
+except ImportError:  # Python 3.10
+    from typing_extensions import assert_never
+
 from scrapy_gateway import stats as keys
+from scrapy_gateway.core.events import Ejected, Event, PairEjected, PairReadmitted, Panic, Readmitted, Retired
 from scrapy_gateway.core.faults import Fault
 from scrapy_gateway.core.gateway import Gateway, Verdict
 from scrapy_gateway.core.health import State
-from scrapy_gateway.core.pool import Event
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
@@ -26,8 +31,17 @@ logger = logging.getLogger("scrapy_gateway")
 
 
 class Reporter:
-    def __init__(self, gateway: Gateway, stats: StatsCollector, interval: float, waiting: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        stats: StatsCollector,
+        interval: float,
+        waiting: Callable[[], int],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.gateway = gateway
+        self.clock = clock
         self.waiting = waiting  # how many retries wait in the waiting room now
         self.stats = stats
         self.interval = interval
@@ -50,37 +64,43 @@ class Reporter:
 
     def events(self, events: Iterable[Event]) -> None:
         for event in events:
-            if event.what == "ejected":
+            self.event(event)
+
+    def event(self, event: Event) -> None:
+        match event:
+            case Ejected(proxy, cause, seconds):
                 self.stats.inc_value(keys.EJECTIONS)
-                self.stats.inc_value(keys.ejection(event.cause))
+                self.stats.inc_value(keys.ejection(cause))
                 logger.info(
                     "Proxy %(proxy)s out of rotation for %(s).0fs after %(cause)s",
-                    {"proxy": event.proxy, "s": event.seconds, "cause": event.cause},
+                    {"proxy": proxy, "s": seconds, "cause": cause},
                 )
-            elif event.what == "pair_ejected":
+            case PairEjected(proxy, domain, cause, seconds):
                 self.stats.inc_value(keys.PAIR_EJECTIONS)
-                self.stats.inc_value(keys.pair_ejection(event.cause))
+                self.stats.inc_value(keys.pair_ejection(cause))
                 logger.info(
                     "Proxy %(proxy)s out of rotation for %(domain)s only, for %(s).0fs after %(cause)s",
-                    {"proxy": event.proxy, "domain": event.domain, "s": event.seconds, "cause": event.cause},
+                    {"proxy": proxy, "domain": domain, "s": seconds, "cause": cause},
                 )
-            elif event.what == "retired":
+            case Retired(proxy, cause):
                 self.stats.inc_value(keys.RETIREMENTS)
                 logger.warning(
                     "Proxy %(proxy)s retired for the rest of the crawl after %(cause)s",
-                    {"proxy": event.proxy, "cause": event.cause},
+                    {"proxy": proxy, "cause": cause},
                 )
-            elif event.what == "readmitted":
+            case Readmitted(proxy):
                 self.stats.inc_value(keys.READMISSIONS)
-                logger.info("Proxy %(proxy)s back in rotation after a good probe", {"proxy": event.proxy})
-            elif event.what == "pair_readmitted":
+                logger.info("Proxy %(proxy)s back in rotation after a good probe", {"proxy": proxy})
+            case PairReadmitted():
                 self.stats.inc_value(keys.PAIR_READMISSIONS)
-            elif event.what == "panic":
+            case Panic(proxy, cause):
                 self.stats.inc_value(keys.PANIC)
                 logger.warning(
                     "Too many proxies failing (%(cause)s) to take %(proxy)s out: keeping it, least-bad first",
-                    {"proxy": event.proxy, "cause": event.cause},
+                    {"proxy": proxy, "cause": cause},
                 )
+            case _:
+                assert_never(event)
 
     def limit(self, slot: str, new: int, old: int, fault: Fault | None) -> None:
         self.stats.set_value(keys.concurrency_limit(slot), new)
@@ -97,7 +117,7 @@ class Reporter:
     # -- over time -------------------------------------------------------------------------
 
     def gauges(self) -> dict[str, int]:
-        counts = self.gateway.pool.counts(time.monotonic())
+        counts = self.gateway.pool.counts(self.clock())
         self.stats.set_value(keys.PROXIES_TOTAL, len(self.gateway.pool))
         self.stats.set_value(keys.PROXIES_ACTIVE, counts["active"])
         self.stats.set_value(keys.PROXIES_EJECTED, counts["ejected"])

@@ -42,6 +42,7 @@ class Fault:
     retryable: bool = True
     answered: bool = True  # something came back (False for a timeout: the path stayed silent)
     transport: bool = False  # no HTTP status came back (refused, dropped, timed out, tunnel failed)
+    retires: bool = False  # the proxy's credentials are wrong: retire it, they do not heal mid-crawl
 
 
 # RFC 9209 error types that describe the proxy itself rather than the next hop.
@@ -102,7 +103,7 @@ def classify_status(
     retry_after = parse_retry_after(headers.get("retry-after"), now_epoch, retry_after_cap)
     kind = f"http_{status}"
     if status == 407 and via_proxy and not in_tunnel:
-        return Fault(kind, Blame.PROXY, hard=True)
+        return Fault(kind, Blame.PROXY, hard=True, retires=True)
     if not via_proxy or in_tunnel:
         evidence: Blame | None = Blame.ORIGIN
     else:
@@ -144,7 +145,7 @@ def classify_transport(error: TransportError, *, via_proxy: bool, message: str =
     if error is TransportError.TUNNEL:
         status = tunnel_status(message)
         if status == 407:
-            return Fault("tunnel_407", Blame.PROXY, hard=True, transport=True)
+            return Fault("tunnel_407", Blame.PROXY, hard=True, transport=True, retires=True)
         if status in (403, 429):
             return Fault(f"tunnel_{status}", Blame.PAIR, transport=True)
         # throttles: if history settles it on the origin, it counts as the origin's overload.

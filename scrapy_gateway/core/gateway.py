@@ -14,13 +14,15 @@ import random
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
+from scrapy_gateway.core.attempt import Attempt
 from scrapy_gateway.core.backoff import Backoff
 from scrapy_gateway.core.blame import Judge
 from scrapy_gateway.core.budget import RetryBudget
 from scrapy_gateway.core.concurrency import ConcurrencyControl
+from scrapy_gateway.core.events import Event
 from scrapy_gateway.core.faults import Blame, Fault
 from scrapy_gateway.core.health import HealthRules
-from scrapy_gateway.core.pool import Event, Exhausted, Pick, ProxyPool, Wait
+from scrapy_gateway.core.pool import Exhausted, Pick, ProxyPool, Wait
 from scrapy_gateway.core.proxies import Proxy
 
 DIRECT = "direct"  # how the judge names the path of a request sent without a proxy
@@ -54,6 +56,7 @@ class Verdict:
     new_limit: int | None = None  # the domain's new concurrency limit, if it changed
     events: tuple[Event, ...] = ()
     proxy_allowance: bool = False  # the retry is paid from the proxy-failure allowance
+    next_attempt: Attempt | None = None  # the retry's attempt record, when `retry`
 
 
 class Gateway:
@@ -99,19 +102,20 @@ class Gateway:
     def on_failure(
         self,
         fault: Fault,
+        attempt: Attempt,
         *,
-        proxy: str | None,
         domain: str,
         slot: str,
         ceiling: int,
-        retries_done: int,
-        max_retries: int,
-        proxy_retries_done: int = 0,
-        max_proxy_retries: int = 0,
-        sent_at: float,
         now: float,
         rng: random.Random,
     ) -> Verdict:
+        """Settle the blame of a failed attempt, update what it teaches, and decide the retry.
+
+        `ceiling`: the user's own concurrency limit of the slot. The verdict carries the next
+        `Attempt` when the request is to be retried.
+        """
+        proxy = attempt.proxy
         if proxy is not None:
             blame = self.judge.failure(
                 proxy, domain, now, fault.blame, pool_size=len(self.pool), transport=fault.transport
@@ -121,17 +125,18 @@ class Gateway:
         else:
             events = ()
         new_limit = None
+        sent_at = now if attempt.sent_at is None else attempt.sent_at
         # A Retry-After is the origin's own throttle, and honouring it is enough.
         if fault.throttles and fault.blame is Blame.ORIGIN and fault.retry_after is None:
             new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now)
         # A proxy's own failure says nothing about the page: it is retried on another proxy from a
         # separate allowance, so a few bad proxies cannot use up the retries the origin may need.
-        proxy_side = proxy is not None and fault.blame in (Blame.PROXY, Blame.PAIR)
-        on_proxy_allowance = proxy_side and proxy_retries_done < max_proxy_retries
-        if not fault.retryable or (retries_done >= max_retries and not on_proxy_allowance):
+        proxy_side = attempt.rotating and fault.blame in (Blame.PROXY, Blame.PAIR)
+        # Wrong credentials do not heal: without another proxy to rotate to, a retry cannot succeed.
+        hopeless = fault.retires and not (attempt.rotating and len(self.pool) > 1)
+        if hopeless or not fault.retryable or not attempt.can_retry(proxy_side=proxy_side):
             return Verdict(fault, retry=False, new_limit=new_limit, events=events)
-        rotating = proxy is not None and len(self.pool) > 1
-        if rotating and fault.blame is not Blame.ORIGIN:
+        if attempt.rotating and len(self.pool) > 1 and fault.blame is not Blame.ORIGIN:
             # The next proxy is a fresh path: no reason to wait, and the origin never saw this one.
             delay = budget_wait = 0.0
             if fault.blame is Blame.UNKNOWN:
@@ -141,7 +146,7 @@ class Gateway:
             # An origin that still answers is shedding load, and the concurrency cut is the cure:
             # a short pause will do. One that answers nothing gets the full backoff.
             scale = OVERLOAD_BACKOFF_SCALE if self.judge.answering(domain, now) else 1.0
-            delay = self.backoff.delay(retries_done + 1, rng, fault.retry_after, scale=scale)
+            delay = self.backoff.delay(attempt.retries + 1, rng, fault.retry_after, scale=scale)
             # An origin that named its time with Retry-After has throttled us itself.
             budget_wait = 0.0 if fault.retry_after is not None else self.budget.withdraw(domain, now)
             delay = max(delay, budget_wait)
@@ -152,5 +157,6 @@ class Gateway:
             budget_wait=budget_wait,
             new_limit=new_limit,
             events=events,
-            proxy_allowance=on_proxy_allowance,
+            proxy_allowance=attempt.uses_proxy_allowance(proxy_side=proxy_side),
+            next_attempt=attempt.increment(proxy_side=proxy_side, not_before=None),
         )

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
+from scrapy_gateway.core.events import Ejected, Event, PairEjected, PairReadmitted, Panic, Readmitted, Retired
 from scrapy_gateway.core.faults import Blame, Fault
 from scrapy_gateway.core.health import Health, HealthRules, State
 from scrapy_gateway.core.proxies import Proxy
@@ -39,17 +40,6 @@ class ProxyRecord:
     origin_failures: int = 0  # failures through this proxy that were the origin's
     busy_since: float = 0.0  # when its outstanding requests last went from none to some
     last_answer: float = 0.0  # when it last answered anything, good or bad
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something the pool did that the crawl log and stats should show."""
-
-    what: str  # "ejected", "readmitted", "retired", "pair_ejected", "pair_readmitted", "panic"
-    proxy: str  # Proxy.key
-    domain: str = ""
-    cause: str = ""  # the fault kind that caused it
-    seconds: float = 0.0  # cooldown, for ejections
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,11 +203,11 @@ class ProxyPool:
             return []
         record, pair = found
         record.successes += 1
-        events = []
+        events: list[Event] = []
         if record.health.succeed(self.rules, now):
-            events.append(Event("readmitted", proxy_key))
+            events.append(Readmitted(proxy_key))
         if pair.succeed(self.rules, now):
-            events.append(Event("pair_readmitted", proxy_key, domain))
+            events.append(PairReadmitted(proxy_key, domain))
         return events
 
     def failed(self, proxy_key: str, domain: str, fault: Fault, now: float, rng: random.Random) -> list[Event]:
@@ -231,11 +221,11 @@ class ProxyPool:
             return []
         record.failures[fault.kind] = record.failures.get(fault.kind, 0) + 1
         if fault.blame is Blame.PROXY:
-            if fault.kind.endswith("407"):
+            if fault.retires:
                 if record.health.state is State.RETIRED:
                     return []
                 record.health.retire()  # wrong credentials do not heal during a crawl
-                return [Event("retired", proxy_key, cause=fault.kind)]
+                return [Retired(proxy_key, fault.kind)]
             if record.health.state is not State.ACTIVE:
                 return []  # sent before it was taken out: the ejection already counted it
             if record.health.fail(self.rules, hard=fault.hard):
@@ -249,17 +239,17 @@ class ProxyPool:
             retired = pair.eject(self.rules, now, rng)
             if retired:  # a pair is never retired for good: a ban may lift; keep it at the cap
                 pair.state, pair.until = State.EJECTED, now + self.rules.cooldown_cap
-            return [Event("pair_ejected", proxy_key, domain, fault.kind, pair.until - now)]
+            return [PairEjected(proxy_key, domain, fault.kind, pair.until - now)]
         return []
 
     def _eject(self, record: ProxyRecord, fault: Fault, now: float, rng: random.Random) -> list[Event]:
         key = record.proxy.key
         if not fault.hard and not record.health.probation and self._out_share_after_one_more() > self.max_ejected_ratio:
             self.in_panic = True
-            return [Event("panic", key, cause=fault.kind)]
+            return [Panic(key, fault.kind)]
         if record.health.eject(self.rules, now, rng):
-            return [Event("retired", key, cause=fault.kind)]
-        return [Event("ejected", key, cause=fault.kind, seconds=record.health.until - now)]
+            return [Retired(key, fault.kind)]
+        return [Ejected(key, fault.kind, record.health.until - now)]
 
     def _out_share_after_one_more(self) -> float:
         out = sum(1 for r in self._order if r.health.state is not State.ACTIVE)

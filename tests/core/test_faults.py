@@ -76,7 +76,7 @@ def test_classify_status_without_headers(status, mode, blame, throttles):
 
 
 def test_407_through_plain_proxy_is_hard_proxy_fault():
-    assert classify(407, mode="proxy") == Fault("http_407", Blame.PROXY, hard=True, retryable=True)
+    assert classify(407, mode="proxy") == Fault("http_407", Blame.PROXY, hard=True, retryable=True, retires=True)
 
 
 def test_407_inside_tunnel_is_not_the_proxys():
@@ -257,7 +257,7 @@ def test_blame_from_headers_never_raises(headers):
         (
             TransportError.TUNNEL,
             scrapy_tunnel_message(407, b"Proxy Authentication Required"),
-            Fault("tunnel_407", Blame.PROXY, hard=True, transport=True),
+            Fault("tunnel_407", Blame.PROXY, hard=True, transport=True, retires=True),
         ),
         (
             TransportError.TUNNEL,

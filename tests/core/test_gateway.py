@@ -6,10 +6,12 @@ import random
 
 import pytest
 
+from scrapy_gateway.core.attempt import Attempt
 from scrapy_gateway.core.backoff import Backoff
+from scrapy_gateway.core.events import Ejected, PairEjected, Readmitted
 from scrapy_gateway.core.faults import Blame, Fault, TransportError, classify_status, classify_transport
 from scrapy_gateway.core.gateway import Gateway, Policy, Verdict
-from scrapy_gateway.core.pool import Event, Pick
+from scrapy_gateway.core.pool import Pick
 from scrapy_gateway.core.proxies import Proxy, parse_proxy
 
 D = "shop.example"
@@ -28,7 +30,14 @@ def failure(gateway: Gateway, fault: Fault, proxy: str | None, *, now: float = 1
     args.update(kw)
     if proxy is not None:
         gateway.sent(proxy, args["domain"], args["sent_at"], first_attempt=False)
-    return gateway.on_failure(fault, proxy=proxy, now=now, rng=random.Random(seed), **args)
+    attempt = Attempt(
+        args.pop("max_retries"),
+        args.pop("max_proxy_retries", 0),
+        retries=args.pop("retries_done"),
+        proxy=proxy,
+        sent_at=args.pop("sent_at"),
+    )
+    return gateway.on_failure(fault, attempt, now=now, rng=random.Random(seed), **args)
 
 
 def test_proxy_blamed_failure_retries_at_once_on_another_proxy():
@@ -38,7 +47,7 @@ def test_proxy_blamed_failure_retries_at_once_on_another_proxy():
     assert verdict.retry
     assert (verdict.delay, verdict.budget_wait, verdict.new_limit) == (0.0, 0.0, None)
     assert verdict.fault.blame is Blame.PROXY
-    assert [e.what for e in verdict.events] == ["ejected"]
+    assert [type(e) for e in verdict.events] == [Ejected]
     assert verdict.events[0].proxy == key
     pick = gateway.route(D, 1.0, random.Random(1), avoid=[key])
     assert isinstance(pick, Pick)
@@ -66,7 +75,7 @@ def test_pair_blamed_rate_limit_ejects_the_pair_and_retries_at_once():
     verdict = failure(gateway, fault, key)
     assert verdict.fault.blame is Blame.PAIR
     assert verdict.retry and verdict.delay == 0.0
-    assert [(e.what, e.domain) for e in verdict.events] == [("pair_ejected", D)]
+    assert [(type(e), e.domain) for e in verdict.events] == [(PairEjected, D)]
     assert verdict.new_limit is None
 
 
@@ -134,7 +143,7 @@ def test_no_retry_when_retries_are_spent_or_the_fault_is_final():
     keys = [p.key for p in proxies(3)]
     spent = failure(gateway, HARD, keys[0], retries_done=3, max_retries=3)
     assert spent == Verdict(spent.fault, retry=False, delay=0.0, budget_wait=0.0, new_limit=None, events=spent.events)
-    assert [e.what for e in spent.events] == ["ejected"]  # the pool still learns
+    assert [type(e) for e in spent.events] == [Ejected]  # the pool still learns
     final = failure(gateway, Fault("http_404", Blame.ORIGIN, retryable=False), keys[1])
     assert not final.retry
     assert failure(gateway, OVERLOAD, keys[2], retries_done=5, max_retries=3).new_limit == 6
@@ -191,10 +200,10 @@ def test_on_success_reports_readmission():
     key = proxies(1)[0].key
     ejected = failure(gateway, HARD, key, now=0.0)
     until = gateway.pool.records[key].health.until
-    assert [e.what for e in ejected.events] == ["ejected"]
+    assert [type(e) for e in ejected.events] == [Ejected]
     assert isinstance(gateway.route(D, until, random.Random(0)), Pick)
     gateway.sent(key, D, until, first_attempt=True)
-    assert gateway.on_success(key, D, D, until + 0.5) == ([Event("readmitted", key)], None)
+    assert gateway.on_success(key, D, D, until + 0.5) == ([Readmitted(key)], None)
     assert gateway.on_success(key, D, D, until + 1.0) == ([], None)
 
 

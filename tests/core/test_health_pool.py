@@ -8,10 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scrapy_gateway.core.attempt import Attempt
+from scrapy_gateway.core.events import Ejected, Event, PairEjected, PairReadmitted, Panic, Readmitted, Retired
 from scrapy_gateway.core.faults import Blame, Fault, TransportError, classify_transport
 from scrapy_gateway.core.gateway import Gateway, Policy
 from scrapy_gateway.core.health import Health, HealthRules, State
-from scrapy_gateway.core.pool import Event, Exhausted, Pick, ProxyPool, Wait
+from scrapy_gateway.core.pool import Exhausted, Pick, ProxyPool, Wait
 from scrapy_gateway.core.proxies import parse_proxy
 
 RULES = HealthRules()  # alpha 0.3, eject at 0.6 or 3 in a row, cooldown 10 s doubling to 300 s, retire after 6
@@ -20,7 +22,7 @@ SOFT = Fault("timeout", Blame.PROXY)
 PAIR = Fault("http_429", Blame.PAIR)
 UNKNOWN = Fault("timeout", Blame.UNKNOWN)
 ORIGIN = Fault("http_503", Blame.ORIGIN, throttles=True)
-AUTH = Fault("http_407", Blame.PROXY, hard=True)
+AUTH = Fault("http_407", Blame.PROXY, hard=True, retires=True)
 D = "shop.example"
 
 
@@ -174,7 +176,7 @@ def test_hard_failure_ejects_at_once():
     events = fail(pool, keys[0], HARD, 100.0, rng)
     record = pool.records[keys[0]]
     assert record.health.state is State.EJECTED
-    assert events == [Event("ejected", keys[0], cause="proxy_refused", seconds=record.health.until - 100.0)]
+    assert events == [Ejected(keys[0], "proxy_refused", record.health.until - 100.0)]
     assert 8.0 <= events[0].seconds <= 12.0
     assert record.failures == {"proxy_refused": 1}
     assert record.health.inflight == 0
@@ -186,7 +188,7 @@ def test_soft_failures_eject_on_the_third_in_a_row():
     assert fail(pool, keys[0], SOFT, 1.0, rng) == []
     assert fail(pool, keys[0], SOFT, 2.0, rng) == []
     events = fail(pool, keys[0], SOFT, 3.0, rng)
-    assert [e.what for e in events] == ["ejected"]
+    assert [type(e) for e in events] == [Ejected]
     assert pool.records[keys[0]].failures == {"timeout": 3}
 
 
@@ -198,7 +200,7 @@ def test_soft_failures_eject_by_score_across_a_success():
     assert fail(pool, key, SOFT, 2.0, rng) == []
     assert succeed(pool, key, 3.0) == []
     assert fail(pool, key, SOFT, 4.0, rng) == []
-    assert [e.what for e in fail(pool, key, SOFT, 5.0, rng)] == ["ejected"]  # score 0.685, streak 2
+    assert [type(e) for e in fail(pool, key, SOFT, 5.0, rng)] == [Ejected]  # score 0.685, streak 2
 
 
 def test_origin_fault_only_releases_the_request():
@@ -221,7 +223,7 @@ def test_failed_probation_re_ejects_for_longer():
     until = pool.records[key].health.until
     assert pool.records[key].health.usable(until)
     events = fail(pool, key, SOFT, until, rng)  # one soft failure on probation
-    assert [e.what for e in events] == ["ejected"]
+    assert [type(e) for e in events] == [Ejected]
     assert 16.0 <= events[0].seconds <= 24.0
     assert pool.records[key].health.ejections == 2
 
@@ -236,7 +238,7 @@ def test_probation_success_readmits():
     assert pool.choose(D, until, rng) == Pick(pool.records[key].proxy)
     pool.started(key, D)
     assert pool.choose(D, until + 0.5, rng) == Wait(until + 0.5 + 0.05)  # busy on probation
-    assert pool.succeeded(key, D, until + 1.0) == [Event("readmitted", key)]
+    assert pool.succeeded(key, D, until + 1.0) == [Readmitted(key)]
     assert pool.records[key].health.ejections == 0
     assert isinstance(pool.choose(D, until + 1.0, rng), Pick)
 
@@ -250,9 +252,9 @@ def test_retire_after_repeated_failed_probations():
     for _ in range(3):
         assert pool.choose(D, now, rng) == Pick(pool.records[key].proxy)
         events = fail(pool, key, HARD, now, rng)
-        whats += [e.what for e in events]
+        whats += [type(e) for e in events]
         now = max(now, pool.records[key].health.until)
-    assert whats == ["ejected", "ejected", "retired"]
+    assert whats == [Ejected, Ejected, Retired]
     assert pool.records[key].health.state is State.RETIRED
     assert pool.all_retired()
     assert pool.choose(D, 1e9, rng) == Exhausted()
@@ -261,8 +263,8 @@ def test_retire_after_repeated_failed_probations():
 @pytest.mark.parametrize("kind", ["http_407", "tunnel_407"])
 def test_407_retires_at_once(kind):
     pool, keys = make_pool(3)
-    events = fail(pool, keys[1], Fault(kind, Blame.PROXY, hard=True), 1.0, random.Random(1))
-    assert events == [Event("retired", keys[1], cause=kind)]
+    events = fail(pool, keys[1], Fault(kind, Blame.PROXY, hard=True, retires=True), 1.0, random.Random(1))
+    assert events == [Retired(keys[1], kind)]
     assert pool.records[keys[1]].health.state is State.RETIRED
     assert pool.counts(2.0) == {"active": 2, "ejected": 0, "retired": 1}
 
@@ -273,7 +275,7 @@ def test_failure_for_an_already_ejected_proxy_does_not_eject_again():
     key = keys[0]
     pool.started(key, D)
     pool.started(key, D)
-    assert [e.what for e in pool.failed(key, D, HARD, 1.0, rng)] == ["ejected"]
+    assert [type(e) for e in pool.failed(key, D, HARD, 1.0, rng)] == [Ejected]
     until = pool.records[key].health.until
     assert pool.failed(key, D, HARD, 2.0, rng) == []
     health = pool.records[key].health
@@ -286,7 +288,7 @@ def test_pair_ejection_leaves_the_proxy_usable_elsewhere():
     key = keys[0]
     events = fail(pool, key, PAIR, 10.0, rng, domain="a.example")
     pair = pool.pairs[(key, "a.example")]
-    assert events == [Event("pair_ejected", key, "a.example", "http_429", pair.until - 10.0)]
+    assert events == [PairEjected(key, "a.example", "http_429", pair.until - 10.0)]
     assert 8.0 <= events[0].seconds <= 12.0
     assert pool.records[key].health.state is State.ACTIVE
     assert pool.records[key].health.score == 0.0
@@ -294,7 +296,7 @@ def test_pair_ejection_leaves_the_proxy_usable_elsewhere():
     assert pool.choose("b.example", 10.0, rng) == Pick(pool.records[key].proxy)
     assert pool.choose("a.example", pair.until, rng) == Pick(pool.records[key].proxy)  # pair on probation
     pool.started(key, "a.example")
-    assert pool.succeeded(key, "a.example", pair.until) == [Event("pair_readmitted", key, "a.example")]
+    assert pool.succeeded(key, "a.example", pair.until) == [PairReadmitted(key, "a.example")]
 
 
 def test_unknown_faults_only_lower_the_pair_score():
@@ -320,7 +322,7 @@ def test_pair_failure_for_an_already_ejected_pair_does_not_eject_again():
     rng = random.Random(4)
     pool.started(keys[0], D)
     pool.started(keys[0], D)
-    assert [e.what for e in pool.failed(keys[0], D, PAIR, 1.0, rng)] == ["pair_ejected"]
+    assert [type(e) for e in pool.failed(keys[0], D, PAIR, 1.0, rng)] == [PairEjected]
     until = pool.pairs[(keys[0], D)].until
     assert pool.failed(keys[0], D, PAIR, 2.0, rng) == []
     assert pool.pairs[(keys[0], D)].until == until
@@ -330,7 +332,7 @@ def test_pair_failure_for_an_already_ejected_pair_does_not_eject_again():
 def test_pair_is_never_retired_only_held_at_the_cap():
     pool, keys = make_pool(1, HealthRules(retire_after=1))
     events = fail(pool, keys[0], PAIR, 100.0, random.Random(1))
-    assert events == [Event("pair_ejected", keys[0], D, "http_429", 300.0)]
+    assert events == [PairEjected(keys[0], D, "http_429", 300.0)]
     assert pool.pairs[(keys[0], D)].state is State.EJECTED
     assert isinstance(pool.choose(D, 400.0, random.Random(1)), Pick)
 
@@ -401,13 +403,13 @@ def test_panic_keeps_soft_failing_proxies_in():
     for key in keys[:3]:
         for t in range(3):
             events = fail(pool, key, SOFT, float(t), rng)
-        outcomes.append([e.what for e in events])
-    assert outcomes == [["ejected"], ["ejected"], ["panic"]]
+        outcomes.append([type(e) for e in events])
+    assert outcomes == [[Ejected], [Ejected], [Panic]]
     assert pool.in_panic
     assert pool.records[keys[2]].health.state is State.ACTIVE
     assert pool.counts(3.0) == {"active": 2, "ejected": 2, "retired": 0}
     # Hard evidence still ejects during a panic.
-    assert [e.what for e in fail(pool, keys[2], HARD, 4.0, rng)] == ["ejected"]
+    assert [type(e) for e in fail(pool, keys[2], HARD, 4.0, rng)] == [Ejected]
 
 
 def test_panic_ends_when_everything_is_back():
@@ -415,7 +417,7 @@ def test_panic_ends_when_everything_is_back():
     rng = random.Random(6)
     for _ in range(3):
         events = fail(pool, keys[0], SOFT, 0.0, rng)
-    assert [e.what for e in events] == ["panic"]
+    assert [type(e) for e in events] == [Panic]
     assert pool.in_panic
     pool.counts(1.0)
     assert not pool.in_panic
@@ -507,10 +509,8 @@ def test_dead_proxies_waste_few_attempts():
             now += 0.1
             if key in dead:
                 wasted += 1
-                verdict = gateway.on_failure(
-                    refused, proxy=key, domain=domain, slot=domain, ceiling=8,
-                    retries_done=attempt, max_retries=5, sent_at=now - 0.1, now=now, rng=rng,
-                )  # fmt: skip
+                record = Attempt(5, 0, retries=attempt, proxy=key, sent_at=now - 0.1)
+                verdict = gateway.on_failure(refused, record, domain=domain, slot=domain, ceiling=8, now=now, rng=rng)
                 assert verdict.retry and verdict.delay == 0.0
                 avoid.append(key)
                 continue

@@ -51,7 +51,7 @@ class ProbeSpider(scrapy.Spider):
                 "kind": "callback",
                 "status": response.status,
                 "at": time.monotonic() - STARTED,
-                "proxy": response.meta.get("_gateway_proxy_key"),
+                "proxy": getattr(response.meta.get("_gateway_attempt"), "proxy", None),
                 "retries": response.meta.get("retry_times", 0),
             }
         )

@@ -47,11 +47,10 @@ def test_limit_survives_slot_garbage_collection() -> None:
     crawler = get_crawler(settings_dict={"ADDONS": {"scrapy_gateway.Addon": 0}, "CONCURRENT_REQUESTS_PER_DOMAIN": 8})
     crawler._apply_settings()
     downloader = GatewayDownloader(crawler)
-    assert downloader.gateway is not None
     request = Request("http://shop.example/p/1")
     key, slot = downloader._get_slot(request)
     assert slot.concurrency == 8
-    downloader.gateway.gateway.concurrency.overloaded(key, 8, sent_at=0.0, now=1.0)
+    downloader.gateway_runtime.core.concurrency.overloaded(key, 8, sent_at=0.0, now=1.0)
     downloader.slots.pop(key)  # what Downloader._slot_gc does to a slot idle for 60 s
     _, recreated = downloader._get_slot(request)
     assert recreated.concurrency == 6  # 8 * 0.7 = 5.6, rounded, re-applied to the new slot

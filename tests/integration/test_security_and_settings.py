@@ -82,7 +82,7 @@ def test_addon_and_manual_setup_end_in_the_same_settings() -> None:
     by_addon = _final_settings({"ADDONS": {"scrapy_gateway.Addon": 0}}).settings
     manual = _final_settings(
         {
-            "DOWNLOADER_MIDDLEWARES": {"scrapy_gateway.GatewayMiddleware": 580},
+            "DOWNLOADER_MIDDLEWARES": {"scrapy_gateway.GatewayMiddleware": 595},
             "DOWNLOADER": "scrapy_gateway.GatewayDownloader",
         }
     ).settings

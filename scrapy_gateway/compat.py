@@ -1,0 +1,46 @@
+"""The private Scrapy internals scrapy-gateway relies on, checked in one place at start-up.
+
+GatewayDownloaderMixin replaces `Downloader._process_queue` (to reserve a transfer place before the
+download task exists) and hooks `_get_slot`. If a Scrapy release renames any of these, the crawl
+must stop at start-up with a message naming the version, not misbehave quietly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import scrapy
+from scrapy.core.downloader import Downloader, Slot
+from scrapy.utils import defer
+
+_DOWNLOADER_METHODS = ("_process_queue", "_wait_for_download", "_latercall", "_get_slot", "_download")
+_DOWNLOADER_ATTRIBUTES = ("slots", "per_slot_settings", "ip_concurrency", "domain_concurrency")
+_SLOT_ATTRIBUTES = ("queue", "transferring", "latercall", "lastseen", "concurrency", "download_delay")
+
+
+class IncompatibleScrapy(RuntimeError):
+    """The installed Scrapy lacks an internal the gateway's downloader fix relies on."""
+
+
+def missing_internals(downloader: Any) -> list[str]:
+    missing = [f"Downloader.{name}" for name in _DOWNLOADER_METHODS if not callable(getattr(Downloader, name, None))]
+    missing += [f"Downloader.{name}" for name in _DOWNLOADER_ATTRIBUTES if not hasattr(downloader, name)]
+    try:
+        probe = Slot(1, 0.0)
+    except TypeError:
+        missing.append("Slot(concurrency, delay)")
+    else:
+        missing += [f"Slot.{name}" for name in _SLOT_ATTRIBUTES if not hasattr(probe, name)]
+    if not callable(getattr(defer, "_schedule_coro", None)):
+        missing.append("scrapy.utils.defer._schedule_coro")
+    return missing
+
+
+def check_internals(downloader: Any) -> None:
+    missing = missing_internals(downloader)
+    if missing:
+        raise IncompatibleScrapy(
+            f"scrapy-gateway's downloader fix does not fit Scrapy {scrapy.__version__}: missing "
+            f"{', '.join(missing)}. It was written for Scrapy 2.19; upgrade scrapy-gateway, or use "
+            "a Scrapy release it supports."
+        )

@@ -1,0 +1,27 @@
+"""Every request meta key scrapy-gateway reads or writes, spelled once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from scrapy_gateway.core.attempt import Attempt
+
+# Public: set by users.
+SKIP = "gateway_skip"  # True: the gateway leaves this request alone (no proxy, no retry, no scoring)
+PIN = "gateway_proxy"  # a proxy URL this request must use (retries keep it)
+
+# Private: the request's attempt record (frozen, since Scrapy copies meta shallowly).
+ATTEMPT = "_gateway_attempt"
+
+# Scrapy's own keys the gateway honours.
+PROXY = "proxy"
+RETRY_TIMES = "retry_times"
+MAX_RETRY_TIMES = "max_retry_times"
+DONT_RETRY = "dont_retry"
+DOWNLOAD_SLOT = "download_slot"
+
+
+def attempt_of(meta: Mapping[str, Any]) -> Attempt | None:
+    value = meta.get(ATTEMPT)
+    return value if isinstance(value, Attempt) else None

@@ -1,0 +1,129 @@
+"""The crawl's gateway: one object per crawler that owns the core, the waiting room and the config.
+
+The middleware and the downloader both find it with `GatewayRuntime.of(crawler)`; neither knows
+the other, so the import graph stays a tree (runtime <- middleware, runtime <- downloader). Clock
+and randomness live here and are injectable, so the adapters can be unit-tested without a crawl.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
+
+from scrapy import Request, signals
+from scrapy.utils.misc import load_object
+
+from scrapy_gateway import jobstate
+from scrapy_gateway.config import ConfigError, GatewayConfig
+from scrapy_gateway.core.gateway import Gateway
+from scrapy_gateway.parking import WaitingRoom
+from scrapy_gateway.report import Reporter
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger("scrapy_gateway")
+
+# Download handlers that choose the route themselves (a browser, an API): a request they carry
+# never goes through meta["proxy"], so scoring a proxy for it would score the wrong thing.
+_OWN_ROUTE_HANDLERS = ("scrapy_playwright.", "scrapy_zyte_api.")
+_RUNTIMES: WeakKeyDictionary[Crawler, GatewayRuntime] = WeakKeyDictionary()
+
+
+class GatewayRuntime:
+    def __init__(
+        self,
+        crawler: Crawler,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.crawler = crawler
+        self.config = GatewayConfig.from_settings(crawler.settings)
+        self.clock = clock  # monotonic seconds: every decision of the core
+        self.wall = wall  # epoch seconds: Retry-After dates, and waits that survive a restart
+        self.core = Gateway(self.config.proxies, self.config.policy)
+        self.rng = random.Random(self.config.seed)
+        assert crawler.stats is not None
+        self.stats = crawler.stats
+        self.room = WaitingRoom(crawler, wall=wall)
+        self.report = Reporter(self.core, crawler.stats, self.config.log_interval, self.room.__len__, clock=clock)
+        self.own_route_handlers = _own_route_handlers(crawler.settings)
+        self.zyte_transparent = bool(crawler.settings.getbool("ZYTE_API_TRANSPARENT_MODE", False))
+        if self.config.enabled:
+            crawler.signals.connect(self._opened, signal=signals.spider_opened)
+            crawler.signals.connect(self._closed, signal=signals.spider_closed)
+
+    @classmethod
+    def of(cls, crawler: Crawler) -> GatewayRuntime:
+        """The crawler's runtime, created by whichever component asks first."""
+        runtime = _RUNTIMES.get(crawler)
+        if runtime is None:
+            runtime = _RUNTIMES[crawler] = cls(crawler)
+        return runtime
+
+    @classmethod
+    def install(cls, crawler: Crawler, **kwargs: Any) -> GatewayRuntime:
+        """Create the crawler's runtime with an injected clock (tests); before any component."""
+        if crawler in _RUNTIMES:
+            raise RuntimeError("this crawler already has a scrapy-gateway runtime")
+        runtime = _RUNTIMES[crawler] = cls(crawler, **kwargs)
+        return runtime
+
+    def check_downloader(self) -> None:
+        """Per-domain limits hold only with the gateway's downloader fix; say so at start-up."""
+        downloader = load_object(self.crawler.settings["DOWNLOADER"])
+        if not getattr(downloader, "gateway_holds_slot_limits", False):
+            raise ConfigError(
+                "DOWNLOADER: scrapy-gateway needs its downloader fix: use the add-on, or set DOWNLOADER = "
+                "'scrapy_gateway.GatewayDownloader', or for a Downloader of your own "
+                "`class MyDownloader(scrapy_gateway.GatewayDownloaderMixin, YourDownloader)`; without it "
+                "per-domain limits do not hold and waiting retries are lost at close"
+            )
+
+    def carries_own_route(self, request: Request) -> bool:
+        """The request goes through a browser or an API that picks the route, not meta["proxy"]."""
+        meta = request.meta
+        if meta.get("playwright"):
+            return True
+        if meta.get("zyte_api") or meta.get("zyte_api_automap"):
+            return True
+        return self.zyte_transparent and meta.get("zyte_api_automap", True) is not False
+
+    def now(self) -> float:
+        return self.clock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _opened(self) -> None:
+        jobstate.restore(self.core, self.crawler.settings)
+        self.report.start()
+        if self.core.pool:
+            logger.info("scrapy-gateway: %(n)d proxies in the pool", {"n": len(self.core.pool)})
+        if self.config.retry_note:
+            logger.info("scrapy-gateway: %(note)s", {"note": self.config.retry_note})
+        if self.own_route_handlers or self.zyte_transparent:
+            logger.info(
+                "scrapy-gateway: requests carried by %(handlers)s (meta playwright, zyte_api, "
+                "zyte_api_automap, or Zyte API transparent mode) choose their own route: the gateway "
+                "leaves them alone and scores no proxy for them",
+                {"handlers": ", ".join(self.own_route_handlers) or "scrapy_zyte_api"},
+            )
+
+    def _closed(self) -> None:
+        self.report.close()
+        jobstate.save(self.core, self.crawler.settings)
+
+
+def _own_route_handlers(settings: Any) -> list[str]:
+    handlers = settings.getdict("DOWNLOAD_HANDLERS") if hasattr(settings, "getdict") else {}
+    found = []
+    for handler in handlers.values():
+        path = handler if isinstance(handler, str) else f"{getattr(handler, '__module__', '')}."
+        if isinstance(path, str) and path.startswith(_OWN_ROUTE_HANDLERS):
+            found.append(path.split(".", 1)[0])
+    return sorted(set(found))
