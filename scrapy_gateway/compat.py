@@ -7,11 +7,15 @@ must stop at start-up with a message naming the version, not misbehave quietly.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import scrapy
 from scrapy.core.downloader import Downloader, Slot
 from scrapy.utils import defer
+
+if TYPE_CHECKING:
+    from scrapy.core.engine import ExecutionEngine
+    from scrapy.crawler import Crawler
 
 _DOWNLOADER_METHODS = ("_process_queue", "_wait_for_download", "_latercall", "_get_slot", "_download")
 _DOWNLOADER_ATTRIBUTES = ("slots", "per_slot_settings", "ip_concurrency", "domain_concurrency")
@@ -44,3 +48,11 @@ def check_internals(downloader: Any) -> None:
             f"{', '.join(missing)}. It was written for Scrapy 2.19; upgrade scrapy-gateway, or use "
             "a Scrapy release it supports."
         )
+
+
+def engine_of(crawler: Crawler) -> ExecutionEngine | None:
+    """The crawler's engine, or None before the crawl starts (2.19's property raises then)."""
+    try:
+        return crawler.engine
+    except RuntimeError:
+        return None

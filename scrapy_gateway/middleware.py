@@ -25,6 +25,7 @@ from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gateway import meta as m
 from scrapy_gateway import stats as keys
+from scrapy_gateway.compat import engine_of
 from scrapy_gateway.config import ConfigError
 from scrapy_gateway.core.attempt import Attempt
 from scrapy_gateway.core.faults import Fault, TransportError, classify_status, classify_transport
@@ -162,7 +163,7 @@ class GatewayMiddleware:
         return waiting
 
     def _close_crawl(self, reason: str) -> None:
-        engine = self.crawler.engine
+        engine = engine_of(self.crawler)
         if self._closing or engine is None or engine.spider is None:
             return
         self._closing = True
@@ -311,7 +312,7 @@ class GatewayMiddleware:
             meta.pop(_DATALOSS, None)  # ours, not the user's: set again on the next attempt
 
     def _apply_limit(self, slot: str, limit: int, fault: Fault | None) -> None:
-        engine = self.crawler.engine
+        engine = engine_of(self.crawler)
         downloader = engine.downloader if engine else None
         live = downloader.slots.get(slot) if downloader else None
         old = live.concurrency if live is not None else limit

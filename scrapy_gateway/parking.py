@@ -34,6 +34,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from scrapy_gateway import stats as keys
+from scrapy_gateway.compat import engine_of
 from scrapy_gateway.errors import RetryCancelled
 from scrapy_gateway.meta import ATTEMPT, attempt_of
 
@@ -89,7 +90,7 @@ class WaitingRoom:
         attempt = attempt_of(request.meta)
         if attempt is not None:
             request.meta[ATTEMPT] = replace(attempt, not_before=None, persisted=False)
-        engine = self.crawler.engine
+        engine = engine_of(self.crawler)
         if engine is None or engine.spider is None:
             return
         engine.crawl(request)
@@ -123,7 +124,7 @@ class WaitingRoom:
         if not self._waiting:
             return
         waiting, self._waiting = self._waiting, {}
-        engine = self.crawler.engine
+        engine = engine_of(self.crawler)
         persistent = job_dir(self.crawler.settings) is not None
         stats = self.crawler.stats
         for request, timer in waiting.items():

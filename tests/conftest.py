@@ -31,6 +31,7 @@ class CrawlResult:
     close_reason: str | None
     elapsed: float
     log: str
+    cpu: float = 0.0
 
     def by_kind(self, kind: str) -> list[dict[str, Any]]:
         return [o for o in self.outcomes if o["kind"] == kind]
@@ -69,7 +70,9 @@ def run_crawl(
             raise AssertionError(f"crawl failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
         data = json.loads(out_path.read_text())
     assert not data["deprecations"], data["deprecations"]  # Scrapy 2.19, asyncio reactor, no warnings
-    return CrawlResult(data["outcomes"], data["stats"], data["close_reason"], data["elapsed"], done.stderr)
+    return CrawlResult(
+        data["outcomes"], data["stats"], data["close_reason"], data["elapsed"], done.stderr, data.get("cpu", 0.0)
+    )
 
 
 def gateway_settings(proxies: list[str], **extra: Any) -> dict[str, Any]:

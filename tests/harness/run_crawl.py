@@ -9,6 +9,7 @@ Every request ends in exactly one callback or errback; the list lets a test prov
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 import warnings
@@ -72,6 +73,11 @@ class ProbeSpider(scrapy.Spider):
         )
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as f:
         spec = json.load(f)
@@ -86,6 +92,10 @@ def main() -> None:
             outcome["close_reason"] = reason
 
         crawler.signals.connect(closed, signal=scrapy.signals.spider_closed)
+        cpu_at_open: list[float] = []
+        crawler.signals.connect(
+            lambda: cpu_at_open.append(_cpu_seconds()), signal=scrapy.signals.spider_opened, weak=False
+        )
         process.crawl(crawler, urls=spec["urls"], meta=spec.get("meta", {}), dont_filter=spec.get("dont_filter", True))
         process.start()
     deprecations = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
@@ -96,6 +106,7 @@ def main() -> None:
         "stats": stats,
         "close_reason": outcome.get("close_reason"),
         "elapsed": time.monotonic() - STARTED,
+        "cpu": _cpu_seconds() - (cpu_at_open[0] if cpu_at_open else 0.0),  # CPU seconds of the crawl itself
     }
     with open(sys.argv[2], "w", encoding="utf-8") as f:
         json.dump(out, f, default=str)

@@ -1,0 +1,220 @@
+"""GatewayMiddleware on its own: which proxy, which retry, which wait, who was blamed."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import pytest
+from scrapy import Request
+from scrapy.exceptions import DownloadConnectionRefusedError, ResponseDataLossError
+from scrapy.http import Response
+
+from scrapy_gateway.core.attempt import Attempt
+from scrapy_gateway.core.health import State
+from scrapy_gateway.core.proxies import parse_proxy
+from scrapy_gateway.meta import ATTEMPT, attempt_of
+from tests.adapters.conftest import Rig
+
+POOL = ["http://alice:pw-a@10.0.0.1:3128", "http://bob:pw-b@10.0.0.2:3128", "http://10.0.0.3:3128"]
+KEYS = [parse_proxy(url).key for url in POOL]
+URL = "http://shop.example/p/1"
+
+
+def send(rig: Rig, request: Request) -> Attempt:
+    assert rig.middleware.process_request(request) is None
+    attempt = attempt_of(request.meta)
+    assert attempt is not None
+    return attempt
+
+
+def answer(rig: Rig, request: Request, status: int, **headers: str) -> Request | Response:
+    response = Response(request.url, status=status, headers=headers, request=request)
+    return rig.middleware.process_response(request, response)
+
+
+def test_first_attempt_takes_a_pool_proxy_and_is_counted(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL)
+    attempt = send(r, request)
+    assert attempt.proxy in KEYS and not attempt.pinned
+    assert attempt.sent_at == r.clock.monotonic_now
+    assert request.meta["proxy"] == POOL[KEYS.index(attempt.proxy)]
+    assert r.stat("gateway/requests") == 1
+    assert r.runtime.core.pool.records[attempt.proxy].health.inflight == 1
+
+
+def test_a_proxy_refusal_retries_at_once_on_another_proxy_without_its_credentials(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL)
+    first = send(r, request)
+    request.headers[b"Proxy-Authorization"] = b"Basic c2VjcmV0"
+    retry = r.middleware.process_exception(request, DownloadConnectionRefusedError("refused"))
+    assert isinstance(retry, Request)
+    attempt = attempt_of(retry.meta)
+    assert attempt is not None
+    assert attempt.tried == (first.proxy,) and attempt.not_before is None
+    assert attempt.proxy_retries == 1 and attempt.retries == 0  # paid from the proxy allowance
+    assert "proxy" not in retry.meta and b"Proxy-Authorization" not in retry.headers
+    assert r.runtime.core.pool.records[first.proxy].health.state is State.EJECTED
+    second = send(r, retry)
+    assert second.proxy not in (None, first.proxy)
+    assert r.stat("gateway/requests") == 1  # a retry is not a new request
+    assert r.stat("gateway/retry/blame/proxy") == 1
+
+
+def test_a_503_with_retry_after_waits_at_least_that_long(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request("https://shop.example/p/1")  # through a tunnel: the origin's own 503
+    send(r, request)
+    retry = answer(r, request, 503, **{"Retry-After": "7"})
+    assert isinstance(retry, Request)
+    attempt = attempt_of(retry.meta)
+    assert attempt is not None and attempt.not_before is not None
+    assert attempt.not_before - r.clock.wall_now >= 7.0
+    assert r.runtime.room.remaining(retry) >= 7.0
+    assert r.stat("gateway/retry/blame/origin") == 1
+    assert r.stat("gateway/retry_after/count") == 1
+
+
+def test_dont_retry_and_max_retry_times_zero_mean_no_retry_of_any_kind(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    for meta in ({"dont_retry": True}, {"max_retry_times": 0}):
+        request = Request(URL, meta=dict(meta))
+        send(r, request)
+        assert r.middleware.process_exception(request, DownloadConnectionRefusedError("refused")) is None
+        request = Request(URL, meta=dict(meta))
+        send(r, request)
+        assert isinstance(answer(r, request, 503), Response)
+    assert r.stat("gateway/retry/count") == 0
+
+
+def test_a_pinned_proxy_with_wrong_credentials_ends_the_request_at_once(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL, meta={"gateway_proxy": POOL[0]})
+    attempt = send(r, request)
+    assert attempt.pinned and attempt.proxy == KEYS[0]
+    result = answer(r, request, 407)
+    assert isinstance(result, Response) and result.status == 407
+    assert request.meta["dont_retry"] is True  # RetryMiddleware must not try it either
+    assert r.runtime.core.pool.records[KEYS[0]].health.state is State.RETIRED
+    assert r.stat("gateway/retry/count") == 0
+
+
+def test_a_407_from_a_proxy_outside_the_pool_is_not_retried(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL, meta={"proxy": "http://carol:nope@10.9.9.9:8080"})
+    assert send(r, request).proxy is None  # the user's own proxy: used, never scored
+    assert isinstance(answer(r, request, 407), Response)
+    assert r.stat("gateway/retry/count") == 0
+
+
+def test_a_407_through_a_rotating_pool_retires_the_proxy_and_retries_elsewhere(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL)
+    first = send(r, request)
+    retry = answer(r, request, 407)
+    assert isinstance(retry, Request)
+    assert r.runtime.core.pool.records[first.proxy].health.state is State.RETIRED
+    assert send(r, retry).proxy != first.proxy
+
+
+@pytest.mark.parametrize(
+    ("settings", "retried"),
+    [({}, True), ({"RETRY_ENABLED": False}, False), ({"RETRY_TIMES": 0}, False), ({"RETRY_TIMES": 1}, True)],
+)
+def test_scrapy_retry_settings_are_honoured(rig: Callable[..., Rig], settings: dict, retried: bool) -> None:
+    r = rig(**settings)  # no pool: direct requests, origin-blamed 500s
+    request = Request(URL)
+    send(r, request)
+    result = answer(r, request, 500)
+    assert isinstance(result, Request) is retried
+    if isinstance(result, Request):
+        r.clock.advance(60.0)  # past its backoff, as the waiting room would release it
+        send(r, result)
+        again = answer(r, result, 500)
+        assert isinstance(again, Request) is (settings.get("RETRY_TIMES", 5) > 1)
+
+
+def test_retry_times_sets_the_origin_retries_unless_the_gateway_setting_does(rig: Callable[..., Rig]) -> None:
+    assert rig(RETRY_TIMES=3).runtime.config.max_retries == 3
+    assert rig(RETRY_TIMES=3, GATEWAY_MAX_RETRIES=7).runtime.config.max_retries == 7
+    assert rig().runtime.config.max_retries == 5
+
+
+def test_a_waiting_request_that_cannot_be_parked_waits_in_place(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL)
+    request.meta[ATTEMPT] = Attempt(5, 10, not_before=r.clock.wall_now + 3.0)
+    # Never seen on its way to the scheduler (engine.download_async): handing it back would spin.
+    waiting = r.middleware.process_request(request)
+    assert inspect.iscoroutine(waiting)
+    waiting.close()
+
+
+def test_a_scheduled_request_due_later_is_handed_back_to_the_waiting_room(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL)
+    r.runtime.room._on_scheduled(request)  # seen on its way to the scheduler, due now
+    request.meta[ATTEMPT] = Attempt(5, 10, not_before=r.clock.wall_now + 3.0)
+    assert r.middleware.process_request(request) is request
+    r.clock.advance(3.1)
+    assert r.middleware.process_request(request) is None  # due: it goes
+
+
+def test_a_truncated_reply_is_judged_by_its_status_and_headers(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request("https://shop.example/p/1")
+    send(r, request)
+    assert request.meta["download_fail_on_dataloss"] is False  # Scrapy hands the cut body over
+    cut = Response(request.url, status=503, headers={"Retry-After": "5"}, request=request, flags=["dataloss"])
+    retry = r.middleware.process_response(request, cut)
+    assert isinstance(retry, Request)
+    attempt = attempt_of(retry.meta)
+    assert attempt is not None and attempt.not_before is not None
+    assert attempt.not_before - r.clock.wall_now >= 5.0  # the Retry-After held, though the body was cut
+    assert "download_fail_on_dataloss" not in retry.meta
+
+
+def test_a_truncated_success_is_a_dropped_reply_and_ends_as_scrapy_would(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL, meta={"max_retry_times": 0})
+    send(r, request)
+    cut = Response(request.url, status=200, request=request, flags=["dataloss"])
+    with pytest.raises(ResponseDataLossError):
+        r.middleware.process_response(request, cut)
+    request = Request(URL)
+    send(r, request)
+    cut = Response(request.url, status=200, request=request, flags=["dataloss"])
+    assert isinstance(r.middleware.process_response(request, cut), Request)
+    assert r.stat("gateway/failures/dropped") == 2
+
+
+def test_a_users_own_dataloss_choice_is_left_alone(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL, meta={"download_fail_on_dataloss": False})
+    send(r, request)
+    cut = Response(request.url, status=200, request=request, flags=["dataloss"])
+    assert r.middleware.process_response(request, cut) is cut
+
+
+def test_requests_that_choose_their_own_route_are_left_alone(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    for meta in ({"playwright": True}, {"zyte_api_automap": True}, {"gateway_skip": True}):
+        request = Request(URL, meta=dict(meta))
+        assert r.middleware.process_request(request) is None
+        assert "proxy" not in request.meta and ATTEMPT not in request.meta
+        response = Response(URL, status=502, request=request)
+        assert r.middleware.process_response(request, response) is response
+    assert r.stat("gateway/requests") == 0
+
+
+def test_a_redirect_copy_is_routed_again(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL)
+    first = send(r, request)
+    r.middleware._downloaded(Response(URL, status=301, request=request), request)  # a success for the pool
+    redirected = request.replace(url="http://shop.example/p/2")
+    second = send(r, redirected)
+    assert second.proxy in KEYS and second.sent_at is not None
+    assert r.runtime.core.pool.records[first.proxy].successes == 1

@@ -1,0 +1,86 @@
+"""The reporter, the add-on's downloader composition and the Scrapy internals check, directly."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pytest
+import scrapy
+from scrapy.core.downloader import Downloader
+from scrapy.settings import Settings
+
+from scrapy_gateway import Addon, GatewayDownloader, GatewayDownloaderMixin
+from scrapy_gateway.compat import IncompatibleScrapy, check_internals, missing_internals
+from scrapy_gateway.config import ConfigError
+from scrapy_gateway.core.events import Ejected, PairEjected, Panic, Readmitted, Retired
+from scrapy_gateway.core.proxies import parse_proxy
+from scrapy_gateway.runtime import GatewayRuntime
+from tests.adapters.conftest import Rig
+
+PROXY = parse_proxy("http://alice:s3cret@10.0.0.1:3128")
+
+
+class ProjectDownloader(Downloader):
+    """A project's own Downloader subclass, as some projects have."""
+
+
+def test_each_event_has_its_stats_and_log_line(rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture) -> None:
+    r = rig(GATEWAY_PROXIES=[PROXY.url])
+    with caplog.at_level(logging.INFO, logger="scrapy_gateway"):
+        r.runtime.report.events(
+            [
+                Ejected(PROXY.key, "proxy_refused", 10.0),
+                PairEjected(PROXY.key, "shop.example", "http_429", 20.0),
+                Retired(PROXY.key, "http_407"),
+                Readmitted(PROXY.key),
+                Panic(PROXY.key, "timeout"),
+            ]
+        )
+    assert r.stat("gateway/ejections/count") == 1 and r.stat("gateway/ejections/proxy_refused") == 1
+    assert r.stat("gateway/pair_ejections/http_429") == 1
+    assert r.stat("gateway/retirements") == 1 and r.stat("gateway/readmissions") == 1
+    assert r.stat("gateway/panic") == 1
+    text = caplog.text
+    assert "out of rotation for 10s after proxy_refused" in text
+    assert "for shop.example only" in text and "retired for the rest of the crawl" in text
+    assert "s3cret" not in text
+
+
+def test_close_table_masks_credentials(rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture) -> None:
+    r = rig(GATEWAY_PROXIES=[PROXY.url], GATEWAY_LOG_INTERVAL=0)
+    with caplog.at_level(logging.INFO, logger="scrapy_gateway"):
+        r.runtime.report.close()
+    assert "alice:***@10.0.0.1:3128" in caplog.text and "s3cret" not in caplog.text
+    assert r.stat("gateway/proxies/total") == 1 and r.stat("gateway/proxies/active") == 1
+
+
+def test_the_addon_keeps_a_projects_downloader_and_gives_it_the_fix() -> None:
+    settings = Settings({"DOWNLOADER": f"{__name__}.ProjectDownloader"}, priority="project")
+    Addon().update_settings(settings)
+    composed = settings["DOWNLOADER"]
+    assert issubclass(composed, GatewayDownloaderMixin) and issubclass(composed, ProjectDownloader)
+    assert settings.getpriority("DOWNLOADER") == 20  # still the project's own setting
+    plain = Settings()
+    Addon().update_settings(plain)
+    assert plain["DOWNLOADER"] == "scrapy_gateway.GatewayDownloader"
+
+
+def test_a_manual_setup_without_the_downloader_fix_is_a_clear_start_up_error(rig: Callable[..., Rig]) -> None:
+    with pytest.raises(ConfigError, match="GatewayDownloaderMixin"):
+        rig(ADDONS={}, DOWNLOADER_MIDDLEWARES={"scrapy_gateway.GatewayMiddleware": 595})
+
+
+def test_the_scrapy_internals_the_fix_relies_on_are_there(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    runtime = GatewayRuntime.of(r.crawler)
+    assert runtime is r.runtime  # one runtime per crawler, whoever asks
+    downloader = GatewayDownloader(r.crawler)
+    assert missing_internals(downloader) == []
+    assert downloader.gateway_runtime is r.runtime
+
+    class Bare:
+        pass
+
+    with pytest.raises(IncompatibleScrapy, match=f"Scrapy {scrapy.__version__}.*Downloader.per_slot_settings"):
+        check_internals(Bare())

@@ -1,0 +1,135 @@
+"""The waiting room on its own: what it holds, when it lets go, and what happens at close."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from scrapy import Request
+from scrapy.exceptions import IgnoreRequest
+from twisted.python.failure import Failure
+
+from scrapy_gateway.core.attempt import Attempt
+from scrapy_gateway.errors import RetryCancelled
+from scrapy_gateway.meta import ATTEMPT, attempt_of
+from tests.adapters.conftest import Rig
+
+
+class StubEngine:
+    """What the room touches of the engine: crawl(), the scraper, the scheduler."""
+
+    def __init__(self) -> None:
+        self.spider = object()
+        self.crawled: list[Request] = []
+        self.scraped: list[tuple[Any, Request]] = []
+        self.scheduler = self
+        self.scraper = self
+        self.enqueued: list[Request] = []
+
+    def crawl(self, request: Request) -> None:
+        self.crawled.append(request)
+
+    def enqueue_scrape(self, result: Any, request: Request) -> None:
+        self.scraped.append((result, request))
+
+    def enqueue_request(self, request: Request) -> bool:
+        self.enqueued.append(request)
+        return True
+
+
+def waiting(rig: Rig, seconds: float) -> Request:
+    request = Request("http://shop.example/p/1")
+    request.meta[ATTEMPT] = Attempt(5, 10, not_before=rig.clock.wall_now + seconds)
+    return request
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_a_request_due_later_is_kept_out_of_the_scheduler_and_released_on_time(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    engine = r.crawler.engine = StubEngine()  # type: ignore[assignment]
+    room = r.runtime.room
+
+    async def scenario() -> None:
+        request = waiting(r, 0.05)
+        with pytest.raises(IgnoreRequest):
+            room._on_scheduled(request)
+        assert len(room) == 1 and not room.can_park(Request("http://other.example/"))
+        while not engine.crawled:
+            await asyncio.sleep(0.01)  # the room's own timer, on the running loop
+        released = engine.crawled[0]
+        assert released is request and len(room) == 0
+        attempt = attempt_of(released.meta)
+        assert attempt is not None and attempt.not_before is None
+
+    run(scenario())
+
+
+def test_a_request_due_now_passes_and_is_known_to_the_scheduler(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    room = r.runtime.room
+    request = waiting(r, 0.0)
+    room._on_scheduled(request)  # no exception: it goes on to the scheduler
+    assert room.can_park(request) and len(room) == 0
+
+
+def test_close_without_jobdir_sends_waiting_requests_to_their_errbacks(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    engine = r.crawler.engine = StubEngine()  # type: ignore[assignment]
+    room = r.runtime.room
+
+    async def scenario() -> None:
+        requests = [waiting(r, 60.0) for _ in range(3)]
+        for request in requests:
+            with pytest.raises(IgnoreRequest):
+                room._on_scheduled(request)
+        in_place = asyncio.ensure_future(room.wait_here(60.0))
+        await asyncio.sleep(0)
+        room.flush()
+        with pytest.raises(RetryCancelled):
+            await in_place
+        assert [req for _, req in engine.scraped] == requests
+        assert all(isinstance(result, Failure) and result.check(RetryCancelled) for result, _ in engine.scraped)
+        assert len(room) == 0
+        with pytest.raises(RetryCancelled):
+            await room.wait_here(1.0)  # nothing new waits once the crawl is closing
+
+    run(scenario())
+    assert r.stat("gateway/waiting/cancelled") == 3
+
+
+def test_close_with_jobdir_persists_waiting_requests_marked_to_come_back_through_the_scheduler(
+    rig: Callable[..., Rig], tmp_path: Any
+) -> None:
+    r = rig(JOBDIR=str(tmp_path))
+    engine = r.crawler.engine = StubEngine()  # type: ignore[assignment]
+    room = r.runtime.room
+
+    async def scenario() -> None:
+        request = waiting(r, 60.0)
+        with pytest.raises(IgnoreRequest):
+            room._on_scheduled(request)
+        room.flush()
+
+    run(scenario())
+    [saved] = engine.enqueued
+    attempt = attempt_of(saved.meta)
+    assert attempt is not None and attempt.persisted and attempt.not_before is not None
+    assert r.stat("gateway/waiting/persisted") == 1
+    # On resume the request comes out of the disk queue, in a new process: it can be parked again.
+    fresh = rig(JOBDIR=str(tmp_path / "other"))
+    assert fresh.runtime.room.can_park(saved)
+
+
+def test_an_attempt_record_survives_the_jobdir_queue_pickle() -> None:
+    import pickle
+
+    from scrapy.utils.request import request_from_dict
+
+    request = Request("http://shop.example/", meta={ATTEMPT: Attempt(5, 10, retries=2, tried=("a",), not_before=5.0)})
+    copy = request_from_dict(pickle.loads(pickle.dumps(request.to_dict())))
+    assert copy.meta[ATTEMPT] == request.meta[ATTEMPT]
