@@ -1,6 +1,6 @@
 """Micro-benchmarks of the decision core, without Scrapy: what one request costs the gateway.
 
-    python benchmarks/micro.py [--quick]
+    python -m benchmarks.micro [--quick]
 
 Per request, as the middleware does: `route()` (pick a proxy), `sent()`, then `on_success()` or,
 for a proxy that answers its own 502, `classify_status()` + `on_failure()`. Pools of 10, 1,000 and
@@ -15,16 +15,10 @@ import argparse
 import gc
 import random
 import statistics
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    _root = Path(__file__).resolve().parent.parent
-    sys.path[:0] = [str(_root), str(_root / "example_project")]
 
 from benchmarks.report import write
 from scrapy_gateway.core.attempt import Attempt

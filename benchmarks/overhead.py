@@ -1,6 +1,6 @@
 """End-to-end overhead: an all-success crawl through good proxies, bare Scrapy vs scrapy-gateway.
 
-    python benchmarks/overhead.py [--pages 3000] [--rounds 3]
+    python -m benchmarks.overhead [--pages 3000] [--rounds 3]
 
 Bare: stock Scrapy with a uniformly random proxy per request (benchmarks/random_proxy.py, the
 least a proxied crawl needs). Gateway: the add-on with the same proxies in GATEWAY_PROXIES. Both
@@ -12,14 +12,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    _root = Path(__file__).resolve().parent.parent
-    sys.path[:0] = [str(_root), str(_root / "example_project")]
 
 from demo_world import OriginSpec, ProxySpec, World
 

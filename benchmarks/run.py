@@ -1,7 +1,7 @@
 """Crawl benchmarks: every scenario crawled by every contender, one table.
 
-    python benchmarks/run.py                         # everything (about 10 minutes on 2 cores)
-    python benchmarks/run.py --only overload --contenders gateway,oracle
+    python -m benchmarks.run                         # everything (about 10 minutes on 2 cores)
+    python -m benchmarks.run --only overload --contenders gateway,oracle
 
 Writes results/crawl-<date>.json and .md (and crawl-latest.*); each crawl's Scrapy log goes to
 results/logs/<scenario>-<contender>.log.
@@ -14,11 +14,6 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
-
-if __package__ in (None, ""):
-    _root = Path(__file__).resolve().parent.parent
-    sys.path[:0] = [str(_root), str(_root / "example_project")]
 
 from benchmarks.contenders import CONTENDERS
 from benchmarks.measure import Row, relate, row_from

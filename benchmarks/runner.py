@@ -31,7 +31,8 @@ class CrawlOutput:
 
 
 def subprocess_env() -> dict[str, str]:
-    paths = [str(ROOT), str(ROOT / "example_project"), os.environ.get("PYTHONPATH", "")]
+    # The crawl child imports benchmarks.* (contender middlewares); demo_world is installed.
+    paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
 
 

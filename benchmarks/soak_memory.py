@@ -16,10 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "example_project"))
+from demo_world import OriginSpec, ProxySpec, World
 
-from demo_world import OriginSpec, ProxySpec, World  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
 import json, os, sys, time

@@ -14,17 +14,16 @@ import os
 import sys
 import time
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # demo (the Scrapy project) and demo_world, from any folder
-os.environ["SCRAPY_SETTINGS_MODULE"] = "demo.settings"
+# demo (the Scrapy project) imports from this script's folder, which Python puts first on sys.path;
+# demo_world is installed with the project.
+from demo.spiders.demo import DemoSpider
+from demo_world import World, build
+from scrapy.crawler import CrawlerProcess
+from scrapy.utils.project import get_project_settings
 
-from demo.spiders.demo import DemoSpider  # noqa: E402
-from demo_world import World, build  # noqa: E402
-from scrapy.crawler import CrawlerProcess  # noqa: E402
-from scrapy.utils.project import get_project_settings  # noqa: E402
+os.environ["SCRAPY_SETTINGS_MODULE"] = "demo.settings"  # read by get_project_settings()
 
 
 def _unusual(spec: Any) -> list[str]:

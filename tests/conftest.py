@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from demo_world import World
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "example_project"))
-
-from demo_world import World  # noqa: E402
 
 
 @dataclass

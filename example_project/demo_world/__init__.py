@@ -3,8 +3,14 @@
     with World() as world: ...   # or world.start() / world.stop()
 
 Origins bind 127.0.0.2, 127.0.0.3, ... (one IP each, so clients see distinct
-hosts); proxies bind 127.0.0.1. Ports are OS-assigned at start(). Everything
-runs on one asyncio loop in a daemon thread; handle methods are thread-safe.
+hosts); proxies bind 127.0.0.1 unless add_proxy(..., host=) says otherwise.
+Ports are OS-assigned at start(). Everything runs on one asyncio loop in a
+daemon thread; handle methods are thread-safe.
+
+Built on aiohttp's low-level server (origins), h11 (the proxies' HTTP/1.1
+framing) and trustme (certificates of TLS origins). Installed with the
+scrapy-gateway project (see setup.cfg), so `import demo_world` and
+`python -m demo_world` work from any folder.
 """
 
 from .origin import Origin, OriginSpec

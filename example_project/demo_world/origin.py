@@ -1,10 +1,11 @@
-"""Loopback HTTP/1.1 origin servers with scriptable failure behaviour."""
+"""Loopback HTTP/1.1 origin servers with scriptable failure behaviour, on aiohttp's low-level server."""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import html
+import logging
 import math
 import random
 import ssl
@@ -13,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._http import Request, read_request, render_response
+from aiohttp import web
+
 from ._loop import LoopThread
-from ._server import Listener
+
+log = logging.getLogger("demo_world")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,13 @@ class OriginCounters:
     proxy_authorization_seen: int = 0
 
 
+class _DebugOnly(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp logs peers that send junk or vanish as errors; in this world they are the point."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(logging.DEBUG, msg, *args, **kwargs)
+
+
 def _path_of(target: str) -> str:
     # A client that wrongly sends absolute-form straight to us still counts by path.
     if target.startswith(("http://", "https://")):
@@ -65,24 +75,27 @@ class Origin:
 
     def __init__(self, name: str, spec: OriginSpec, host: str, loop: LoopThread) -> None:
         self.name = name
-        self.spec = spec
+        self.spec = spec  # read on every request, so tests may swap it mid-crawl
         self.host = host
         self._loop = loop
-        self._listener = Listener(host, self._serve)
+        self._port = 0
+        self._runner: web.ServerRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._handling: set[asyncio.Task[Any]] = set()
         self._rng = random.Random(spec.seed)
         self.counters = OriginCounters()
         self._down = spec.down
         self._in_flight = 0
         self._first_request_at: float | None = None
         self._ready_at: dict[str, float] = {}
-        self._ssl: ssl.SSLContext | None = None
 
     # -- public, any thread -------------------------------------------------
     @property
     def port(self) -> int:
-        if not self._listener.port:
+        if not self._port:
             raise RuntimeError(f"origin {self.name!r} has no port before World.start()")
-        return self._listener.port
+        return self._port
 
     @property
     def scheme(self) -> str:
@@ -110,23 +123,57 @@ class Origin:
 
     def stop(self) -> None:
         """Really close the listening socket (clients get connection refused)."""
-        self._loop.run(self._listener.stop())
+        self._loop.run(self._close())
 
     def start(self) -> None:
         """Re-open the listening socket on the same IP:port."""
-        self._loop.run(self._listener.start(self._ssl))
+        self._loop.run(self._open())
 
     @property
     def listening(self) -> bool:
-        return self._listener.listening
+        return self._site is not None
 
     # -- loop thread ----------------------------------------------------------
     async def _start(self, ssl_ctx: ssl.SSLContext | None) -> None:
         self._ssl = ssl_ctx
-        await self._listener.start(ssl_ctx)
+        server = web.Server(
+            self._handle,
+            access_log=None,
+            logger=_DebugOnly(log, {}),
+            # The old hand-written world took heads up to 64 KiB; so does this one.
+            max_line_size=65536,
+            max_field_size=65536,
+        )
+        self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await self._open()
 
     async def _stop(self) -> None:
-        await self._listener.stop()
+        await self._close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _open(self) -> None:
+        if self._site is not None or self._runner is None:
+            return
+        site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self._ssl, backlog=1024, reuse_address=True)
+        await site.start()
+        self._site, self._port = site, self._runner.addresses[0][1]  # its only site: OS-chosen port first
+
+    async def _close(self) -> None:
+        """Like a crash: the socket, the keep-alive connections and the requests in progress all go."""
+        site, self._site = self._site, None
+        if site is None or self._runner is None or self._runner.server is None:
+            return
+        await site.stop()
+        for conn in self._runner.server.connections:
+            if conn.transport is not None:
+                conn.transport.abort()
+        tasks = list(self._handling)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def reset(self, *, state: bool) -> None:
         self.counters = OriginCounters()
@@ -137,7 +184,7 @@ class Origin:
     def snapshot(self) -> dict[str, Any]:
         c = self.counters
         return {
-            "url": self.base_url if self._listener.port else None,
+            "url": self.base_url if self._port else None,
             "listening": self.listening,
             "down": self._down,
             "requests": c.requests,
@@ -150,22 +197,21 @@ class Origin:
             "proxy_authorization_seen": c.proxy_authorization_seen,
         }
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            req = await read_request(reader)
-            if req is None:
-                return
-            writer.write(await self._respond(req))
-            await writer.drain()
-            if not req.keep_alive:
-                return
+    async def _handle(self, request: web.BaseRequest) -> web.Response:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handling.add(task)
+        try:
+            return await self._respond(request)
+        finally:
+            self._handling.discard(task)
 
-    async def _respond(self, req: Request) -> bytes:
+    async def _respond(self, request: web.BaseRequest) -> web.Response:
         c = self.counters
         c.requests += 1
-        path = _path_of(req.target)
+        path = _path_of(request.raw_path)  # as sent, not re-encoded
         c.paths[path] = c.paths.get(path, 0) + 1
-        if req.header("proxy-authorization") is not None:
+        if "Proxy-Authorization" in request.headers:
             c.proxy_authorization_seen += 1
         now = time.monotonic()
         if self._first_request_at is None:
@@ -183,15 +229,9 @@ class Origin:
             self._in_flight -= 1
         key = str(status)
         c.statuses[key] = c.statuses.get(key, 0) + 1
-        body = self._body(path, status)
         headers.append(("Content-Type", "text/html; charset=utf-8"))
-        return render_response(
-            status,
-            headers,
-            body,
-            close=not req.keep_alive,
-            head_only=req.method == "HEAD",
-        )
+        # aiohttp frames it: Content-Length (kept, body dropped, for HEAD), keep-alive, Date, Server.
+        return web.Response(status=status, headers=headers, body=self._body(path, status))
 
     def _decide(self, path: str, now: float) -> tuple[int, list[tuple[str, str]], bool]:
         """(status, extra headers, answer-without-service-time)."""
@@ -210,11 +250,7 @@ class Origin:
             ready = self._ready_at.get(path)
             if ready is None:
                 self._ready_at[path] = now + spec.retry_after
-                return (
-                    503,
-                    [("Retry-After", self._retry_after(spec.retry_after))],
-                    False,
-                )
+                return 503, [("Retry-After", self._retry_after(spec.retry_after))], False
             if now < ready:
                 self.counters.early += 1
                 return 503, [("Retry-After", self._retry_after(ready - now))], False

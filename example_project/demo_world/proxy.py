@@ -1,33 +1,32 @@
-"""Loopback HTTP/1.1 forward proxies (absolute-form and CONNECT) with failure modes."""
+"""Loopback HTTP/1.1 forward proxies (absolute-form and CONNECT) with failure modes.
+
+h11 frames every well-formed message, to the client and to the origin alike; raw socket writes
+are kept for the faults that are meant to be malformed (garbage, truncate, huge_headers,
+status_only, reset) and for the bytes of a CONNECT tunnel.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import contextlib
+import logging
 import random
-from collections.abc import Callable
+import socket
+import struct
+from collections.abc import Awaitable, Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from ._http import (
-    PEER_ERRORS,
-    ProtocolError,
-    Request,
-    Response,
-    abort_with_rst,
-    end_to_end,
-    header,
-    read_request,
-    read_response,
-    render_request,
-    render_response,
-)
+import h11
+
 from ._loop import LoopThread
-from ._server import Listener
+
+log = logging.getLogger("demo_world")
 
 Mode = Literal[
     "good", "dead", "blackhole", "bad_gateway", "flaky", "reset", "garbage", "truncate", "huge_headers", "status_only"
@@ -50,6 +49,31 @@ _MALFORMED: dict[str, bytes] = {
     "huge_headers": b"HTTP/1.1 200 OK\r\nX-Huge: " + b"a" * 262144 + b"\r\nContent-Length: 2\r\n\r\nok",
     "status_only": b"HTTP/1.1 200 OK\r\n",
 }
+
+# Heads above this are hostile or broken, from the client or from upstream.
+MAX_HEAD = 64 * 1024
+
+# Headers that describe one hop only (RFC 9110 7.6.1) and therefore must not
+# be relayed; Content-Length is re-computed because we re-frame every body.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    }
+)
+
+# Everything a misbehaving or vanished peer can raise (OSError covers resets and timeouts).
+PEER_ERRORS = (h11.RemoteProtocolError, OSError)
+
+RawHeaders = list[tuple[bytes, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +125,52 @@ def _auth_ok(value: str | None, expected_token: str) -> bool:
         return False
 
 
+def _header(headers: RawHeaders, name: bytes) -> bytes | None:
+    """First value of a header; `name` is lower-case."""
+    return next((v for k, v in headers if k.lower() == name), None)
+
+
+def _end_to_end(headers: RawHeaders) -> RawHeaders:
+    """Drop hop-by-hop headers, including any the Connection header names."""
+    drop = set(HOP_BY_HOP)
+    for k, v in headers:
+        if k.lower() == b"connection":
+            drop.update(token.strip().lower() for token in v.split(b","))
+    return [(k, v) for k, v in headers if k.lower() not in drop]
+
+
+def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
+    """Close so the peer sees ECONNRESET, like a crashing proxy, not a clean FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class _Peer:
+    """One h11 connection over an asyncio stream pair."""
+
+    def __init__(self, role: type[Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.conn = h11.Connection(role, max_incomplete_event_size=MAX_HEAD)
+        self.reader = reader
+        self.writer = writer
+
+    async def next_event(self) -> Any:
+        while (event := self.conn.next_event()) is h11.NEED_DATA:
+            self.conn.receive_data(await self.reader.read(65536))  # b"" at EOF, which h11 judges
+        return event
+
+    async def read_body(self) -> bytes:
+        parts = []
+        while not isinstance(event := await self.next_event(), h11.EndOfMessage):
+            parts.append(event.data)
+        return b"".join(parts)
+
+    def render(self, *events: h11.Event) -> bytes:
+        return b"".join(self.conn.send(event) or b"" for event in events)
+
+
 class _Refused(Exception):
     """The proxy answers this request itself: (status, Proxy-Status error type)."""
 
@@ -113,12 +183,12 @@ class _Refused(Exception):
 class Proxy:
     """Handle returned by World.add_proxy; public methods are thread-safe."""
 
-    def __init__(self, name: str, spec: ProxySpec, loop: LoopThread) -> None:
+    def __init__(self, name: str, spec: ProxySpec, loop: LoopThread, host: str = "127.0.0.1") -> None:
         self.name = name
         self.spec = spec
-        self.host = "127.0.0.1"
+        self.host = host
         self._loop = loop
-        self._listener = Listener(self.host, self._serve)
+        self._listener = _Listener(host, self._serve)
         self._rng = random.Random(spec.seed)
         self._mode: Mode = spec.mode
         self._token = _basic(*spec.credentials) if spec.credentials else None
@@ -194,34 +264,36 @@ class Proxy:
         }
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            req = await read_request(reader)
-            if req is None:
-                return
-            if not await self._handle(req, reader, writer):
+        client = _Peer(h11.SERVER, reader, writer)
+        while isinstance(req := await client.next_event(), h11.Request):
+            body = await client.read_body()
+            if not await self._handle(client, req, body):
                 return
             await writer.drain()
-            if not req.keep_alive:
-                return
+            if client.conn.our_state is not h11.DONE or client.conn.their_state is not h11.DONE:
+                return  # one side asked to close (Connection: close, HTTP/1.0)
+            client.conn.start_next_cycle()
 
-    async def _handle(self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _handle(self, client: _Peer, req: h11.Request, body: bytes) -> bool:
         """Answer one request; False when the connection is finished with."""
         c = self.counters
         c.requests += 1
-        auth = req.header("proxy-authorization")
+        headers = req.headers.raw_items()
+        raw_auth = _header(headers, b"proxy-authorization")
+        auth = raw_auth.decode("latin-1") if raw_auth is not None else None
         if auth is not None:
             c.authorization_values_seen.add(auth)
-        if req.method == "CONNECT":
+        if req.method == b"CONNECT":
             c.connects += 1
         if self.spec.latency:
             await asyncio.sleep(self.spec.latency)
-        mode = self._mode
+        mode, writer = self._mode, client.writer
         if mode == "blackhole":
-            while await reader.read(65536):
+            while await client.reader.read(65536):
                 pass  # swallow everything until the client gives up
             return False
         if mode == "reset":
-            abort_with_rst(writer)
+            _abort_with_rst(writer)
             return False
         if mode in _MALFORMED:
             writer.write(_MALFORMED[mode])
@@ -229,8 +301,8 @@ class Proxy:
             return False
         if self._token is not None and not _auth_ok(auth, self._token):
             c.auth_failures += 1
-            challenge = [("Proxy-Authenticate", 'Basic realm="demo"')]
-            writer.write(self._error(407, "http_request_denied", req, challenge))
+            challenge = [(b"Proxy-Authenticate", b'Basic realm="demo"')]
+            writer.write(self._error(client, req, 407, "http_request_denied", challenge))
             return True
         try:
             host, port = self._destination(req)
@@ -239,28 +311,29 @@ class Proxy:
             banned = self.spec.banned_hosts
             if host in banned or f"{host}:{port}" in banned:
                 raise _Refused(502, "http_request_denied")
-            if req.method == "CONNECT":
-                await self._tunnel(host, port, reader, writer)
+            if req.method == b"CONNECT":
+                await self._tunnel(client, host, port)
                 return False
-            relayed = await self._forward(req, host, port)
+            head, relayed = await self._forward(client, req, body, host, port)
             if mode == "truncate":
-                writer.write(relayed[: len(relayed) - max(1, _body_length(relayed) // 2)])
+                writer.write((head + relayed)[: len(head) + len(relayed) - max(1, len(relayed) // 2)])
                 await writer.drain()
                 return False
-            writer.write(relayed)
+            writer.write(head + relayed)
         except _Refused as refusal:
             if refusal.status >= HTTPStatus.INTERNAL_SERVER_ERROR:
                 c.own_errors += 1
-            writer.write(self._error(refusal.status, refusal.error, req))
+            writer.write(self._error(client, req, refusal.status, refusal.error))
         return True
 
-    def _destination(self, req: Request) -> tuple[str, int]:
-        if req.method == "CONNECT":
-            host, sep, port = req.target.rpartition(":")
+    def _destination(self, req: h11.Request) -> tuple[str, int]:
+        target = req.target.decode("latin-1")
+        if req.method == b"CONNECT":
+            host, sep, port = target.rpartition(":")
             if not sep or not port.isdigit():
                 raise _Refused(400, "http_request_error")
             return host.strip("[]"), int(port)
-        parts = urlsplit(req.target)
+        parts = urlsplit(target)
         if parts.scheme != "http" or not parts.hostname:
             raise _Refused(400, "http_request_error")
         try:
@@ -269,17 +342,15 @@ class Proxy:
             raise _Refused(400, "http_request_error") from exc
 
     def _error(
-        self,
-        status: int,
-        error: str,
-        req: Request,
-        extra: list[tuple[str, str]] | None = None,
+        self, client: _Peer, req: h11.Request, status: int, error: str, extra: RawHeaders | None = None
     ) -> bytes:
-        headers = [("Content-Type", "text/plain; charset=utf-8"), *(extra or [])]
+        headers = [(b"Content-Type", b"text/plain; charset=utf-8"), *(extra or [])]
         if self.spec.proxy_status:
-            headers.append(("Proxy-Status", f"demo-{self.name}; error={error}"))
+            headers.append((b"Proxy-Status", f"demo-{self.name}; error={error}".encode()))
         body = f"demo proxy {self.name}: {status} ({error})\n".encode()
-        return render_response(status, headers, body, close=not req.keep_alive)
+        headers.append((b"Content-Length", str(len(body)).encode()))
+        response = h11.Response(status_code=status, headers=headers, reason=_phrase(status))
+        return client.render(response, *_body_events(req, body))
 
     async def _connect(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
@@ -291,18 +362,22 @@ class Proxy:
         except OSError as exc:
             raise _Refused(502, "destination_unavailable") from exc
 
-    async def _forward(self, req: Request, host: str, port: int) -> bytes:
-        parts = urlsplit(req.target)
+    async def _forward(self, client: _Peer, req: h11.Request, body: bytes, host: str, port: int) -> tuple[bytes, bytes]:
+        """Relay one request on a fresh upstream connection; the answer as (head, body) bytes."""
+        parts = urlsplit(req.target.decode("latin-1"))
         target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
-        headers = end_to_end(req.headers)  # strips Proxy-Authorization & co
-        if not any(k.lower() == "host" for k, _ in headers):
-            headers.insert(0, ("Host", parts.netloc))
-        # One fresh upstream connection per request keeps this simple.
-        headers.append(("Connection", "close"))
+        headers = _end_to_end(req.headers.raw_items())  # strips Proxy-Authorization & co
+        if _header(headers, b"host") is None:
+            headers.insert(0, (b"Host", parts.netloc.encode()))
+        headers.append((b"Connection", b"close"))  # one upstream connection per request keeps this simple
+        if body or req.method in (b"POST", b"PUT", b"PATCH"):
+            headers.append((b"Content-Length", str(len(body)).encode()))
         up_reader, up_writer = await self._connect(host, port)
+        upstream = _Peer(h11.CLIENT, up_reader, up_writer)
         try:
-            up_writer.write(render_request(req.method, target, headers, req.body))
-            resp = await asyncio.wait_for(read_response(up_reader, req.method), self.spec.upstream_timeout)
+            request = h11.Request(method=req.method, target=target, headers=headers)
+            up_writer.write(upstream.render(request, h11.Data(data=body), h11.EndOfMessage()))
+            resp, resp_body = await asyncio.wait_for(self._read_response(upstream), self.spec.upstream_timeout)
         except TimeoutError as exc:
             raise _Refused(504, "http_response_timeout") from exc
         except PEER_ERRORS as exc:
@@ -310,32 +385,34 @@ class Proxy:
         finally:
             up_writer.close()
         self.counters.forwarded += 1
-        out = end_to_end(resp.headers)
+        out = _end_to_end(resp.headers.raw_items())
         if self._via:
-            out.append(("Via", f"1.1 demo-{self.name}"))
+            out.append((b"Via", f"1.1 demo-{self.name}".encode()))
         if self.spec.proxy_status:
-            out.append(("Proxy-Status", f"demo-{self.name}; received-status={resp.status}"))
-        return render_response(
-            resp.status,
-            out,
-            resp.body,
-            reason=resp.reason,
-            close=not req.keep_alive,
-            head_only=req.method == "HEAD",
-            length=_head_length(resp) if req.method == "HEAD" else None,
-        )
+            out.append((b"Proxy-Status", f"demo-{self.name}; received-status={resp.status_code}".encode()))
+        length = _header(resp.headers.raw_items(), b"content-length") if req.method == b"HEAD" else None
+        out.append((b"Content-Length", length if length and length.isdigit() else str(len(resp_body)).encode()))
+        reason = resp.reason or _phrase(resp.status_code)
+        head = client.render(h11.Response(status_code=resp.status_code, headers=out, reason=reason))
+        return head, client.render(*_body_events(req, resp_body))
 
-    async def _tunnel(
-        self,
-        host: str,
-        port: int,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    @staticmethod
+    async def _read_response(upstream: _Peer) -> tuple[h11.Response, bytes]:
+        while not isinstance(resp := await upstream.next_event(), h11.Response):
+            if not isinstance(resp, h11.InformationalResponse):
+                raise h11.RemoteProtocolError("upstream closed before answering")
+        return resp, await upstream.read_body()
+
+    async def _tunnel(self, client: _Peer, host: str, port: int) -> None:
         up_reader, up_writer = await self._connect(host, port)
         self.counters.forwarded += 1
-        via = f"Via: 1.1 demo-{self.name}\r\n" if self._via else ""
-        writer.write(f"HTTP/1.1 200 Connection established\r\n{via}\r\n".encode())
+        via = [(b"Via", f"1.1 demo-{self.name}".encode())] if self._via else []
+        writer = client.writer
+        writer.write(client.render(h11.Response(status_code=200, headers=via, reason=b"Connection established")))
+        # h11 has switched protocols; what it read past the CONNECT head belongs to the tunnel.
+        early, _ = client.conn.trailing_data
+        if early:
+            up_writer.write(early)
 
         def abort_both() -> None:
             writer.transport.abort()
@@ -343,16 +420,23 @@ class Proxy:
 
         try:
             await asyncio.gather(
-                _pipe(reader, up_writer, abort_both),
+                _pipe(client.reader, up_writer, abort_both),
                 _pipe(up_reader, writer, abort_both),
             )
         finally:
             up_writer.close()
 
 
-def _head_length(resp: Response) -> int | None:
-    value = header(resp.headers, "content-length")
-    return int(value) if value is not None and value.isdigit() else None
+def _body_events(req: h11.Request, body: bytes) -> list[h11.Event]:
+    # h11 refuses body bytes where none may go (HEAD); Content-Length still says what GET would get.
+    return [h11.Data(data=body), h11.EndOfMessage()] if body and req.method != b"HEAD" else [h11.EndOfMessage()]
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, abort_both: Callable[[], None]) -> None:
@@ -363,11 +447,57 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, abort_both
         # Half-close so the far side sees EOF but can still answer.
         if dst.can_write_eof() and not dst.is_closing():
             dst.write_eof()
-    except (OSError, ProtocolError):
+    except OSError:
         # One side broke: tear down both, or the other pipe waits forever.
         abort_both()
 
 
-def _body_length(raw: bytes) -> int:
-    _, _, body = raw.partition(b"\r\n\r\n")
-    return len(body)
+class _Listener:
+    """One bound host:port. stop() closes the socket AND live connections,
+    because a crashed server would drop keep-alive clients too; start() again
+    re-binds the same port so URLs handed out earlier stay valid."""
+
+    def __init__(
+        self, host: str, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+    ) -> None:
+        self.host = host
+        self.port = 0
+        self._handler = handler
+        self._server: asyncio.Server | None = None
+        self._conns: dict[asyncio.StreamWriter, asyncio.Task[Any] | None] = {}
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    async def start(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(
+                self._on_connect, self.host, self.port, backlog=1024, reuse_address=True
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        tasks = [t for t in self._conns.values() if t is not None]
+        for writer in list(self._conns):
+            writer.transport.abort()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._conns[writer] = asyncio.current_task()
+        try:
+            await self._handler(reader, writer)
+        except (*PEER_ERRORS, asyncio.CancelledError):
+            pass  # the peer broke the connection, or stop() severed it
+        except Exception:  # a bug in a handler must not take the world down
+            log.debug("proxy handler crashed", exc_info=True)
+        finally:
+            self._conns.pop(writer, None)
+            writer.close()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import ssl
+import tempfile
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import trustme
+
 from ._loop import LoopThread
-from ._tls import CertAuthority
 from .origin import Origin, OriginSpec
 from .proxy import Mode, Proxy, ProxySpec
 
@@ -16,12 +21,31 @@ from .proxy import Mode, Proxy, ProxySpec
 _FIRST_ORIGIN_IP = ipaddress.IPv4Address("127.0.0.2")
 
 
+class _CertAuthority:
+    """A throw-away CA (trustme) issuing one leaf certificate per TLS origin IP, so clients that do
+    verify trust every origin, added later or not, with a single file."""
+
+    def __init__(self) -> None:
+        self._ca = trustme.CA()  # ECDSA keys: microseconds, where RSA would add ~100 ms per origin
+        self._dir = Path(tempfile.mkdtemp(prefix="demo-world-tls-"))
+        self.ca_path = self._dir / "ca.pem"
+        self._ca.cert_pem.write_to_path(str(self.ca_path))
+
+    def server_context(self, ip: str) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._ca.issue_cert(ip).configure_cert(ctx)  # an IP address becomes an IP SAN
+        return ctx
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
 class World:
     def __init__(self) -> None:
         self._loop = LoopThread()
         self.origins: dict[str, Origin] = {}
         self.proxies: dict[str, Proxy] = {}
-        self._ca: CertAuthority | None = None
+        self._ca: _CertAuthority | None = None
 
     # -- building -------------------------------------------------------------
     def add_origin(self, name: str, spec: OriginSpec | None = None) -> Origin:
@@ -34,10 +58,10 @@ class World:
             self._loop.run(self._start_origin(origin))
         return origin
 
-    def add_proxy(self, name: str, spec: ProxySpec | None = None) -> Proxy:
+    def add_proxy(self, name: str, spec: ProxySpec | None = None, *, host: str = "127.0.0.1") -> Proxy:
         if name in self.proxies:
             raise ValueError(f"duplicate proxy {name!r}")
-        proxy = Proxy(name, spec or ProxySpec(), self._loop)
+        proxy = Proxy(name, spec or ProxySpec(), self._loop, host)
         self.proxies[name] = proxy
         if self.running:
             self._loop.run(proxy._start())
@@ -95,7 +119,7 @@ class World:
         ctx = None
         if origin.spec.tls:
             if self._ca is None:
-                self._ca = CertAuthority()
+                self._ca = _CertAuthority()
             ctx = self._ca.server_context(origin.host)
         await origin._start(ctx)
 
