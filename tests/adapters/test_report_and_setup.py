@@ -84,3 +84,14 @@ def test_the_scrapy_internals_the_fix_relies_on_are_there(rig: Callable[..., Rig
 
     with pytest.raises(IncompatibleScrapy, match=f"Scrapy {scrapy.__version__}.*Downloader.per_slot_settings"):
         check_internals(Bare())
+
+
+def test_handlers_that_choose_their_own_route_are_named_at_start_up() -> None:
+    from scrapy_gateway.runtime import _own_route_handlers
+
+    handlers = {
+        "https": "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler",
+        "http": "scrapy_zyte_api.handler.ScrapyZyteAPIHTTPDownloadHandler",
+    }
+    assert _own_route_handlers(Settings({"DOWNLOAD_HANDLERS": handlers})) == ["scrapy_playwright", "scrapy_zyte_api"]
+    assert _own_route_handlers(Settings()) == []
