@@ -416,15 +416,11 @@ def test_cli_scenario_demo(tmp_path: Path) -> None:
     assert final["origins"]["news"]["proxy_authorization_seen"] == 0
 
 
-def test_setup_cfg_lists_every_package() -> None:
-    # setup.cfg lists packages by hand (find: cannot also reach example_project/demo_world).
+def test_the_plugins_wheel_ships_no_test_scaffolding() -> None:
+    # demo_world is its own distribution (example_project/pyproject.toml), installed for the demo
+    # and the tests only; the plugin's package list must not reach it.
     root = Path(__file__).resolve().parents[2]
     config = configparser.ConfigParser()
     config.read(root / "setup.cfg")
-    listed = set(config["options"]["packages"].split())
-    found = {
-        ".".join(init.parent.relative_to(base).parts)
-        for base, top in [(root, "scrapy_gateway"), (root / "example_project", "demo_world")]
-        for init in (base / top).rglob("__init__.py")
-    }
-    assert listed == found
+    assert config["options.packages.find"]["include"].split(", ") == ["scrapy_gateway", "scrapy_gateway.*"]
+    assert "demo_world" not in config["options"].get("install_requires", "")
