@@ -30,7 +30,9 @@ from scrapy_gateway.core.gateway import Gateway, Verdict
 from scrapy_gateway.core.pool import Exhausted, Pick
 from scrapy_gateway.core.proxies import ProxyListError, parse_proxy
 from scrapy_gateway.downloader import GatewayDownloader
-from scrapy_gateway.errors import NoProxyAvailable, transport_error
+from scrapy_gateway.errors import NoProxyAvailable
+from scrapy_gateway.handlers import transport_failure
+from scrapy_gateway.masking import CredentialMask
 from scrapy_gateway.parking import NOT_BEFORE, WaitingRoom
 from scrapy_gateway.report import Reporter
 
@@ -67,6 +69,7 @@ class GatewayMiddleware:
         crawler.signals.connect(self._closed, signal=signals.spider_closed)
         crawler.signals.connect(self._downloaded, signal=signals.response_downloaded)
         self._judged: WeakKeyDictionary[Request, Verdict | None] = WeakKeyDictionary()
+        self.mask = CredentialMask.from_proxies(config.proxies)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -174,14 +177,24 @@ class GatewayMiddleware:
         return self._act(request, verdict) or response
 
     def process_exception(self, request: Request, exception: Exception) -> Request | None:
+        # Scrubbed in place (the same object) unless its class cannot take the masked text; then
+        # the stand-in is raised, so that nothing after this point (RetryMiddleware, errbacks,
+        # Scrapy's "Error downloading" log line) sees a proxy password.
+        masked = self.mask.for_request(request).exception(exception)
+        retry = self._on_exception(request, masked)
+        if retry is None and masked is not exception:
+            raise masked from masked.__cause__
+        return retry
+
+    def _on_exception(self, request: Request, exception: BaseException) -> Request | None:
         meta = request.meta
         if meta.get(SKIP):
             return None
-        kind = transport_error(exception)
-        if kind is None:
+        found = transport_failure(exception)
+        if found is None:
             self.gateway.released(meta.get(PROXY_KEY), self._where(request)[0])
             return None
-        fault = classify_transport(kind, via_proxy=bool(meta.get("proxy")), message=str(exception))
+        fault = classify_transport(found.kind, via_proxy=bool(meta.get("proxy")), status=found.status)
         return self._act(request, self._judge(request, fault))
 
     def _where(self, request: Request) -> tuple[str, str]:
