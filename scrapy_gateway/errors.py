@@ -1,42 +1,14 @@
-"""Scrapy and Twisted download exceptions, mapped to the core's backend-neutral kinds.
+"""The exceptions scrapy-gateway raises, and the lookup of download exceptions' failure kinds.
 
-The table is ordered: the first class that matches wins, so specific classes come before their
-bases (ConnectionRefusedError before ConnectError).
+The table itself, with the rules for each download handler, is in `scrapy_gateway.handlers`.
 """
 
 from __future__ import annotations
 
-from scrapy.core.downloader.handlers.http11 import TunnelError
-from scrapy.exceptions import (
-    CannotResolveHostError,
-    DownloadConnectionRefusedError,
-    DownloadFailedError,
-    DownloadTimeoutError,
-    IgnoreRequest,
-    ResponseDataLossError,
-)
-from twisted.internet import error as twisted_errors
-from twisted.web.client import ResponseFailed
+from scrapy.exceptions import DownloadFailedError, IgnoreRequest
 
 from scrapy_gateway.core.faults import TransportError
-
-_TABLE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], TransportError], ...] = (
-    (TunnelError, TransportError.TUNNEL),
-    ((DownloadConnectionRefusedError, twisted_errors.ConnectionRefusedError), TransportError.REFUSED),
-    ((CannotResolveHostError, twisted_errors.DNSLookupError), TransportError.DNS),
-    ((DownloadTimeoutError, twisted_errors.TimeoutError, twisted_errors.TCPTimedOutError), TransportError.TIMEOUT),
-    (
-        (
-            ResponseDataLossError,
-            DownloadFailedError,
-            ResponseFailed,
-            twisted_errors.ConnectionDone,
-            twisted_errors.ConnectionLost,
-            twisted_errors.ConnectError,
-        ),
-        TransportError.DROPPED,
-    ),
-)
+from scrapy_gateway.handlers import transport_failure
 
 
 class GatewayError(IgnoreRequest):
@@ -51,9 +23,16 @@ class RetryCancelled(GatewayError):
     """The crawl closed while this request waited for its retry, and no JOBDIR could keep it."""
 
 
+class MaskedDownloadError(DownloadFailedError):
+    """Stands in for a download exception that carried proxy credentials in its text and whose own
+    class could not be given the masked text. `original_type` names that class ("module.Class").
+    The masking picks a subclass that is also the matching Scrapy exception (DownloadTimeoutError,
+    ...), so `failure.check()` against Scrapy's classes still works."""
+
+    original_type: str = ""
+
+
 def transport_error(exc: BaseException) -> TransportError | None:
     """The kind of a download exception, or None when it is not a transport failure."""
-    for classes, kind in _TABLE:
-        if isinstance(exc, classes):
-            return kind
-    return None
+    found = transport_failure(exc)
+    return found.kind if found is not None else None

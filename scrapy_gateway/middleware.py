@@ -32,7 +32,8 @@ from scrapy_gateway.core.faults import Fault, TransportError, classify_status, c
 from scrapy_gateway.core.gateway import Verdict
 from scrapy_gateway.core.pool import Exhausted, Pick, Wait
 from scrapy_gateway.core.proxies import ProxyListError, parse_proxy
-from scrapy_gateway.errors import NoProxyAvailable, transport_error
+from scrapy_gateway.errors import NoProxyAvailable
+from scrapy_gateway.handlers import transport_failure
 from scrapy_gateway.runtime import GatewayRuntime
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class GatewayMiddleware:
         self._partial_ok = crawler.settings.getbool("DOWNLOAD_FAIL_ON_DATALOSS", True)
         self._judged: WeakKeyDictionary[Request, Verdict | None] = WeakKeyDictionary()
         self._asked_partial: WeakSet[Request] = WeakSet()  # requests we set download_fail_on_dataloss on
+        self.mask = runtime.mask
         crawler.signals.connect(self._downloaded, signal=signals.response_downloaded)
 
     @classmethod
@@ -198,14 +200,24 @@ class GatewayMiddleware:
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> Request | None:
+        # Scrubbed in place (the same object) unless its class cannot take the masked text; then
+        # the stand-in is raised, so that nothing after this point (RetryMiddleware, errbacks,
+        # Scrapy's "Error downloading" log line) sees a proxy password.
+        masked = self.mask.for_request(request).exception(exception)
+        retry = self._on_exception(request, masked)
+        if retry is None and masked is not exception:
+            raise masked from masked.__cause__
+        return retry
+
+    def _on_exception(self, request: Request, exception: BaseException) -> Request | None:
         if self._left_alone(request):
             return None
-        kind = transport_error(exception)
-        if kind is None:
+        found = transport_failure(exception)
+        if found is None:
             attempt = m.attempt_of(request.meta)
             self.core.released(attempt.proxy if attempt else None, self._where(request)[0])
             return None
-        fault = classify_transport(kind, via_proxy=bool(request.meta.get(m.PROXY)), message=str(exception))
+        fault = classify_transport(found.kind, via_proxy=bool(request.meta.get(m.PROXY)), status=found.status)
         return self._act(request, self._judge(request, fault))
 
     def _where(self, request: Request) -> tuple[str, str]:

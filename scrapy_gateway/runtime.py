@@ -20,6 +20,7 @@ from scrapy.utils.misc import load_object
 from scrapy_gateway import jobstate
 from scrapy_gateway.config import ConfigError, GatewayConfig
 from scrapy_gateway.core.gateway import Gateway
+from scrapy_gateway.masking import CredentialMask
 from scrapy_gateway.parking import WaitingRoom
 from scrapy_gateway.report import Reporter
 
@@ -47,6 +48,7 @@ class GatewayRuntime:
         self.clock = clock  # monotonic seconds: every decision of the core
         self.wall = wall  # epoch seconds: Retry-After dates, and waits that survive a restart
         self.core = Gateway(self.config.proxies, self.config.policy)
+        self.mask = CredentialMask.from_proxies(self.config.proxies)  # what must never be shown
         self.rng = random.Random(self.config.seed)
         assert crawler.stats is not None
         self.stats = crawler.stats

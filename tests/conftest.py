@@ -48,12 +48,15 @@ def run_crawl(
     *,
     meta: dict[str, Any] | None = None,
     dont_filter: bool = True,
+    errback: bool = True,
     timeout: float = 120,
 ) -> CrawlResult:
     with tempfile.TemporaryDirectory() as folder:
         spec_path, out_path = Path(folder, "in.json"), Path(folder, "out.json")
         spec_path.write_text(
-            json.dumps({"settings": settings, "urls": urls, "meta": meta or {}, "dont_filter": dont_filter})
+            json.dumps(
+                {"settings": settings, "urls": urls, "meta": meta or {}, "dont_filter": dont_filter, "errback": errback}
+            )
         )
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         done = subprocess.run(

@@ -29,7 +29,7 @@ class TransportError(str, Enum):
     TIMEOUT = "timeout"
     DNS = "dns"
     DROPPED = "dropped"  # connection lost, truncated body, reset
-    TUNNEL = "tunnel"  # CONNECT refused by the proxy; status parsed from the message
+    TUNNEL = "tunnel"  # CONNECT refused by the proxy; the adapter passes its status when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +132,14 @@ def tunnel_status(message: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def classify_transport(error: TransportError, *, via_proxy: bool, message: str = "") -> Fault:
-    """Classify a download that produced no response."""
+def classify_transport(
+    error: TransportError, *, via_proxy: bool, status: int | None = None, message: str = ""
+) -> Fault:
+    """Classify a download that produced no response.
+
+    `status`: the proxy's answer to a refused CONNECT, when the adapter knows it; without it, a
+    TUNNEL error's status is read from `message` (Scrapy's TunnelError text).
+    """
     if not via_proxy:
         # Without a proxy every transport failure is on the way to the origin.
         return Fault(f"origin_{error.value}", Blame.ORIGIN, throttles=error is TransportError.TIMEOUT, transport=True)
@@ -143,7 +149,8 @@ def classify_transport(error: TransportError, *, via_proxy: bool, message: str =
         # Through an HTTP proxy Scrapy resolves only the proxy's host name.
         return Fault("proxy_dns", Blame.PROXY, hard=True, transport=True)
     if error is TransportError.TUNNEL:
-        status = tunnel_status(message)
+        if status is None:
+            status = tunnel_status(message)
         if status == 407:
             return Fault("tunnel_407", Blame.PROXY, hard=True, transport=True, retires=True)
         if status in (403, 429):

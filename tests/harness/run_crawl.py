@@ -1,7 +1,8 @@
 """Run one real Scrapy crawl in this process and print its outcome as JSON (the tests' subprocess).
 
-Input (argv[1], a JSON file): {"settings": {...}, "urls": [...], "meta": {...}, "dont_filter": bool}.
-A resumed crawl (JOBDIR) needs dont_filter false, so the saved dupefilter skips the start URLs.
+Input (argv[1], a JSON file): {"settings": {...}, "urls": [...], "meta": {...}, "dont_filter": bool,
+"errback": bool}. A resumed crawl (JOBDIR) needs dont_filter false, so the saved dupefilter skips the
+start URLs. Without an errback (errback false) a failure is only Scrapy's "Error downloading" log line.
 Output (argv[2]): {"outcomes": [...], "stats": {...}, "close_reason": str}.
 Every request ends in exactly one callback or errback; the list lets a test prove it.
 """
@@ -12,12 +13,13 @@ import json
 import resource
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
 import scrapy
-from scrapy.crawler import CrawlerProcess
+from scrapy.crawler import AsyncCrawlerProcess, CrawlerProcess
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
@@ -28,8 +30,11 @@ STARTED = time.monotonic()
 class ProbeSpider(scrapy.Spider):
     name = "probe"
 
-    def __init__(self, urls: list[str], meta: dict[str, Any], dont_filter: bool, **kwargs: Any) -> None:
+    def __init__(
+        self, urls: list[str], meta: dict[str, Any], dont_filter: bool, errback: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.errback = errback
         self.urls = urls
         self.extra_meta = meta
         self.dont_filter = dont_filter
@@ -39,7 +44,7 @@ class ProbeSpider(scrapy.Spider):
             yield scrapy.Request(
                 url,
                 callback=self.parse,
-                errback=self.failed,
+                errback=self.failed if self.errback else None,
                 dont_filter=self.dont_filter,
                 meta={**self.extra_meta, "n": number},
             )
@@ -66,6 +71,7 @@ class ProbeSpider(scrapy.Spider):
                 "url": request.url,
                 "kind": "errback",
                 "error": type(failure.value).__name__,
+                "error_text": error_text(failure.value),
                 "status": status,
                 "at": time.monotonic() - STARTED,
                 "retries": request.meta.get("retry_times", 0),
@@ -78,13 +84,31 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def error_text(exc: BaseException) -> str:
+    """Everything an errback could print: the traceback with its chain, and the str, repr and args
+    of every exception linked to this one (__cause__ and __context__, even a suppressed one)."""
+    texts = traceback.format_exception(exc)
+    todo: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current), repr(current.args), repr(vars(current))]
+        todo += [current.__cause__, current.__context__]
+    return "\n".join(texts)
+
+
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as f:
         spec = json.load(f)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         settings = {"LOG_LEVEL": "INFO", "TELNETCONSOLE_ENABLED": False, **spec["settings"]}
-        process = CrawlerProcess(settings)
+        # Reactorless mode (TWISTED_REACTOR_ENABLED = False) needs the asyncio-only process.
+        process_class = CrawlerProcess if settings.get("TWISTED_REACTOR_ENABLED", True) else AsyncCrawlerProcess
+        process = process_class(settings)
         crawler = process.create_crawler(ProbeSpider)
         outcome: dict[str, str] = {}
 
@@ -96,7 +120,13 @@ def main() -> None:
         crawler.signals.connect(
             lambda: cpu_at_open.append(_cpu_seconds()), signal=scrapy.signals.spider_opened, weak=False
         )
-        process.crawl(crawler, urls=spec["urls"], meta=spec.get("meta", {}), dont_filter=spec.get("dont_filter", True))
+        process.crawl(
+            crawler,
+            urls=spec["urls"],
+            meta=spec.get("meta", {}),
+            dont_filter=spec.get("dont_filter", True),
+            errback=spec.get("errback", True),
+        )
         process.start()
     deprecations = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
     stats = {k: v for k, v in (crawler.stats.get_stats() if crawler.stats else {}).items()}
