@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from scrapy_gateway.core.gateway import Policy
 from scrapy_gateway.core.health import HealthRules
 from scrapy_gateway.core.proxies import Proxy, ProxyListError, parse_proxies, split_proxy_text
+from scrapy_gateway.handlers import TransportRule, rule
 
 
 class ConfigError(ValueError):
@@ -80,6 +82,21 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else _number(int, 0)(value)
 
 
+def _transport_rules(value: Any) -> tuple[TransportRule, ...]:
+    """[["package.module.Class", "timeout"], ["package.Err", "tunnel", "said (?P<status>\\d{3})"], ...]"""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a list of [exception path, kind] or [exception path, kind, pattern], got {value!r}")
+    rules = []
+    for number, entry in enumerate(value, start=1):
+        if not isinstance(entry, (list, tuple)) or len(entry) not in (2, 3):
+            raise ValueError(f"entry {number}: expected [exception path, kind] or [..., pattern], got {entry!r}")
+        try:
+            rules.append(rule(*entry))
+        except (ValueError, TypeError, re.error) as exc:
+            raise ValueError(f"entry {number}: {exc}") from None
+    return tuple(rules)
+
+
 def _optional_retries(value: Any) -> int | None:
     return None if value is None else _number(int, 0, 100)(value)
 
@@ -117,6 +134,7 @@ SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
     "GATEWAY_WHEN_ALL_DOWN": ("wait", _choice("wait", "close")),
     "GATEWAY_LOG_INTERVAL": (60.0, _number(float, 0.0)),
     "GATEWAY_SEED": (None, _optional_int),
+    "GATEWAY_TRANSPORT_ERRORS": ([], _transport_rules),
 }
 
 
@@ -132,6 +150,7 @@ class GatewayConfig:
     log_interval: float
     seed: int | None
     policy: Policy
+    transport_rules: tuple[TransportRule, ...]  # the user's, tried before the built-in table
     retry_note: str  # how the user's Scrapy retry settings shaped the limits, for the start-up log
     default_ceiling: int  # a slot's concurrency unless DOWNLOAD_SLOTS names its own
     slot_ceilings: Mapping[str, int]
@@ -190,6 +209,7 @@ class GatewayConfig:
             log_interval=v["GATEWAY_LOG_INTERVAL"],
             seed=v["GATEWAY_SEED"],
             policy=policy,
+            transport_rules=v["GATEWAY_TRANSPORT_ERRORS"],
             retry_note=retry_note,
             default_ceiling=default_ceiling,
             slot_ceilings=slot_ceilings,

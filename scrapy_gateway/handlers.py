@@ -173,10 +173,12 @@ def transport_rules() -> tuple[TransportRule, ...]:
     return (*_registered, *BUILTIN_RULES)
 
 
-def transport_failure(exc: BaseException) -> TransportFailure | None:
-    """The kind of a download exception (and the CONNECT status), or None if not a transport failure."""
+def transport_failure(exc: BaseException, first: tuple[TransportRule, ...] = ()) -> TransportFailure | None:
+    """The kind of a download exception (and the CONNECT status), or None if not a transport failure.
+
+    `first`: rules tried before all others (a crawl's GATEWAY_TRANSPORT_ERRORS)."""
     chain = list(exception_chain(exc))
-    for candidate in transport_rules():
+    for candidate in (*first, *transport_rules()):
         for link in chain:
             found = candidate.match(link)
             if found is not None:

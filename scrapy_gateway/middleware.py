@@ -212,7 +212,7 @@ class GatewayMiddleware:
     def _on_exception(self, request: Request, exception: BaseException) -> Request | None:
         if self._left_alone(request):
             return None
-        found = transport_failure(exception)
+        found = transport_failure(exception, self.config.transport_rules)
         if found is None:
             attempt = m.attempt_of(request.meta)
             self.core.released(attempt.proxy if attempt else None, self._where(request)[0])

@@ -218,3 +218,27 @@ def test_a_redirect_copy_is_routed_again(rig: Callable[..., Rig]) -> None:
     second = send(r, redirected)
     assert second.proxy in KEYS and second.sent_at is not None
     assert r.runtime.core.pool.records[first.proxy].successes == 1
+
+
+class VendorTunnelError(Exception):
+    """A download handler's own exception the built-in table does not know."""
+
+
+def test_a_crawl_can_extend_the_exception_table(rig: Callable[..., Rig]) -> None:
+    r = rig(
+        GATEWAY_PROXIES=POOL,
+        GATEWAY_TRANSPORT_ERRORS=[[f"{__name__}.VendorTunnelError", "tunnel", r"proxy said (?P<status>\d{3})"]],
+    )
+    request = Request("https://shop.example/p/1")
+    first = send(r, request)
+    retry = r.middleware.process_exception(request, VendorTunnelError("proxy said 407"))
+    assert isinstance(retry, Request)
+    assert r.runtime.core.pool.records[first.proxy].health.state is State.RETIRED
+    assert r.stat("gateway/failures/tunnel_407") == 1
+
+
+def test_a_bad_exception_table_entry_is_named_at_start_up(rig: Callable[..., Rig]) -> None:
+    from scrapy_gateway.config import ConfigError
+
+    with pytest.raises(ConfigError, match="GATEWAY_TRANSPORT_ERRORS: entry 1: .*'sideways'"):
+        rig(GATEWAY_TRANSPORT_ERRORS=[["mylib.Err", "sideways"]])
