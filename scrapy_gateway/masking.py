@@ -34,6 +34,7 @@ from scrapy.exceptions import (
     DownloadTimeoutError,
     ResponseDataLossError,
 )
+from w3lib.http import basic_auth_header
 
 from scrapy_gateway.errors import MaskedDownloadError
 
@@ -73,16 +74,17 @@ def _password_forms(password: str) -> set[str]:
 
 
 def _tokens(user: str, password: str) -> set[str]:
-    """Base64 `user:password`, as a Proxy-Authorization value carries it."""
+    """Base64 `user:password`, as a Proxy-Authorization value carries it: built with w3lib's
+    basic_auth_header, as HttpProxyMiddleware builds it (HTTPPROXY_AUTH_ENCODING: latin-1, or utf-8)."""
     tokens = set()
     for plain_user in {user, unquote(user)}:
         for plain_password in {password, unquote(password)}:
             for encoding in ("latin-1", "utf-8"):
                 try:
-                    raw = f"{plain_user}:{plain_password}".encode(encoding)
+                    header = basic_auth_header(plain_user, plain_password, encoding)
                 except UnicodeEncodeError:
                     continue
-                tokens.add(base64.b64encode(raw).decode("ascii"))
+                tokens.add(header.partition(b" ")[2].decode("ascii"))
     return tokens
 
 
