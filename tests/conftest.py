@@ -11,8 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,25 +70,6 @@ def run_crawl(
         data = json.loads(out_path.read_text())
     assert not data["deprecations"], data["deprecations"]  # Scrapy 2.19, asyncio reactor, no warnings
     return CrawlResult(data["outcomes"], data["stats"], data["close_reason"], data["elapsed"], done.stderr)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60) -> bool:
-    """Whether `condition()` held within `timeout` seconds (polled every 20 ms).
-
-    The tests wait on conditions, never for a fixed time: the deadline is only a safety net.
-    """
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    """Wait until `condition()` holds; fail naming `what` after `timeout` seconds."""
-    if not wait_for(condition, timeout):
-        raise AssertionError(f"gave up after {timeout:.0f} s waiting until {what}")
 
 
 def gateway_settings(proxies: list[str], **extra: Any) -> dict[str, Any]:

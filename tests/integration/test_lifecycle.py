@@ -14,7 +14,8 @@ from typing import Any
 from demo_world import OriginSpec, ProxySpec, World
 
 from scrapy_gateway.core.proxies import parse_proxy
-from tests.conftest import ROOT, gateway_settings, run_crawl, wait_until
+from tests.conftest import ROOT, gateway_settings, run_crawl
+from tests.harness.waits import wait_until
 
 
 def test_all_proxies_retired_closes_the_crawl_and_never_goes_direct(world: World) -> None:

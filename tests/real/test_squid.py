@@ -13,7 +13,8 @@ from demo_world import OriginSpec, World
 
 from scrapy_gateway.config import DEFAULT_HTTP_CODES
 from scrapy_gateway.core.proxies import parse_proxy
-from tests.conftest import CrawlResult, gateway_settings, run_crawl, wait_for
+from tests.conftest import CrawlResult, gateway_settings, run_crawl
+from tests.harness.waits import wait_for
 from tests.real.servers import Servers, Squid
 
 

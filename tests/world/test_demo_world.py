@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "example_project"))
 
 from demo_world import OriginSpec, ProxySpec, World
 
-from tests.conftest import wait_until
+from tests.harness.waits import wait_until
 
 EXAMPLE_PROJECT = Path(__file__).resolve().parents[2] / "example_project"
 
