@@ -240,5 +240,5 @@ def test_a_crawl_can_extend_the_exception_table(rig: Callable[..., Rig]) -> None
 def test_a_bad_exception_table_entry_is_named_at_start_up(rig: Callable[..., Rig]) -> None:
     from scrapy_gateway.config import ConfigError
 
-    with pytest.raises(ConfigError, match="GATEWAY_TRANSPORT_ERRORS: entry 1: .*'sideways'"):
+    with pytest.raises(ConfigError, match=r"GATEWAY_TRANSPORT_ERRORS: entry 1: .*'sideways'"):
         rig(GATEWAY_TRANSPORT_ERRORS=[["mylib.Err", "sideways"]])

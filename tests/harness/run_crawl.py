@@ -1,15 +1,23 @@
 """Run one real Scrapy crawl in this process and print its outcome as JSON (the tests' subprocess).
 
 Input (argv[1], a JSON file): {"settings": {...}, "urls": [...], "meta": {...}, "dont_filter": bool,
-"errback": bool}. A resumed crawl (JOBDIR) needs dont_filter false, so the saved dupefilter skips the
-start URLs. Without an errback (errback false) a failure is only Scrapy's "Error downloading" log line.
-Output (argv[2]): {"outcomes": [...], "stats": {...}, "close_reason": str}.
+"errback": bool, "progress": path (optional)}. A resumed crawl (JOBDIR) needs dont_filter false, so
+the saved dupefilter skips the start URLs. Without an errback (errback false) a failure is only
+Scrapy's "Error downloading" log line.
+Output (argv[2]): {"outcomes": [...], "stats": {...}, "close_reason": str, "elapsed": float,
+"cpu": float (CPU seconds from spider_opened on)}.
 Every request ends in exactly one callback or errback; the list lets a test prove it.
+
+Times are seconds from the crawl's own start (the spider_opened signal), not from this process's:
+an outcome's `at`, and `elapsed` up to spider_closed. With "progress", the crawl's stats and
+outcome count are written to that file (atomically, as JSON) every 20 ms while it runs, so a test
+can wait for a condition ("8 retries are waiting") instead of sleeping a fixed time.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -21,10 +29,19 @@ from typing import Any
 import scrapy
 from scrapy.crawler import AsyncCrawlerProcess, CrawlerProcess
 from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.utils.asyncio import create_looping_call
 from twisted.python.failure import Failure
 
 OUTCOMES: list[dict[str, Any]] = []
-STARTED = time.monotonic()
+OPENED: float | None = None  # monotonic time of spider_opened
+CLOSED: float | None = None  # ... and of spider_closed
+PROGRESS_INTERVAL = 0.02
+
+
+def since_opened(now: float | None = None) -> float:
+    """Seconds since the crawl started (spider_opened)."""
+    assert OPENED is not None, "an outcome before spider_opened"
+    return (time.monotonic() if now is None else now) - OPENED
 
 
 class ProbeSpider(scrapy.Spider):
@@ -56,7 +73,7 @@ class ProbeSpider(scrapy.Spider):
                 "url": response.request.url if response.request else response.url,
                 "kind": "callback",
                 "status": response.status,
-                "at": time.monotonic() - STARTED,
+                "at": since_opened(),
                 "proxy": getattr(response.meta.get("_gateway_attempt"), "proxy", None),
                 "retries": response.meta.get("retry_times", 0),
             }
@@ -73,7 +90,7 @@ class ProbeSpider(scrapy.Spider):
                 "error": type(failure.value).__name__,
                 "error_text": error_text(failure.value),
                 "status": status,
-                "at": time.monotonic() - STARTED,
+                "at": since_opened(),
                 "retries": request.meta.get("retry_times", 0),
             }
         )
@@ -100,6 +117,15 @@ def error_text(exc: BaseException) -> str:
     return "\n".join(texts)
 
 
+def write_progress(crawler: Any, path: str) -> None:
+    """The crawl so far, for a test polling it: {"at", "outcomes" (a count), "stats"}."""
+    stats = crawler.stats.get_stats() if crawler.stats else {}
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"at": since_opened(), "outcomes": len(OUTCOMES), "stats": stats}, f, default=str)
+    os.replace(tmp, path)
+
+
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as f:
         spec = json.load(f)
@@ -111,10 +137,25 @@ def main() -> None:
         process = process_class(settings)
         crawler = process.create_crawler(ProbeSpider)
         outcome: dict[str, str] = {}
+        progress_path = spec.get("progress")
+        progress: list[Any] = []  # a looping call, made once the event loop runs
+
+        def opened(spider: scrapy.Spider) -> None:
+            global OPENED
+            OPENED = time.monotonic()
+            if progress_path:
+                progress.append(create_looping_call(write_progress, crawler, progress_path))
+                progress[0].start(PROGRESS_INTERVAL, now=True)
 
         def closed(spider: scrapy.Spider, reason: str) -> None:
+            global CLOSED
+            CLOSED = time.monotonic()
             outcome["close_reason"] = reason
+            for call in progress:
+                if call.running:
+                    call.stop()
 
+        crawler.signals.connect(opened, signal=scrapy.signals.spider_opened)
         crawler.signals.connect(closed, signal=scrapy.signals.spider_closed)
         cpu_at_open: list[float] = []
         crawler.signals.connect(
@@ -135,8 +176,8 @@ def main() -> None:
         "outcomes": OUTCOMES,
         "stats": stats,
         "close_reason": outcome.get("close_reason"),
-        "elapsed": time.monotonic() - STARTED,
-        "cpu": _cpu_seconds() - (cpu_at_open[0] if cpu_at_open else 0.0),  # CPU seconds of the crawl itself
+        "elapsed": since_opened(CLOSED) if OPENED is not None else 0.0,
+        "cpu": _cpu_seconds() - (cpu_at_open[0] if cpu_at_open else 0.0),
     }
     with open(sys.argv[2], "w", encoding="utf-8") as f:
         json.dump(out, f, default=str)

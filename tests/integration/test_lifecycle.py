@@ -7,13 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from demo_world import OriginSpec, ProxySpec, World
 
 from scrapy_gateway.core.proxies import parse_proxy
 from tests.conftest import ROOT, gateway_settings, run_crawl
+from tests.harness.waits import wait_until
 
 
 def test_all_proxies_retired_closes_the_crawl_and_never_goes_direct(world: World) -> None:
@@ -60,21 +62,35 @@ def test_waiting_retries_end_in_errback_when_the_crawl_closes(world: World) -> N
     assert result.stat("gateway/waiting/cancelled") == 6
 
 
-def _crawl_until_interrupted(spec: dict[str, object], folder: Path, after: float) -> dict[str, object]:
-    spec_path, out_path = folder / "in.json", folder / "out.json"
-    spec_path.write_text(json.dumps(spec))
+def _crawl_until_interrupted(
+    spec: dict[str, object], folder: Path, when: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, object]:
+    """Run a crawl, send it SIGINT as soon as `when(stats)` holds, and return its output."""
+    spec_path, out_path, progress_path = folder / "in.json", folder / "out.json", folder / "progress.json"
+    log_path = folder / "crawl.log"  # a file, not a pipe: nobody reads it while the crawl runs
+    spec_path.write_text(json.dumps({**spec, "progress": str(progress_path)}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "harness" / "run_crawl.py"), str(spec_path), str(out_path)],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(after)
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "harness" / "run_crawl.py"), str(spec_path), str(out_path)],
+            env=env,
+            stderr=log_file,
+        )
+
+    def ready() -> bool:
+        assert process.poll() is None, f"the crawl ended before {what}"
+        return progress_path.exists() and when(json.loads(progress_path.read_text())["stats"])
+
+    try:
+        wait_until(ready, what)
+    except AssertionError as failure:
+        process.kill()
+        process.wait(timeout=60)
+        raise AssertionError(f"{failure}\n{log_path.read_text()[-4000:]}") from None
     process.send_signal(signal.SIGINT)  # as Ctrl-C would: a graceful shutdown
-    _, log = process.communicate(timeout=60)
+    process.wait(timeout=60)
     data: dict[str, object] = json.loads(out_path.read_text())
-    data["log"] = log
+    data["log"] = log_path.read_text()
     return data
 
 
@@ -85,7 +101,12 @@ def test_stop_and_resume_with_jobdir_loses_no_waiting_retry(world: World, tmp_pa
     world.start()
     urls = [origin.url(f"/p/{i}") for i in range(8)]
     settings = gateway_settings([good.url, dead.url], JOBDIR=str(tmp_path / "job"), GATEWAY_COOLDOWN_BASE=120)
-    first = _crawl_until_interrupted({"settings": settings, "urls": urls, "dont_filter": False}, tmp_path, after=2.0)
+    first = _crawl_until_interrupted(
+        {"settings": settings, "urls": urls, "dont_filter": False},
+        tmp_path,
+        lambda stats: stats.get("gateway/waiting/max", 0) >= 8,  # every page got its 503, all 8 wait
+        "all 8 retries are waiting",
+    )
     assert first["close_reason"] == "shutdown"
     first_stats: dict[str, int] = first["stats"]  # type: ignore[assignment]
     assert first_stats.get("gateway/waiting/persisted") == 8

@@ -14,6 +14,7 @@ from demo_world import OriginSpec, World
 from scrapy_gateway.config import DEFAULT_HTTP_CODES
 from scrapy_gateway.core.proxies import parse_proxy
 from tests.conftest import CrawlResult, gateway_settings, run_crawl
+from tests.harness.waits import wait_for
 from tests.real.servers import Servers, Squid
 
 
@@ -138,12 +139,8 @@ def call_when(condition: Callable[[], bool], action: Callable[[], None], timeout
     """Run `action` in a thread as soon as `condition` holds (checked every 20 ms)."""
 
     def watch() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                action()
-                return
-            time.sleep(0.02)
+        if wait_for(condition, timeout):
+            action()
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -161,11 +158,13 @@ def test_squid_killed_mid_crawl(world: World, servers: Servers) -> None:
         return int(world.snapshot()["origins"]["slowish"]["requests"])
 
     def kill() -> None:
-        time.sleep(1.0)  # a second into the crawl, with requests in flight through both
         seen_at_kill.append(requests_so_far())
         doomed.kill()
 
-    watcher = call_when(lambda: requests_so_far() > 0, kill)
+    def both_serving() -> bool:  # mid-crawl: each squid has already served pages, more are coming
+        return requests_so_far() >= 10 and bool(doomed.access_log()) and bool(survivor.access_log())
+
+    watcher = call_when(both_serving, kill)
     urls = [origin.url(f"/p/{i}") for i in range(80)]
     result = run_crawl(gateway_settings([doomed.url, survivor.url]), urls)
     watcher.join(timeout=5)
@@ -194,7 +193,7 @@ def test_origin_down_behind_squid_is_the_origins_fault(world: World, servers: Se
 
     def outage() -> None:
         app.stop()  # squid now gets connection refused: 503 ERR_CONNECT_FAIL (on the CONNECT for https)
-        time.sleep(2.0)
+        time.sleep(2.0)  # the fault's duration, not a wait for something to happen
         app.start()
 
     watcher = call_when(lambda: world.snapshot()["origins"]["app"]["requests"] >= 10, outage)

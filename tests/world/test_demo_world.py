@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from demo_world import OriginSpec, ProxySpec, World
 
+from tests.harness.waits import wait_until
+
 Result = tuple[int, dict[str, str], bytes]
 AUTH = "Basic " + base64.b64encode(b"user:pass").decode()
 
@@ -375,7 +377,13 @@ def test_survives_clients_vanishing(world: World) -> None:
         sock = socket.create_connection((host, port), timeout=2)
         sock.sendall(payload)
         sock.close()
-    time.sleep(0.3)
+
+    def finished_with_them() -> bool:  # both slow answers written to clients that had gone
+        snap = world.snapshot()
+        origin, forwarder = snap["origins"]["o"], snap["proxies"]["p"]
+        return origin["requests"] == 2 and origin["in_flight"] == 0 and forwarder["forwarded"] == 2
+
+    wait_until(finished_with_them, "the servers have answered the vanished clients")
     assert fetch(o.url("/after"))[0] == 200
     assert fetch(o.url("/after"), proxy.url)[0] == 200
 
