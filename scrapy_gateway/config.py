@@ -242,12 +242,21 @@ def _retry_limits(settings: Any, max_retries: int | None, max_proxy_retries: int
     if not enabled:
         return 0, 0, "RETRY_ENABLED is off: the gateway retries nothing"
     if max_retries is not None:
-        return max_retries, max_proxy_retries, ""
+        return max_retries, max_proxy_retries, f"GATEWAY_MAX_RETRIES = {max_retries}: origin-side retries per request"
     if _user_set(settings, "RETRY_TIMES"):
         if retry_times == 0:
             return 0, 0, "RETRY_TIMES = 0: the gateway retries nothing"
-        return retry_times, max_proxy_retries, f"RETRY_TIMES = {retry_times}: origin-side retries per request"
-    return DEFAULT_MAX_RETRIES, max_proxy_retries, ""
+        return (
+            retry_times,
+            max_proxy_retries,
+            f"RETRY_TIMES = {retry_times}: origin-side retries per request, with backoff",
+        )
+    return (
+        DEFAULT_MAX_RETRIES,
+        max_proxy_retries,
+        f"{DEFAULT_MAX_RETRIES} origin-side retries per request, with backoff (GATEWAY_MAX_RETRIES; "
+        "they replace RetryMiddleware's RETRY_TIMES for what the gateway handles)",
+    )
 
 
 def _ceilings(settings: Any) -> tuple[int, dict[str, int]]:

@@ -106,8 +106,14 @@ class GatewayRuntime:
         self.report.start()
         if self.core.pool:
             logger.info("scrapy-gateway: %(n)d proxies in the pool", {"n": len(self.core.pool)})
-        if self.config.retry_note:
-            logger.info("scrapy-gateway: %(note)s", {"note": self.config.retry_note})
+        extra = self.config.max_proxy_retries
+        logger.info(
+            "scrapy-gateway: %(note)s%(extra)s",
+            {
+                "note": self.config.retry_note,
+                "extra": f"; up to {extra} more on other proxies for a proxy's own failures" if extra else "",
+            },
+        )
         if self.own_route_handlers or self.zyte_transparent:
             logger.info(
                 "scrapy-gateway: requests carried by %(handlers)s (meta playwright, zyte_api, "
