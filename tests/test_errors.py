@@ -16,8 +16,9 @@ import traceback
 from collections.abc import Callable, Iterator
 
 import pytest
-from scrapy import Request
+from scrapy import Request, Spider
 from scrapy.core.downloader.handlers.http11 import TunnelError
+from scrapy.crawler import AsyncCrawlerRunner
 from scrapy.exceptions import (
     CannotResolveHostError,
     DownloadConnectionRefusedError,
@@ -147,7 +148,10 @@ def aiohttp_error(req: Request) -> Exception:
     from scrapy.core.downloader.handlers._aiohttp import AiohttpDownloadHandler
 
     async def fetch() -> Exception:
-        handler = AiohttpDownloadHandler(get_crawler(settings_dict={"TWISTED_REACTOR_ENABLED": False}))
+        # The handler reads only the crawler's settings. Not get_crawler, nor _apply_settings: both
+        # refuse reactorless mode once an earlier test in this process has installed a reactor.
+        crawler = AsyncCrawlerRunner({"TWISTED_REACTOR_ENABLED": False}).create_crawler(Spider)
+        handler = AiohttpDownloadHandler(crawler)
         try:
             await handler.download_request(req)
         except Exception as exc:
