@@ -42,5 +42,10 @@ def with_gateway_fix(downloader: type[Downloader]) -> type[Downloader]:
         return downloader
     if downloader is Downloader:
         return GatewayDownloader
-    name = f"Gateway{downloader.__name__}"
-    return type(name, (GatewayDownloaderMixin, downloader), {"__module__": downloader.__module__})
+    # The same name, module and qualified name: the project's class, with the fix in front (Scrapy's
+    # own messages about it, such as deprecation warnings, keep naming it as the project wrote it).
+    return type(
+        downloader.__name__,
+        (GatewayDownloaderMixin, downloader),
+        {"__module__": downloader.__module__, "__qualname__": downloader.__qualname__},
+    )
