@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import re
 from collections.abc import Iterable
@@ -289,7 +290,7 @@ class _ExceptionMasker:
         if not self._leaks(exc):
             return exc
         masked_str, masked_repr = self.secrets.text(_safe(str, exc)), self.secrets.text(_safe(repr, exc))
-        saved_class, saved_args, saved_attrs = type(exc), exc.args, dict(vars(exc))
+        saved_attrs = dict(vars(exc))
         masked_args = self._value(exc.args, 0)
         masked_attrs = {name: self._value(value, 0) for name, value in saved_attrs.items()}
         try:
@@ -306,14 +307,17 @@ class _ExceptionMasker:
                 return exc
         except Exception:
             pass
-        try:  # leave the original as it was: its class cannot change (a built-in type)
-            if type(exc) is not saved_class:
-                exc.__class__ = saved_class
-            exc.args = saved_args
-            vars(exc).clear()
-            vars(exc).update(saved_attrs)
-        except Exception:
-            pass
+        # A built-in class cannot change: the stand-in below replaces it, but the original stays as
+        # masked as it can be made, since Python keeps it as the stand-in's __context__ (an
+        # errback can read that), and OSError's text comes from fields, not args.
+        if isinstance(exc, OSError):
+            for name in ("strerror", "filename", "filename2"):
+                with contextlib.suppress(Exception):
+                    value = getattr(exc, name)
+                    if isinstance(value, str):
+                        setattr(exc, name, self.secrets.text(value))
+        if not self._leaks(exc):
+            return exc
         return self._replacement(exc, masked_str, masked_repr, masked_args, masked_attrs)
 
     def _replacement(
