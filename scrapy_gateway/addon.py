@@ -13,6 +13,7 @@ from scrapy.core.downloader import Downloader
 from scrapy.settings import BaseSettings
 from scrapy.utils.misc import load_object
 
+from scrapy_gateway.config import ConfigError
 from scrapy_gateway.downloader import GatewayDownloader, GatewayDownloaderMixin
 from scrapy_gateway.middleware import GatewayMiddleware
 
@@ -42,6 +43,13 @@ def with_gateway_fix(downloader: type[Downloader]) -> type[Downloader]:
         return downloader
     if downloader is Downloader:
         return GatewayDownloader
+    if downloader._process_queue is not Downloader._process_queue:
+        # The mixin's _process_queue does not call the project's: one of the two fixes would be lost.
+        raise ConfigError(
+            f"DOWNLOADER: {downloader.__module__}.{downloader.__qualname__} overrides _process_queue, which "
+            "scrapy-gateway's per-slot limit fix replaces; combine them by hand in a subclass of "
+            "GatewayDownloaderMixin, or drop the add-on"
+        )
     # The same name, module and qualified name: the project's class, with the fix in front (Scrapy's
     # own messages about it, such as deprecation warnings, keep naming it as the project wrote it).
     return type(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import scrapy
+from scrapy.core import engine as _engine_module
 from scrapy.core.downloader import Downloader, Slot
 from scrapy.utils import defer
 
@@ -37,6 +38,9 @@ def missing_internals(downloader: Any) -> list[str]:
         missing += [f"Slot.{name}" for name in _SLOT_ATTRIBUTES if not hasattr(probe, name)]
     if not callable(getattr(defer, "_schedule_coro", None)):
         missing.append("scrapy.utils.defer._schedule_coro")
+    engine_slot_init = getattr(getattr(_engine_module, "_Slot", None), "__init__", None)
+    if "closing" not in getattr(getattr(engine_slot_init, "__code__", None), "co_names", ()):
+        missing.append("scrapy.core.engine._Slot.closing")
     return missing
 
 
@@ -56,3 +60,15 @@ def engine_of(crawler: Crawler) -> ExecutionEngine | None:
         return crawler.engine
     except RuntimeError:
         return None
+
+
+def is_closing(crawler: Crawler) -> bool:
+    """The spider is closing: Scrapy has logged "Closing spider" and waits for what is in progress.
+
+    Scrapy sends no signal at that point (spider_closed comes after); its engine slot's private
+    `closing` Deferred is set then. Requests waiting in place must stop waiting at that moment, or
+    the close waits out their timers.
+    """
+    engine = engine_of(crawler)
+    slot = getattr(engine, "_slot", None)
+    return engine is None or slot is None or getattr(slot, "closing", None) is not None

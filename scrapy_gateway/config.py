@@ -151,6 +151,7 @@ class GatewayConfig:
     seed: int | None
     policy: Policy
     transport_rules: tuple[TransportRule, ...]  # the user's, tried before the built-in table
+    retries_off: bool  # RETRY_ENABLED off or RETRY_TIMES 0: no retry of any kind, meta limits included
     retry_note: str  # how the user's Scrapy retry settings shaped the limits, for the start-up log
     default_ceiling: int  # a slot's concurrency unless DOWNLOAD_SLOTS names its own
     slot_ceilings: Mapping[str, int]
@@ -194,7 +195,7 @@ class GatewayConfig:
             max_pairs=v["GATEWAY_MAX_TRACKED_PAIRS"],
             max_domains=v["GATEWAY_MAX_TRACKED_DOMAINS"],
         )
-        max_retries, max_proxy_retries, retry_note = _retry_limits(
+        max_retries, max_proxy_retries, retry_note, retries_off = _retry_limits(
             settings, v["GATEWAY_MAX_RETRIES"], v["GATEWAY_MAX_PROXY_RETRIES"]
         )
         default_ceiling, slot_ceilings = _ceilings(settings)
@@ -210,6 +211,7 @@ class GatewayConfig:
             seed=v["GATEWAY_SEED"],
             policy=policy,
             transport_rules=v["GATEWAY_TRANSPORT_ERRORS"],
+            retries_off=retries_off,
             retry_note=retry_note,
             default_ceiling=default_ceiling,
             slot_ceilings=slot_ceilings,
@@ -228,7 +230,7 @@ def _user_set(settings: Any, name: str) -> bool:
     return priority is not None and priority > 0  # 0 is the "default" priority
 
 
-def _retry_limits(settings: Any, max_retries: int | None, max_proxy_retries: int) -> tuple[int, int, str]:
+def _retry_limits(settings: Any, max_retries: int | None, max_proxy_retries: int) -> tuple[int, int, str, bool]:
     """The gateway's retry limits, honouring RETRY_ENABLED and RETRY_TIMES when the user set them.
 
     Zero retries means zero: with RETRY_ENABLED off or RETRY_TIMES = 0 (and no GATEWAY_MAX_RETRIES)
@@ -240,22 +242,29 @@ def _retry_limits(settings: Any, max_retries: int | None, max_proxy_retries: int
     except ValueError as exc:
         raise ConfigError(f"RETRY_ENABLED/RETRY_TIMES: {exc}") from None
     if not enabled:
-        return 0, 0, "RETRY_ENABLED is off: the gateway retries nothing"
+        return 0, 0, "RETRY_ENABLED is off: the gateway retries nothing", True
     if max_retries is not None:
-        return max_retries, max_proxy_retries, f"GATEWAY_MAX_RETRIES = {max_retries}: origin-side retries per request"
+        return (
+            max_retries,
+            max_proxy_retries,
+            f"GATEWAY_MAX_RETRIES = {max_retries}: origin-side retries per request",
+            False,
+        )
     if _user_set(settings, "RETRY_TIMES"):
         if retry_times == 0:
-            return 0, 0, "RETRY_TIMES = 0: the gateway retries nothing"
+            return 0, 0, "RETRY_TIMES = 0: the gateway retries nothing", True
         return (
             retry_times,
             max_proxy_retries,
             f"RETRY_TIMES = {retry_times}: origin-side retries per request, with backoff",
+            False,
         )
     return (
         DEFAULT_MAX_RETRIES,
         max_proxy_retries,
         f"{DEFAULT_MAX_RETRIES} origin-side retries per request, with backoff (GATEWAY_MAX_RETRIES; "
         "they replace RetryMiddleware's RETRY_TIMES for what the gateway handles)",
+        False,
     )
 
 

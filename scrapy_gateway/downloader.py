@@ -1,12 +1,14 @@
 """GatewayDownloaderMixin: per-slot concurrency that holds, for Scrapy's Downloader or yours.
 
-Two changes, both small:
+Three changes, all small:
 1. Under the asyncio reactor Scrapy 2.19 pops a slot's whole queue before any download task runs
    (the request joins `slot.transferring` only when its task starts), so `slot.concurrency` is not
    enforced. Reserving the transfer place before scheduling the task makes it hold.
 2. Slots idle for 60 s are garbage-collected and recreated with defaults; a gateway limit is
    re-applied whenever a slot is (re)created, and the waiting room is flushed before the
    scheduler closes.
+3. A request due later that arrives without passing the scheduler waits in `fetch`, before the
+   downloader counts it (see parking.py).
 
 A project with a Downloader of its own combines them as
 `class MyDownloader(GatewayDownloaderMixin, YourDownloader)`; the add-on does that by itself.
@@ -14,12 +16,16 @@ A project with a Downloader of its own combines them as
 
 from __future__ import annotations
 
+import warnings
 from time import monotonic
 from typing import TYPE_CHECKING, ClassVar
 
 from scrapy.core.downloader import Downloader, Slot
+from scrapy.exceptions import ScrapyDeprecationWarning
 from scrapy.utils.asyncio import call_later
-from scrapy.utils.defer import _schedule_coro
+from scrapy.utils.defer import _schedule_coro, deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.deprecate import argument_is_required
+from scrapy.utils.python import global_object_name
 
 from scrapy_gateway.compat import check_internals
 from scrapy_gateway.runtime import GatewayRuntime
@@ -27,6 +33,8 @@ from scrapy_gateway.runtime import GatewayRuntime
 if TYPE_CHECKING:
     from scrapy import Request, Spider
     from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from twisted.internet.defer import Deferred
 
     _Base = Downloader
 else:
@@ -40,6 +48,32 @@ class GatewayDownloaderMixin(_Base):
         super().__init__(crawler)
         check_internals(self)
         self.gateway_runtime = GatewayRuntime.of(crawler)
+        # A project's fetch(request, spider) still gets its spider, and the deprecation warning
+        # Scrapy would have given it (the engine only sees this class's optional argument).
+        self._fetch_needs_spider = argument_is_required(super().fetch, "spider")
+        if self._fetch_needs_spider:
+            warnings.warn(
+                f"The fetch() method of {global_object_name(type(self))} requires a spider argument,"
+                " this is deprecated and the argument will not be passed in future Scrapy versions.",
+                ScrapyDeprecationWarning,
+                stacklevel=2,
+            )
+
+    def fetch(self, request: Request, spider: Spider | None = None) -> Deferred[Response | Request]:
+        # A request due later that reached the downloader without being parked (engine.download_async
+        # never passes the scheduler) waits here, before super().fetch counts it as active.
+        if self.gateway_runtime.room.remaining(request) > 0.0 and not self.gateway_runtime.room.can_park(request):
+            return deferred_from_coro(self._fetch_when_due(request))
+        return self._fetch(request)
+
+    async def _fetch_when_due(self, request: Request) -> Response | Request:
+        await self.gateway_runtime.room.wait_here(request)
+        return await maybe_deferred_to_future(self._fetch(request))
+
+    def _fetch(self, request: Request) -> Deferred[Response | Request]:
+        if self._fetch_needs_spider:
+            return super().fetch(request, self.crawler.spider)  # type: ignore[no-any-return]
+        return super().fetch(request)  # type: ignore[no-any-return]
 
     def _get_slot(self, request: Request, spider: Spider | None = None) -> tuple[str, Slot]:
         key, slot = super()._get_slot(request)

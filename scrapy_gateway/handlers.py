@@ -118,7 +118,8 @@ BUILTIN_RULES: tuple[TransportRule, ...] = (
     rule(ConnectionRefusedError, _T.REFUSED),  # the builtin one: a direct connection refused
     rule("aiohttp.ClientConnectorError", _T.DROPPED),  # reset/closed while connecting (TLS included)
     # curl_cffi (scrapy-impersonate): curl's error code is in the text, "curl: (N) ...".
-    rule(_CURL, _T.TUNNEL, r"curl: \(7\) CONNECT tunnel failed, response (?P<status>\d{3})"),
+    # (curl reports a refused CONNECT as code 7 or, depending on its version, 56)
+    rule(_CURL, _T.TUNNEL, r"curl: \((?:7|56)\) CONNECT tunnel failed, response (?P<status>\d{3})"),
     rule(_CURL, _T.REFUSED, r"curl: \(7\)"),  # COULDNT_CONNECT: to the proxy when there is one
     rule(_CURL, _T.DNS, r"curl: \((?:5|6)\)"),  # COULDNT_RESOLVE_PROXY, COULDNT_RESOLVE_HOST
     rule(_CURL, _T.TIMEOUT, r"curl: \(28\)"),  # OPERATION_TIMEDOUT

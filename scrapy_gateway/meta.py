@@ -20,6 +20,13 @@ RETRY_TIMES = "retry_times"
 MAX_RETRY_TIMES = "max_retry_times"
 DONT_RETRY = "dont_retry"
 DOWNLOAD_SLOT = "download_slot"
+DATALOSS = "download_fail_on_dataloss"  # False: Scrapy hands over a truncated body, flagged "dataloss"
+AUTH_PROXY = "_auth_proxy"  # HttpProxyMiddleware's record of whose credentials the header carries
+
+# Other plugins' keys: such a request picks its route in a browser or an API, not meta["proxy"].
+PLAYWRIGHT = "playwright"  # scrapy-playwright
+ZYTE_API = "zyte_api"  # scrapy-zyte-api
+ZYTE_API_AUTOMAP = "zyte_api_automap"  # scrapy-zyte-api; with ZYTE_API_TRANSPARENT_MODE, on by default
 
 
 def attempt_of(meta: Mapping[str, Any]) -> Attempt | None:

@@ -9,19 +9,20 @@ it, and applies the answer; it makes no decision of its own.
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import Awaitable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary, WeakSet
+from weakref import WeakKeyDictionary
 
 from scrapy import Request, signals
-from scrapy.downloadermiddlewares.retry import get_retry_request
+from scrapy.downloadermiddlewares.httpcompression import HttpCompressionMiddleware
+from scrapy.downloadermiddlewares.httpproxy import HttpProxyMiddleware
+from scrapy.downloadermiddlewares.retry import RetryMiddleware, get_retry_request
 from scrapy.exceptions import NotConfigured, ResponseDataLossError
 from scrapy.http import Response
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.misc import load_object
 
 from scrapy_gateway import meta as m
 from scrapy_gateway import stats as keys
@@ -44,7 +45,6 @@ logger = logging.getLogger("scrapy_gateway")
 
 _HEADERS = (b"Proxy-Status", b"X-Squid-Error", b"Retry-After")
 _UNJUDGED = object()
-_DATALOSS = "download_fail_on_dataloss"  # Scrapy's meta key; see _ask_for_partial_responses
 
 
 class _GiveUpOnly(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -65,9 +65,8 @@ class GatewayMiddleware:
         self.stats = runtime.stats
         self._retry_logger = _GiveUpOnly(logger, {})
         self._closing = False
-        self._partial_ok = crawler.settings.getbool("DOWNLOAD_FAIL_ON_DATALOSS", True)
+        self._ask_partial = _may_ask_for_partial_bodies(crawler, type(self))
         self._judged: WeakKeyDictionary[Request, Verdict | None] = WeakKeyDictionary()
-        self._asked_partial: WeakSet[Request] = WeakSet()  # requests we set download_fail_on_dataloss on
         self.mask = runtime.mask
         crawler.signals.connect(self._downloaded, signal=signals.response_downloaded)
 
@@ -84,19 +83,14 @@ class GatewayMiddleware:
 
     # -- requests --------------------------------------------------------------------------
 
-    def process_request(self, request: Request) -> Request | Awaitable[Request | None] | None:
+    def process_request(self, request: Request) -> Request | None:
         meta = request.meta
         if self._left_alone(request):
             return None
-        wait = self.room.remaining(request)
-        if wait > 0.0:
-            # Handed back, a request that passes the scheduler waits in the room; one that does
-            # not (engine.download_async) would be downloaded again at once: it waits here.
-            return request if self.room.can_park(request) else self._wait_in_place(request, wait)
-        attempt = m.attempt_of(meta)
-        first = attempt is None
-        if attempt is None:
-            attempt = self._first_attempt(meta)
+        if self.room.remaining(request) > 0.0:
+            # Due later (back from a JOBDIR or redis queue): handed back, it waits in the room.
+            return request
+        attempt = m.attempt_of(meta) or self._first_attempt(meta)
         domain = urlparse_cached(request).hostname or ""
         now = self.runtime.now()
         proxy_key: str | None = None
@@ -111,34 +105,29 @@ class GatewayMiddleware:
                 return self._no_proxy(request, attempt, choice)
             meta[m.PROXY] = choice.proxy.url
             proxy_key = choice.proxy.key
-        meta[m.ATTEMPT] = attempt.sending(proxy_key, now, pinned=pinned)
-        if self._partial_ok and _DATALOSS not in meta:
+        asked_partial = attempt.asked_partial and meta.get(m.DATALOSS) is False
+        if self._ask_partial and m.DATALOSS not in meta:
             # A cut body still carries its status and headers (a 503's Retry-After, say): have
             # Scrapy hand it over, judge it, and deliver ResponseDataLossError if we give up.
-            meta[_DATALOSS] = False
-            self._asked_partial.add(request)
+            meta[m.DATALOSS] = False
+            asked_partial = True
+        first = attempt.sends == 0
+        meta[m.ATTEMPT] = attempt.sending(proxy_key, now, pinned=pinned, asked_partial=asked_partial)
         if first:
             self.stats.inc_value(keys.REQUESTS)
         self.core.sent(proxy_key, domain, now, first_attempt=first)
         return None
 
     def _first_attempt(self, meta: dict[str, Any]) -> Attempt:
-        if meta.get(m.DONT_RETRY):
-            return Attempt(0, 0)
+        retry_times = meta.get(m.RETRY_TIMES, 0)
+        if meta.get(m.DONT_RETRY) or self.config.retries_off:
+            return Attempt(0, 0, retries=retry_times)
         limit = meta.get(m.MAX_RETRY_TIMES)
         if limit is not None:
             # A request's own limit is a limit on every kind of retry when it is zero.
             limit = int(limit)
-            return Attempt(limit, self.config.max_proxy_retries if limit else 0, retries=meta.get(m.RETRY_TIMES, 0))
-        return Attempt(self.config.max_retries, self.config.max_proxy_retries, retries=meta.get(m.RETRY_TIMES, 0))
-
-    async def _wait_in_place(self, request: Request, delay: float) -> Request | None:
-        await self.room.wait_here(delay)
-        attempt = m.attempt_of(request.meta)
-        if attempt is not None:
-            request.meta[m.ATTEMPT] = replace(attempt, not_before=None)
-        result = self.process_request(request)
-        return await result if inspect.isawaitable(result) else result
+            return Attempt(limit, self.config.max_proxy_retries if limit else 0, retries=retry_times)
+        return Attempt(self.config.max_retries, self.config.max_proxy_retries, retries=retry_times)
 
     def _pin(self, request: Request) -> str | None:
         try:
@@ -146,20 +135,20 @@ class GatewayMiddleware:
         except ProxyListError as exc:
             raise ConfigError(f"meta[{m.PIN!r}] of {request.url}: {exc}") from None
         request.meta[m.PROXY] = proxy.url
-        return proxy.key if proxy.key in self.core.pool.records else None
+        record = self.core.pool.records.get(proxy.key)
+        # Scored as the pool's proxy only with the pool's credentials: a pin with another password
+        # must not get the pool's good proxy retired for its own 407.
+        return proxy.key if record is not None and record.proxy.password == proxy.password else None
 
-    def _no_proxy(
-        self, request: Request, attempt: Attempt, choice: Wait | Exhausted
-    ) -> Request | Awaitable[Request | None]:
+    def _no_proxy(self, request: Request, attempt: Attempt, choice: Wait | Exhausted) -> Request:
         if isinstance(choice, Exhausted) or self.config.when_all_down == "close":
             self.stats.inc_value(keys.NO_PROXY_ERRORS)
             self._close_crawl("gateway_no_proxies")
             raise NoProxyAvailable("no usable proxy left in GATEWAY_PROXIES; not sending without one")
-        # Every proxy is cooling down: wait outside the downloader for the first re-admission.
+        # Every proxy is cooling down: wait for the first re-admission, parked in the room (or, off
+        # the scheduler's path, in GatewayDownloaderMixin.fetch), holding no concurrency.
         self.stats.inc_value(keys.NO_PROXY_WAITS)
         delay = max(0.05, choice.until - self.runtime.now())
-        if not self.room.can_park(request):
-            return self._wait_in_place(request, delay)
         waiting = request.replace(dont_filter=True)
         waiting.meta[m.ATTEMPT] = replace(attempt, not_before=self.runtime.wall() + delay)
         return waiting
@@ -186,7 +175,11 @@ class GatewayMiddleware:
         if self._left_alone(request):
             return response
         verdict = self._judged.pop(request, _UNJUDGED)
-        if verdict is _UNJUDGED:  # a response that was not downloaded (a cache, another middleware)
+        if verdict is _UNJUDGED:  # not downloaded: a cache hit, or another middleware's answer
+            if "cached" in response.flags:
+                attempt = m.attempt_of(request.meta)  # says nothing about the proxy or the origin now
+                self.core.released(attempt.proxy if attempt else None, self._where(request)[0])
+                return response
             verdict = self._judge_response(request, response)
         if verdict is None:
             return response
@@ -226,7 +219,10 @@ class GatewayMiddleware:
 
     def _cut_by_us(self, request: Request, response: Response) -> bool:
         """A truncated body Scrapy handed over only because the gateway asked it to."""
-        return "dataloss" in response.flags and request in self._asked_partial
+        if "dataloss" not in response.flags:
+            return False
+        attempt = m.attempt_of(request.meta)
+        return attempt is not None and attempt.asked_partial
 
     def _judge_response(self, request: Request, response: Response) -> Verdict | None:
         """Tell the core how a download went; None when it went well."""
@@ -269,6 +265,10 @@ class GatewayMiddleware:
         """Ask the core about a failure and apply what it decided about the domain."""
         domain, slot = self._where(request)
         attempt = m.attempt_of(request.meta) or self._first_attempt(request.meta)
+        # Retries share Scrapy's retry_times counter: those RetryMiddleware made count too.
+        shared = request.meta.get(m.RETRY_TIMES, 0) - attempt.proxy_retries
+        if shared > attempt.retries:
+            attempt = replace(attempt, retries=shared)
         verdict = self.core.on_failure(
             fault,
             attempt,
@@ -318,10 +318,10 @@ class GatewayMiddleware:
             # Our choice, not the user's: the next attempt picks again. Drop the old proxy's
             # credentials here too, so they can never ride along to the next proxy.
             meta.pop(m.PROXY, None)
-            meta.pop("_auth_proxy", None)
+            meta.pop(m.AUTH_PROXY, None)
             retry.headers.pop(b"Proxy-Authorization", None)
-        if original in self._asked_partial:
-            meta.pop(_DATALOSS, None)  # ours, not the user's: set again on the next attempt
+        if verdict.next_attempt.asked_partial:
+            meta.pop(m.DATALOSS, None)  # ours, not the user's: set again on the next attempt
 
     def _apply_limit(self, slot: str, limit: int, fault: Fault | None) -> None:
         engine = engine_of(self.crawler)
@@ -331,3 +331,35 @@ class GatewayMiddleware:
         if live is not None:
             live.concurrency = limit
         self.report.limit(slot, limit, old, fault)
+
+
+def _priority(settings: Any, component: type) -> int | None:
+    for key, priority in settings.getwithbase("DOWNLOADER_MIDDLEWARES").items():
+        if priority is not None and (key is component or (isinstance(key, str) and load_object(key) is component)):
+            return int(priority)
+    return None
+
+
+def _may_ask_for_partial_bodies(crawler: Crawler, me: type) -> bool:
+    """Whether to ask Scrapy for truncated bodies (see process_request); checks our place, too.
+
+    The gateway must see a response before RetryMiddleware and set the proxy before
+    HttpProxyMiddleware; it may ask for truncated bodies only where it sees them before
+    HttpCompressionMiddleware would decompress them, and never when HttpCacheMiddleware (which
+    sees them first) could store one.
+    """
+    settings = crawler.settings
+    mine = _priority(settings, me)
+    retry = _priority(settings, RetryMiddleware)
+    proxy = _priority(settings, HttpProxyMiddleware)
+    if mine is not None and ((retry is not None and mine <= retry) or (proxy is not None and mine >= proxy)):
+        raise ConfigError(
+            f"DOWNLOADER_MIDDLEWARES: scrapy-gateway's middleware at {mine} must come after RetryMiddleware "
+            f"({retry}) and before HttpProxyMiddleware ({proxy}); the add-on puts it at 595"
+        )
+    compression = _priority(settings, HttpCompressionMiddleware)
+    return (
+        settings.getbool("DOWNLOAD_FAIL_ON_DATALOSS", True)
+        and not settings.getbool("HTTPCACHE_ENABLED", False)
+        and (mine is None or compression is None or mine > compression)
+    )

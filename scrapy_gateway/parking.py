@@ -8,12 +8,12 @@ with `engine.crawl` when its time comes. While anything waits, `spider_idle` kee
 
 Requests that never pass the scheduler (`engine.download_async`: robots.txt, media pipelines,
 `scrapy shell`) cannot be parked that way: Scrapy downloads a request returned for them again at
-once. They wait on a timer inside the middleware instead (`wait_here`), which costs them their
-downloader place but never spins.
+once. They wait in GatewayDownloaderMixin.fetch instead (`wait_here`), before the downloader counts
+them as active, so they hold no concurrency either and never spin.
 
-At close, nothing is lost: with a JOBDIR waiting requests go into the scheduler's disk queue (and
+At close nothing is lost: with a JOBDIR, parked requests go into the scheduler's disk queue (and
 wait again on resume, since their record still carries `not_before`); without one each ends in its
-errback with `RetryCancelled`, as does a request waiting in place.
+errback with `RetryCancelled`, as does a request waiting in place once the spider starts closing.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
-from weakref import WeakSet
 
 from scrapy import Request, signals
 from scrapy.exceptions import DontCloseSpider, IgnoreRequest
@@ -34,7 +33,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from scrapy_gateway import stats as keys
-from scrapy_gateway.compat import engine_of
+from scrapy_gateway.compat import engine_of, is_closing
 from scrapy_gateway.errors import RetryCancelled
 from scrapy_gateway.meta import ATTEMPT, attempt_of
 
@@ -44,21 +43,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _EARLY_TOLERANCE = 0.002  # timers may fire a hair early; never enough to beat a Retry-After
+_CLOSE_CHECK = 0.25  # seconds between looks at whether the spider is closing, while waiting in place
 
 
 class WaitingRoom:
     def __init__(self, crawler: Crawler, *, wall: Callable[[], float] = time.time) -> None:
         self.crawler = crawler
         self.wall = wall
-        self._waiting: dict[Request, CallLaterResult] = {}
-        self._in_place: dict[Deferred[None], CallLaterResult] = {}
-        self._scheduled: WeakSet[Request] = WeakSet()  # requests seen on their way to the scheduler
+        self._waiting: dict[Request, CallLaterResult | None] = {}  # None: released while closing
+        self._in_place = 0
         self._closing = False
         crawler.signals.connect(self._on_scheduled, signal=signals.request_scheduled)
         crawler.signals.connect(self._on_idle, signal=signals.spider_idle)
 
     def __len__(self) -> int:
-        return len(self._waiting) + len(self._in_place)
+        return len(self._waiting) + self._in_place
 
     def remaining(self, request: Request) -> float:
         """Seconds this request must still wait (0 when it may go now)."""
@@ -68,15 +67,21 @@ class WaitingRoom:
         left = attempt.not_before - self.wall()
         return left if left > _EARLY_TOLERANCE else 0.0
 
-    def can_park(self, request: Request) -> bool:
+    @staticmethod
+    def can_park(request: Request) -> bool:
         """Whether a request handed back to Scrapy now would pass the scheduler (and so this room)."""
         attempt = attempt_of(request.meta)
-        return request in self._scheduled or (attempt is not None and attempt.persisted)
+        return attempt is not None and attempt.scheduled
 
     def _on_scheduled(self, request: Request) -> None:
+        attempt = attempt_of(request.meta)
+        if attempt is None:
+            return  # a first attempt: nothing to wait for, nothing to remember
+        if not attempt.scheduled:
+            # Remembered in the record, so it holds for copies and after a JOBDIR/redis round trip.
+            request.meta[ATTEMPT] = attempt = replace(attempt, scheduled=True)
         delay = self.remaining(request)
         if delay <= 0.0 or self._closing:
-            self._scheduled.add(request)
             return
         self._waiting[request] = call_later(delay, self._release, request)
         stats = self.crawler.stats
@@ -85,42 +90,47 @@ class WaitingRoom:
         raise IgnoreRequest  # silently keeps it out of the scheduler; see the module docstring
 
     def _release(self, request: Request) -> None:
-        if self._waiting.pop(request, None) is None:
+        if request not in self._waiting:
             return
+        if is_closing(self.crawler):
+            self._waiting[request] = None  # the scheduler will not be drained again: flush() ends it
+            return
+        del self._waiting[request]
         attempt = attempt_of(request.meta)
         if attempt is not None:
-            request.meta[ATTEMPT] = replace(attempt, not_before=None, persisted=False)
+            request.meta[ATTEMPT] = replace(attempt, not_before=None)
         engine = engine_of(self.crawler)
-        if engine is None or engine.spider is None:
-            return
-        engine.crawl(request)
+        if engine is not None:
+            engine.crawl(request)
 
-    async def wait_here(self, delay: float) -> None:
-        """Wait in place, for a request that cannot be parked; RetryCancelled if the crawl closes."""
-        if self._closing:
-            raise RetryCancelled("the crawl closed while this request waited for its retry")
-        done: Deferred[None] = Deferred()
-        self._in_place[done] = call_later(delay, self._wake, done)
+    async def wait_here(self, request: Request) -> None:
+        """Wait out the request's `not_before` in place; RetryCancelled once the spider is closing."""
+        self._in_place += 1
         stats = self.crawler.stats
         if stats is not None:
             stats.max_value(keys.WAITING_MAX, len(self))
-        await maybe_deferred_to_future(done)
-
-    def _wake(self, done: Deferred[None]) -> None:
-        if self._in_place.pop(done, None) is not None:
-            done.callback(None)
+        try:
+            while (left := self.remaining(request)) > 0.0:
+                if self._closing or is_closing(self.crawler):
+                    if stats is not None:
+                        stats.inc_value(keys.WAITING_CANCELLED)
+                    raise RetryCancelled("the crawl closed while this request waited for its retry")
+                tick: Deferred[None] = Deferred()
+                call_later(min(left, _CLOSE_CHECK), tick.callback, None)
+                await maybe_deferred_to_future(tick)
+        finally:
+            self._in_place -= 1
+        attempt = attempt_of(request.meta)
+        if attempt is not None:
+            request.meta[ATTEMPT] = replace(attempt, not_before=None)
 
     def _on_idle(self) -> None:
         if self._waiting:
             raise DontCloseSpider
 
     def flush(self) -> None:
-        """Hand every waiting request back before the scheduler closes (see GatewayDownloader)."""
+        """Hand every parked request back before the scheduler closes (see GatewayDownloaderMixin)."""
         self._closing = True
-        for done, timer in list(self._in_place.items()):
-            timer.cancel()
-            del self._in_place[done]
-            done.errback(Failure(RetryCancelled("the crawl closed while this request waited for its retry")))  # type: ignore[no-untyped-call]
         if not self._waiting:
             return
         waiting, self._waiting = self._waiting, {}
@@ -128,13 +138,11 @@ class WaitingRoom:
         persistent = job_dir(self.crawler.settings) is not None
         stats = self.crawler.stats
         for request, timer in waiting.items():
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             if engine is None:
                 continue
             if persistent and engine.scheduler is not None:
-                attempt = attempt_of(request.meta)
-                if attempt is not None:
-                    request.meta[ATTEMPT] = replace(attempt, persisted=True)
                 engine.scheduler.enqueue_request(request)
                 if stats is not None:
                     stats.inc_value(keys.WAITING_PERSISTED)

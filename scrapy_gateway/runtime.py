@@ -12,12 +12,12 @@ import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary
 
 from scrapy import Request, signals
 from scrapy.utils.misc import load_object
 
 from scrapy_gateway import jobstate
+from scrapy_gateway import meta as m
 from scrapy_gateway.config import ConfigError, GatewayConfig
 from scrapy_gateway.core.gateway import Gateway
 from scrapy_gateway.masking import CredentialMask
@@ -32,7 +32,7 @@ logger = logging.getLogger("scrapy_gateway")
 # Download handlers that choose the route themselves (a browser, an API): a request they carry
 # never goes through meta["proxy"], so scoring a proxy for it would score the wrong thing.
 _OWN_ROUTE_HANDLERS = ("scrapy_playwright.", "scrapy_zyte_api.")
-_RUNTIMES: WeakKeyDictionary[Crawler, GatewayRuntime] = WeakKeyDictionary()
+_ATTRIBUTE = "_scrapy_gateway_runtime"  # on the crawler: both die together (a weak map would pin it)
 
 
 class GatewayRuntime:
@@ -63,17 +63,19 @@ class GatewayRuntime:
     @classmethod
     def of(cls, crawler: Crawler) -> GatewayRuntime:
         """The crawler's runtime, created by whichever component asks first."""
-        runtime = _RUNTIMES.get(crawler)
+        runtime: GatewayRuntime | None = getattr(crawler, _ATTRIBUTE, None)
         if runtime is None:
-            runtime = _RUNTIMES[crawler] = cls(crawler)
+            runtime = cls(crawler)
+            setattr(crawler, _ATTRIBUTE, runtime)
         return runtime
 
     @classmethod
     def install(cls, crawler: Crawler, **kwargs: Any) -> GatewayRuntime:
         """Create the crawler's runtime with an injected clock (tests); before any component."""
-        if crawler in _RUNTIMES:
+        if getattr(crawler, _ATTRIBUTE, None) is not None:
             raise RuntimeError("this crawler already has a scrapy-gateway runtime")
-        runtime = _RUNTIMES[crawler] = cls(crawler, **kwargs)
+        runtime = cls(crawler, **kwargs)
+        setattr(crawler, _ATTRIBUTE, runtime)
         return runtime
 
     def check_downloader(self) -> None:
@@ -90,11 +92,11 @@ class GatewayRuntime:
     def carries_own_route(self, request: Request) -> bool:
         """The request goes through a browser or an API that picks the route, not meta["proxy"]."""
         meta = request.meta
-        if meta.get("playwright"):
+        if meta.get(m.PLAYWRIGHT):
             return True
-        if meta.get("zyte_api") or meta.get("zyte_api_automap"):
+        if meta.get(m.ZYTE_API) or meta.get(m.ZYTE_API_AUTOMAP):
             return True
-        return self.zyte_transparent and meta.get("zyte_api_automap", True) is not False
+        return self.zyte_transparent and meta.get(m.ZYTE_API_AUTOMAP, True) is not False
 
     def now(self) -> float:
         return self.clock()

@@ -1,8 +1,12 @@
 """One request's retry state, as a value: what the core takes and returns for each attempt.
 
 Like urllib3's `Retry`, an `Attempt` is frozen and `increment()` returns the next one, so Scrapy's
-shallow copies of `meta` (a retry, a redirect) can never share a change. The adapter keeps it
-under a single meta key.
+shallow copies of `meta` (a retry, a redirect, a spider's `replace()`) can never share a change.
+The adapter keeps it under a single meta key. Besides the retry counts it carries three facts the
+adapter needs on every copy, also after a JOBDIR or scrapy-redis queue has pickled it: when a
+waiting retry may go (wall-clock, since it must survive a restart), whether it has been through
+the scheduler (so it can be parked there again), and whether the gateway asked Scrapy for
+truncated bodies on its behalf.
 """
 
 from __future__ import annotations
@@ -16,20 +20,31 @@ class Attempt:
     max_proxy_retries: int  # further retries for failures blamed on the proxy
     retries: int = 0
     proxy_retries: int = 0
+    sends: int = 0  # attempts sent so far: 0 until the first one leaves
     proxy: str | None = None  # the pool proxy (Proxy.key) this attempt went through; None: unscored
     pinned: bool = False  # the request must use this proxy (gateway_proxy meta): no rotation
     tried: tuple[str, ...] = ()  # pool proxies earlier attempts failed through
     sent_at: float | None = None  # monotonic time this attempt left; None: not sent yet
+    # Adapter bookkeeping that must travel with every copy (see the module docstring):
     not_before: float | None = None  # wall-clock (epoch) time before which it must not go
-    persisted: bool = False  # saved to a JOBDIR queue while waiting: comes back via the scheduler
+    scheduled: bool = False  # it has passed the scheduler: handed back, it can wait there again
+    asked_partial: bool = False  # the gateway set download_fail_on_dataloss on it
 
     @property
     def rotating(self) -> bool:
         """Whether a retry may take another proxy of the pool."""
         return self.proxy is not None and not self.pinned
 
-    def sending(self, proxy: str | None, now: float, *, pinned: bool = False) -> Attempt:
-        return replace(self, proxy=proxy, pinned=pinned, sent_at=now, not_before=None, persisted=False)
+    def sending(self, proxy: str | None, now: float, *, pinned: bool = False, asked_partial: bool = False) -> Attempt:
+        return replace(
+            self,
+            proxy=proxy,
+            pinned=pinned,
+            sent_at=now,
+            sends=self.sends + 1,
+            not_before=None,
+            asked_partial=asked_partial,
+        )
 
     def can_retry(self, *, proxy_side: bool) -> bool:
         return self.retries < self.max_retries or (proxy_side and self.proxy_retries < self.max_proxy_retries)
@@ -37,7 +52,7 @@ class Attempt:
     def uses_proxy_allowance(self, *, proxy_side: bool) -> bool:
         return proxy_side and self.proxy_retries < self.max_proxy_retries
 
-    def increment(self, *, proxy_side: bool, not_before: float | None) -> Attempt:
+    def increment(self, *, proxy_side: bool) -> Attempt:
         """The next attempt after a retry decision; the proxy allowance pays for proxy-side faults."""
         tried = self.tried if self.proxy is None or self.proxy in self.tried else (*self.tried, self.proxy)
         paid_by_proxy = self.uses_proxy_allowance(proxy_side=proxy_side)
@@ -48,6 +63,4 @@ class Attempt:
             proxy=None,  # the next attempt is routed (or re-pinned) afresh
             tried=tried,
             sent_at=None,
-            not_before=not_before,
-            persisted=False,
         )

@@ -55,7 +55,6 @@ class Verdict:
     budget_wait: float = 0.0  # the part of `delay` the retry budget imposed
     new_limit: int | None = None  # the domain's new concurrency limit, if it changed
     events: tuple[Event, ...] = ()
-    proxy_allowance: bool = False  # the retry is paid from the proxy-failure allowance
     next_attempt: Attempt | None = None  # the retry's attempt record, when `retry`
 
 
@@ -157,6 +156,5 @@ class Gateway:
             budget_wait=budget_wait,
             new_limit=new_limit,
             events=events,
-            proxy_allowance=attempt.uses_proxy_allowance(proxy_side=proxy_side),
-            next_attempt=attempt.increment(proxy_side=proxy_side, not_before=None),
+            next_attempt=attempt.increment(proxy_side=proxy_side),
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import pytest
@@ -142,24 +141,67 @@ def test_retry_times_sets_the_origin_retries_unless_the_gateway_setting_does(rig
     assert rig().runtime.config.max_retries == 5
 
 
-def test_a_waiting_request_that_cannot_be_parked_waits_in_place(rig: Callable[..., Rig]) -> None:
+def test_a_request_due_later_is_handed_back_and_goes_once_due(rig: Callable[..., Rig]) -> None:
     r = rig(GATEWAY_PROXIES=POOL)
     request = Request(URL)
-    request.meta[ATTEMPT] = Attempt(5, 10, not_before=r.clock.wall_now + 3.0)
-    # Never seen on its way to the scheduler (engine.download_async): handing it back would spin.
-    waiting = r.middleware.process_request(request)
-    assert inspect.iscoroutine(waiting)
-    waiting.close()
-
-
-def test_a_scheduled_request_due_later_is_handed_back_to_the_waiting_room(rig: Callable[..., Rig]) -> None:
-    r = rig(GATEWAY_PROXIES=POOL)
-    request = Request(URL)
-    r.runtime.room._on_scheduled(request)  # seen on its way to the scheduler, due now
-    request.meta[ATTEMPT] = Attempt(5, 10, not_before=r.clock.wall_now + 3.0)
-    assert r.middleware.process_request(request) is request
+    request.meta[ATTEMPT] = Attempt(5, 10, not_before=r.clock.wall_now + 3.0, scheduled=True)
+    assert r.middleware.process_request(request) is request  # to the scheduler, where the room parks it
     r.clock.advance(3.1)
     assert r.middleware.process_request(request) is None  # due: it goes
+
+
+def test_a_request_that_waited_for_a_proxy_is_counted_once_it_goes(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL[:1])
+    blocked = Request(URL)
+    send(r, blocked)
+    r.middleware.process_exception(blocked, DownloadConnectionRefusedError("refused"))  # the only proxy: out
+    first = Request("http://shop.example/p/2")
+    waiting = r.middleware.process_request(first)
+    assert isinstance(waiting, Request) and r.runtime.room.remaining(waiting) > 0.0
+    assert r.stat("gateway/requests") == 1 and r.stat("gateway/no_proxy/waits") == 1
+    r.clock.advance(400.0)  # past any cooldown: the proxy is on probation
+    assert send(r, waiting).sends == 1
+    assert r.stat("gateway/requests") == 2  # a first attempt, though it has waited
+
+
+def test_a_pin_with_another_password_is_not_the_pool_proxy(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL, meta={"gateway_proxy": POOL[0].replace("pw-a", "typo")})
+    assert send(r, request).proxy is None  # used as given, scored as nobody
+    assert isinstance(answer(r, request, 407), Response)
+    assert r.runtime.core.pool.records[KEYS[0]].health.state is State.ACTIVE
+
+
+def test_retries_made_by_retrymiddleware_count_against_the_limit(rig: Callable[..., Rig]) -> None:
+    r = rig(RETRY_TIMES=2)
+    request = Request(URL, meta={"retry_times": 2})  # RetryMiddleware already retried it twice
+    send(r, request)
+    assert isinstance(answer(r, request, 503), Response)
+
+
+def test_a_cached_response_scores_nothing(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL)
+    attempt = send(r, request)
+    cached = Response(URL, status=502, request=request, flags=["cached"])
+    assert r.middleware.process_response(request, cached) is cached
+    record = r.runtime.core.pool.records[attempt.proxy]
+    assert record.health.inflight == 0 and record.successes == 0 and not record.failures
+
+
+def test_no_partial_bodies_are_asked_for_when_a_cache_could_store_them(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL, HTTPCACHE_ENABLED=True)
+    request = Request(URL)
+    send(r, request)
+    assert "download_fail_on_dataloss" not in request.meta
+
+
+def test_the_middleware_out_of_place_is_a_start_up_error(rig: Callable[..., Rig]) -> None:
+    from scrapy_gateway.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"DOWNLOADER_MIDDLEWARES: .* at 800 must come after RetryMiddleware"):
+        rig(ADDONS={}, DOWNLOADER="scrapy_gateway.GatewayDownloader",
+            DOWNLOADER_MIDDLEWARES={"scrapy_gateway.GatewayMiddleware": 800})  # fmt: skip
 
 
 def test_a_truncated_reply_is_judged_by_its_status_and_headers(rig: Callable[..., Rig]) -> None:
@@ -188,6 +230,17 @@ def test_a_truncated_success_is_a_dropped_reply_and_ends_as_scrapy_would(rig: Ca
     cut = Response(request.url, status=200, request=request, flags=["dataloss"])
     assert isinstance(r.middleware.process_response(request, cut), Request)
     assert r.stat("gateway/failures/dropped") == 2
+
+
+def test_a_copy_of_a_request_keeps_knowing_its_truncated_body_was_asked_for(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request = Request(URL)
+    send(r, request)
+    r.middleware._downloaded(Response(URL, status=301, request=request), request)
+    redirected = request.replace(url="https://shop.example/p/1")  # as RedirectMiddleware copies it
+    send(r, redirected)
+    cut = Response(redirected.url, status=200, request=redirected, flags=["dataloss"])
+    assert isinstance(r.middleware.process_response(redirected, cut), Request)  # retried, not delivered
 
 
 def test_a_users_own_dataloss_choice_is_left_alone(rig: Callable[..., Rig]) -> None:

@@ -95,3 +95,25 @@ def test_handlers_that_choose_their_own_route_are_named_at_start_up() -> None:
     }
     assert _own_route_handlers(Settings({"DOWNLOAD_HANDLERS": handlers})) == ["scrapy_playwright", "scrapy_zyte_api"]
     assert _own_route_handlers(Settings()) == []
+
+
+class QueueingDownloader(Downloader):
+    def _process_queue(self, slot: object) -> None:  # a project's own queue handling
+        super()._process_queue(slot)  # type: ignore[arg-type]
+
+
+def test_a_projects_downloader_with_its_own_queue_handling_is_refused_by_name() -> None:
+    settings = Settings({"DOWNLOADER": f"{__name__}.QueueingDownloader"}, priority="project")
+    with pytest.raises(ConfigError, match="QueueingDownloader overrides _process_queue"):
+        Addon().update_settings(settings)
+
+
+def test_curl_reports_a_refused_connect_with_either_code() -> None:
+    from curl_cffi.curl import CurlError
+
+    from scrapy_gateway.core.faults import TransportError
+    from scrapy_gateway.handlers import TransportFailure, transport_failure
+
+    for code in (7, 56):
+        found = transport_failure(CurlError(f"curl: ({code}) CONNECT tunnel failed, response 407"))
+        assert found == TransportFailure(TransportError.TUNNEL, 407)

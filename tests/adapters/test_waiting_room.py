@@ -22,6 +22,8 @@ class StubEngine:
 
     def __init__(self) -> None:
         self.spider = object()
+        self._slot = self  # the engine slot: `closing` is set once the spider starts closing
+        self.closing: object | None = None
         self.crawled: list[Request] = []
         self.scraped: list[tuple[Any, Request]] = []
         self.scheduler = self
@@ -39,9 +41,9 @@ class StubEngine:
         return True
 
 
-def waiting(rig: Rig, seconds: float) -> Request:
+def waiting(rig: Rig, seconds: float, *, scheduled: bool = False) -> Request:
     request = Request("http://shop.example/p/1")
-    request.meta[ATTEMPT] = Attempt(5, 10, not_before=rig.clock.wall_now + seconds)
+    request.meta[ATTEMPT] = Attempt(5, 10, not_before=rig.clock.wall_now + seconds, scheduled=scheduled)
     return request
 
 
@@ -58,7 +60,7 @@ def test_a_request_due_later_is_kept_out_of_the_scheduler_and_released_on_time(r
         request = waiting(r, 0.05)
         with pytest.raises(IgnoreRequest):
             room._on_scheduled(request)
-        assert len(room) == 1 and not room.can_park(Request("http://other.example/"))
+        assert len(room) == 1 and room.can_park(request) and not room.can_park(Request("http://other.example/"))
         while not engine.crawled:
             await asyncio.sleep(0.01)  # the room's own timer, on the running loop
         released = engine.crawled[0]
@@ -75,6 +77,9 @@ def test_a_request_due_now_passes_and_is_known_to_the_scheduler(rig: Callable[..
     request = waiting(r, 0.0)
     room._on_scheduled(request)  # no exception: it goes on to the scheduler
     assert room.can_park(request) and len(room) == 0
+    first = Request("http://shop.example/p/2")
+    room._on_scheduled(first)  # a first attempt carries no record, and gets none here
+    assert ATTEMPT not in first.meta
 
 
 def test_close_without_jobdir_sends_waiting_requests_to_their_errbacks(rig: Callable[..., Rig]) -> None:
@@ -87,19 +92,37 @@ def test_close_without_jobdir_sends_waiting_requests_to_their_errbacks(rig: Call
         for request in requests:
             with pytest.raises(IgnoreRequest):
                 room._on_scheduled(request)
-        in_place = asyncio.ensure_future(room.wait_here(60.0))
-        await asyncio.sleep(0)
-        room.flush()
+        in_place = asyncio.ensure_future(room.wait_here(waiting(r, 60.0)))
+        await asyncio.sleep(0.01)
+        assert len(room) == 4
+        engine.closing = object()  # "Closing spider": waits in place stop at their next look
         with pytest.raises(RetryCancelled):
             await in_place
+        room.flush()
         assert [req for _, req in engine.scraped] == requests
         assert all(isinstance(result, Failure) and result.check(RetryCancelled) for result, _ in engine.scraped)
         assert len(room) == 0
-        with pytest.raises(RetryCancelled):
-            await room.wait_here(1.0)  # nothing new waits once the crawl is closing
 
     run(scenario())
-    assert r.stat("gateway/waiting/cancelled") == 3
+    assert r.stat("gateway/waiting/cancelled") == 4
+
+
+def test_a_timer_that_fires_while_the_spider_closes_leaves_the_request_to_flush(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    engine = r.crawler.engine = StubEngine()  # type: ignore[assignment]
+    room = r.runtime.room
+    request = waiting(r, 60.0)
+
+    async def scenario() -> None:
+        with pytest.raises(IgnoreRequest):
+            room._on_scheduled(request)
+        engine.closing = object()
+        room._release(request)  # the timer fired: the scheduler will not be drained again
+
+    run(scenario())
+    assert engine.crawled == [] and len(room) == 1
+    room.flush()
+    assert [req for _, req in engine.scraped] == [request]
 
 
 def test_close_with_jobdir_persists_waiting_requests_marked_to_come_back_through_the_scheduler(
@@ -118,11 +141,15 @@ def test_close_with_jobdir_persists_waiting_requests_marked_to_come_back_through
     run(scenario())
     [saved] = engine.enqueued
     attempt = attempt_of(saved.meta)
-    assert attempt is not None and attempt.persisted and attempt.not_before is not None
+    assert attempt is not None and attempt.scheduled and attempt.not_before is not None
     assert r.stat("gateway/waiting/persisted") == 1
-    # On resume the request comes out of the disk queue, in a new process: it can be parked again.
-    fresh = rig(JOBDIR=str(tmp_path / "other"))
-    assert fresh.runtime.room.can_park(saved)
+    # On resume the request comes out of the disk queue as a new object: it can be parked again.
+    import pickle
+
+    from scrapy.utils.request import request_from_dict
+
+    resumed = request_from_dict(pickle.loads(pickle.dumps(saved.to_dict())))
+    assert r.runtime.room.can_park(resumed)
 
 
 def test_an_attempt_record_survives_the_jobdir_queue_pickle() -> None:
@@ -133,3 +160,25 @@ def test_an_attempt_record_survives_the_jobdir_queue_pickle() -> None:
     request = Request("http://shop.example/", meta={ATTEMPT: Attempt(5, 10, retries=2, tried=("a",), not_before=5.0)})
     copy = request_from_dict(pickle.loads(pickle.dumps(request.to_dict())))
     assert copy.meta[ATTEMPT] == request.meta[ATTEMPT]
+
+
+def test_off_the_schedulers_path_a_retry_waits_in_fetch_holding_no_downloader_place(rig: Callable[..., Rig]) -> None:
+    from scrapy.utils.defer import maybe_deferred_to_future
+
+    from scrapy_gateway import GatewayDownloader
+
+    r = rig()
+    engine = r.crawler.engine = StubEngine()  # type: ignore[assignment]
+    downloader = GatewayDownloader(r.crawler)
+    request = waiting(r, 60.0)  # never scheduled: engine.download_async's path
+
+    async def scenario() -> None:
+        fetched = downloader.fetch(request)
+        await asyncio.sleep(0.01)
+        assert not fetched.called and request not in downloader.active and len(r.runtime.room) == 1
+        engine.closing = object()
+        with pytest.raises(RetryCancelled):
+            await maybe_deferred_to_future(fetched)
+
+    run(scenario())
+    downloader.close()

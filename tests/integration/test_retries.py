@@ -45,14 +45,17 @@ def test_out_of_attempts_delivers_the_last_response_once(world: World) -> None:
 def test_meta_keys_dont_retry_max_retry_times_and_skip(world: World) -> None:
     a = world.add_origin("a", OriginSpec(status_override=503))
     world.start()
-    settings = gateway_settings([], GATEWAY_BACKOFF_BASE=0.05, RETRY_ENABLED=False)
+    # (RetryMiddleware stays on: once the gateway gives up it sets dont_retry, so it never adds one)
+    settings = gateway_settings([], GATEWAY_BACKOFF_BASE=0.05)
     assert len(run_crawl(settings, [a.url("/x")], meta={"dont_retry": True}).by_kind("errback")) == 1
     assert world.snapshot()["origins"]["a"]["requests"] == 1
     run_crawl(settings, [a.url("/y")], meta={"max_retry_times": 1})
     assert world.snapshot()["origins"]["a"]["requests"] == 1 + 2
     skipped = run_crawl(settings, [a.url("/z")], meta={"gateway_skip": True})
     assert skipped.stat("gateway/requests") == 0
-    assert world.snapshot()["origins"]["a"]["requests"] == 1 + 2 + 1
+    # Left alone by the gateway, it is stock Scrapy's: RetryMiddleware's two instant retries.
+    assert skipped.stat("retry/count") == 2
+    assert world.snapshot()["origins"]["a"]["requests"] == 1 + 2 + 3
 
 
 def test_storming_domain_does_not_slow_the_healthy_one(world: World) -> None:
