@@ -16,7 +16,7 @@ trap 'kill $burner 2>/dev/null || true' EXIT
 for run in $(seq 1 "$runs"); do
     start=$(date +%s)
     if bash scripts/dev test -q "$@" >"$dir/run-$run.log" 2>&1; then
-        echo "run $run/$runs: $(tail -1 "$dir/run-$run.log") ($(( $(date +%s) - start )) s)"
+        echo "run $run/$runs: $(grep -E "^[0-9]+ passed" "$dir/run-$run.log" | tail -1) ($(( $(date +%s) - start )) s)"
     else
         echo "run $run/$runs FAILED ($(( $(date +%s) - start )) s): see $dir/run-$run.log"
         grep -E "^(FAILED|ERROR)" "$dir/run-$run.log" || true
