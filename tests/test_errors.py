@@ -12,7 +12,6 @@ import contextlib
 import socket
 import struct
 import threading
-import traceback
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -42,6 +41,7 @@ from scrapy_gateway.handlers import (
     unregister_transport_error,
 )
 from scrapy_gateway.masking import MASK, CredentialMask, mask_exception
+from tests.harness.run_crawl import error_text
 from tests.real.servers import free_port
 
 T = TransportError
@@ -190,20 +190,8 @@ def wrapped(outer: Exception, inner: BaseException) -> Exception:
         return exc
 
 
-def everything(exc: BaseException) -> str:
-    """All an errback or a log could print: traceback with chain, and every linked exception's
-    str, repr, args and attributes (the suppressed __context__ too)."""
-    texts = traceback.format_exception(exc)
-    todo: list[BaseException | None] = [exc]
-    seen: set[int] = set()
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        texts += [str(current), repr(current), repr(current.args), repr(vars(current))]
-        todo += [current.__cause__, current.__context__]
-    return "\n".join(texts)
+# All an errback or a log could print: the same reading the crawl harness gives its errbacks.
+everything = error_text
 
 
 SECRETS = (PASSWORD, "S3cr3t%21pw", PROXY_AUTH.split()[1])
