@@ -3,11 +3,12 @@
 from scrapy_gateway.addon import Addon
 from scrapy_gateway.config import ConfigError
 from scrapy_gateway.downloader import GatewayDownloader, GatewayDownloaderMixin
-from scrapy_gateway.errors import GatewayError, NoProxyAvailable, RetryCancelled
+from scrapy_gateway.errors import AttemptTimeout, GatewayError, NoProxyAvailable, RetryCancelled
 from scrapy_gateway.middleware import GatewayMiddleware
 
 __all__ = [
     "Addon",
+    "AttemptTimeout",
     "ConfigError",
     "GatewayDownloader",
     "GatewayDownloaderMixin",

@@ -1,12 +1,14 @@
 """The private Scrapy internals scrapy-gateway relies on, checked in one place at start-up.
 
 GatewayDownloaderMixin replaces `Downloader._process_queue` (to reserve a transfer place before the
-download task exists) and hooks `_get_slot`. If a Scrapy release renames any of these, the crawl
+download task exists), hooks `_get_slot`, and wraps `handlers.download_request_async` (to time
+each download). If a Scrapy release renames any of these, the crawl
 must stop at start-up with a message naming the version, not misbehave quietly.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 import scrapy
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 _DOWNLOADER_METHODS = ("_process_queue", "_wait_for_download", "_latercall", "_get_slot", "_download")
-_DOWNLOADER_ATTRIBUTES = ("slots", "per_slot_settings", "ip_concurrency", "domain_concurrency")
+_DOWNLOADER_ATTRIBUTES = ("slots", "per_slot_settings", "ip_concurrency", "domain_concurrency", "handlers")
 _SLOT_ATTRIBUTES = ("queue", "transferring", "latercall", "lastseen", "concurrency", "download_delay")
 
 
@@ -30,6 +32,9 @@ class IncompatibleScrapy(RuntimeError):
 def missing_internals(downloader: Any) -> list[str]:
     missing = [f"Downloader.{name}" for name in _DOWNLOADER_METHODS if not callable(getattr(Downloader, name, None))]
     missing += [f"Downloader.{name}" for name in _DOWNLOADER_ATTRIBUTES if not hasattr(downloader, name)]
+    handlers = getattr(downloader, "handlers", None)
+    if handlers is not None and not inspect.iscoroutinefunction(getattr(handlers, "download_request_async", None)):
+        missing.append("Downloader.handlers.download_request_async (a coroutine)")
     try:
         probe = Slot(1, 0.0)
     except TypeError:

@@ -15,6 +15,7 @@ from typing import Any
 
 from scrapy_gateway.core.gateway import Policy
 from scrapy_gateway.core.health import HealthRules
+from scrapy_gateway.core.latency import TimeoutRule
 from scrapy_gateway.core.proxies import Proxy, ProxyListError, parse_proxies, split_proxy_text
 from scrapy_gateway.handlers import TransportRule, rule
 
@@ -135,6 +136,9 @@ SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
     "GATEWAY_LOG_INTERVAL": (60.0, _number(float, 0.0)),
     "GATEWAY_SEED": (None, _optional_int),
     "GATEWAY_TRANSPORT_ERRORS": ([], _transport_rules),
+    # Per-attempt timeouts (core/latency.py): a factor of 0 turns them off.
+    "GATEWAY_ATTEMPT_TIMEOUT_FACTOR": (_POLICY.timeouts.factor, _number(float, 0.0, 100.0)),
+    "GATEWAY_ATTEMPT_TIMEOUT_MIN": (_POLICY.timeouts.floor, _number(float, 0.0, low_open=True)),
 }
 
 
@@ -194,6 +198,7 @@ class GatewayConfig:
             concurrency_beta=v["GATEWAY_CONCURRENCY_BETA"],
             max_pairs=v["GATEWAY_MAX_TRACKED_PAIRS"],
             max_domains=v["GATEWAY_MAX_TRACKED_DOMAINS"],
+            timeouts=TimeoutRule(factor=v["GATEWAY_ATTEMPT_TIMEOUT_FACTOR"], floor=v["GATEWAY_ATTEMPT_TIMEOUT_MIN"]),
         )
         max_retries, max_proxy_retries, retry_note, retries_off = _retry_limits(
             settings, v["GATEWAY_MAX_RETRIES"], v["GATEWAY_MAX_PROXY_RETRIES"]

@@ -9,6 +9,8 @@ Three changes, all small:
    scheduler closes.
 3. A request due later that arrives without passing the scheduler waits in `fetch`, before the
    downloader counts it (see parking.py).
+4. Downloads run under the gateway's per-attempt timeouts: the handler table is wrapped in a
+   DeadlineWatch (see deadlines.py).
 
 A project with a Downloader of its own combines them as
 `class MyDownloader(GatewayDownloaderMixin, YourDownloader)`; the add-on does that by itself.
@@ -28,6 +30,7 @@ from scrapy.utils.deprecate import argument_is_required
 from scrapy.utils.python import global_object_name
 
 from scrapy_gateway.compat import check_internals
+from scrapy_gateway.deadlines import DeadlineWatch, WatchedHandlers
 from scrapy_gateway.runtime import GatewayRuntime
 
 if TYPE_CHECKING:
@@ -47,7 +50,11 @@ class GatewayDownloaderMixin(_Base):
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
         check_internals(self)
-        self.gateway_runtime = GatewayRuntime.of(crawler)
+        self.gateway_runtime = runtime = GatewayRuntime.of(crawler)
+        timeout = crawler.settings.getfloat("DOWNLOAD_TIMEOUT")
+        self.gateway_deadlines = DeadlineWatch(runtime.core, runtime.clock, timeout)
+        # Duck-typed: it forwards every other attribute to Scrapy's own table.
+        self.handlers = WatchedHandlers(self.handlers, self.gateway_deadlines)  # type: ignore[assignment]
         # A project's fetch(request, spider) still gets its spider, and the deprecation warning
         # Scrapy would have given it (the engine only sees this class's optional argument).
         self._fetch_needs_spider = argument_is_required(super().fetch, "spider")
@@ -103,6 +110,7 @@ class GatewayDownloaderMixin(_Base):
 
     def close(self) -> None:
         self.gateway_runtime.room.flush()
+        self.gateway_deadlines.stop()
         super().close()
 
 

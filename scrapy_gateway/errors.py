@@ -5,7 +5,7 @@ The table itself, with the rules for each download handler, is in `scrapy_gatewa
 
 from __future__ import annotations
 
-from scrapy.exceptions import DownloadFailedError, IgnoreRequest
+from scrapy.exceptions import DownloadFailedError, DownloadTimeoutError, IgnoreRequest
 
 from scrapy_gateway.core.faults import TransportError
 from scrapy_gateway.handlers import transport_failure
@@ -21,6 +21,13 @@ class NoProxyAvailable(GatewayError):
 
 class RetryCancelled(GatewayError):
     """The crawl closed while this request waited for its retry, and no JOBDIR could keep it."""
+
+
+class AttemptTimeout(DownloadTimeoutError):
+    """The gateway cut an attempt short: it took longer than its domain and its proxy have shown
+    they take (see scrapy_gateway/core/latency.py), well before DOWNLOAD_TIMEOUT. It is retried on
+    another proxy; if the gateway gives up, the errback gets it, and Scrapy's own handling of a
+    DownloadTimeoutError applies."""
 
 
 class MaskedDownloadError(DownloadFailedError):

@@ -106,6 +106,8 @@ _CURL = "curl_cffi.curl.CurlError"  # base of every curl_cffi exception, request
 _TUNNEL_STATUS = r"['\"]status['\"]\s*:\s*(?P<status>\d{3})"
 
 BUILTIN_RULES: tuple[TransportRule, ...] = (
+    # The gateway's own per-attempt timeout (a DownloadTimeoutError, so it must come first).
+    rule("scrapy_gateway.errors.AttemptTimeout", _T.CUT),
     # Scrapy's HTTP/1.1 handler: the proxy refused our CONNECT (status unreadable for garbage).
     rule(TunnelError, _T.TUNNEL, _TUNNEL_STATUS),
     rule(TunnelError, _T.TUNNEL),

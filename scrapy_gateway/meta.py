@@ -20,6 +20,8 @@ RETRY_TIMES = "retry_times"
 MAX_RETRY_TIMES = "max_retry_times"
 DONT_RETRY = "dont_retry"
 DOWNLOAD_SLOT = "download_slot"
+DOWNLOAD_TIMEOUT = "download_timeout"  # the user's timeout of this request (DownloadTimeoutMiddleware sets it)
+DOWNLOAD_LATENCY = "download_latency"  # set by Scrapy's handlers: seconds to the response headers
 DATALOSS = "download_fail_on_dataloss"  # False: Scrapy hands over a truncated body, flagged "dataloss"
 AUTH_PROXY = "_auth_proxy"  # HttpProxyMiddleware's record of whose credentials the header carries
 

@@ -236,11 +236,7 @@ class GatewayMiddleware:
         if not handled:
             domain, slot = self._where(request)
             events, new_limit = self.core.on_success(
-                attempt.proxy if attempt else None,
-                domain,
-                slot,
-                self.runtime.now(),
-                attempt.sent_at if attempt else None,
+                attempt.proxy if attempt else None, domain, slot, self.runtime.now(), _latency(request)
             )
             self.report.events(events)
             if new_limit is not None:
@@ -331,6 +327,12 @@ class GatewayMiddleware:
         if live is not None:
             live.concurrency = limit
         self.report.limit(slot, limit, old, fault)
+
+
+def _latency(request: Request) -> float | None:
+    """Scrapy's time to the response headers (set by its handlers), not time queued in a slot."""
+    value = request.meta.get(m.DOWNLOAD_LATENCY)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _priority(settings: Any, component: type) -> int | None:

@@ -25,6 +25,7 @@ class Attempt:
     pinned: bool = False  # the request must use this proxy (gateway_proxy meta): no rotation
     tried: tuple[str, ...] = ()  # pool proxies earlier attempts failed through
     sent_at: float | None = None  # monotonic time this attempt left; None: not sent yet
+    cuts: int = 0  # earlier attempts cut short by the per-attempt timeout (each doubles the next)
     # Adapter bookkeeping that must travel with every copy (see the module docstring):
     not_before: float | None = None  # wall-clock (epoch) time before which it must not go
     scheduled: bool = False  # it has passed the scheduler: handed back, it can wait there again
@@ -52,7 +53,7 @@ class Attempt:
     def uses_proxy_allowance(self, *, proxy_side: bool) -> bool:
         return proxy_side and self.proxy_retries < self.max_proxy_retries
 
-    def increment(self, *, proxy_side: bool) -> Attempt:
+    def increment(self, *, proxy_side: bool, cut: bool = False) -> Attempt:
         """The next attempt after a retry decision; the proxy allowance pays for proxy-side faults."""
         tried = self.tried if self.proxy is None or self.proxy in self.tried else (*self.tried, self.proxy)
         paid_by_proxy = self.uses_proxy_allowance(proxy_side=proxy_side)
@@ -63,4 +64,5 @@ class Attempt:
             proxy=None,  # the next attempt is routed (or re-pinned) afresh
             tried=tried,
             sent_at=None,
+            cuts=self.cuts + (1 if cut else 0),
         )

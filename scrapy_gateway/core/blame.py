@@ -76,23 +76,39 @@ class Judge:
         return trail is not None and trail.last_success >= now - within
 
     def failure(
-        self, proxy: str, domain: str, now: float, blame: Blame, *, pool_size: int = 3, transport: bool = False
+        self,
+        proxy: str,
+        domain: str,
+        now: float,
+        blame: Blame,
+        *,
+        pool_size: int = 3,
+        transport: bool = False,
+        path_only: bool = False,
     ) -> Blame:
         """Record a failure and return its blame, settled from history when it was UNKNOWN.
 
         `pool_size`: how many proxies could have carried the request (an outage is seen through
         min(3, pool_size) of them). `transport`: no status came back (a drop, a timeout, a failed
         tunnel): a dying proxy drops connections too, so it is no evidence of an overload.
+        `path_only`: the failure is evidence about the path alone (a per-attempt timeout, which
+        only happens because the domain answers faster elsewhere): never the origin's.
         """
         dom = self._trail(self._domains, domain, self._max_domains)
         prx = self._trail(self._proxies, proxy, self._max_proxies)
-        if blame is Blame.UNKNOWN:
+        if blame is Blame.UNKNOWN and path_only:
+            since = now - self.window
+            if self._fails_everywhere(proxy, domain, dom, prx, since):
+                blame = Blame.PROXY
+            else:
+                blame = self._pair_or_unknown(proxy, dom, since)
+        elif blame is Blame.UNKNOWN:
             blame = self._settle(proxy, domain, dom, prx, now, min(3, max(pool_size, 2)), transport)
         if proxy in dom.worked:  # only paths that have worked carry a rate (bounded with them)
             rate = dom.rates.get(proxy, 0.0)
             dom.rates[proxy] = rate + _RATE_ALPHA * (1.0 - rate)
         # Proxy-wide faults are not evidence about the domain, and vice versa.
-        if blame is not Blame.PROXY:
+        if blame is not Blame.PROXY and not path_only:
             dom.failures.append((now, proxy))
         if blame is not Blame.ORIGIN:
             prx.failures.append((now, domain))

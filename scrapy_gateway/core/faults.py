@@ -30,6 +30,7 @@ class TransportError(str, Enum):
     DNS = "dns"
     DROPPED = "dropped"  # connection lost, truncated body, reset
     TUNNEL = "tunnel"  # CONNECT refused by the proxy; the adapter passes its status when known
+    CUT = "cut"  # the gateway's per-attempt timeout: slower than the domain and the path have shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,8 @@ def classify_status(
     return Fault(kind, evidence or Blame.UNKNOWN, throttles=status >= 500, retry_after=retry_after)
 
 
+ATTEMPT_TIMEOUT = "attempt_timeout"  # the kind of an attempt the gateway cut short
+
 _TUNNEL_STATUS = re.compile(r"['\"]status['\"]\s*:\s*(\d{3})")
 
 
@@ -148,6 +151,9 @@ def classify_transport(
     if error is TransportError.DNS:
         # Through an HTTP proxy Scrapy resolves only the proxy's host name.
         return Fault("proxy_dns", Blame.PROXY, hard=True, transport=True)
+    if error is TransportError.CUT:
+        # Not overload evidence: the domain answers faster through other paths (core/latency.py).
+        return Fault(ATTEMPT_TIMEOUT, Blame.UNKNOWN, answered=False, transport=True)
     if error is TransportError.TUNNEL:
         if status is None:
             status = tunnel_status(message)

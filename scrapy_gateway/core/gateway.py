@@ -20,8 +20,9 @@ from scrapy_gateway.core.blame import Judge
 from scrapy_gateway.core.budget import RetryBudget
 from scrapy_gateway.core.concurrency import ConcurrencyControl
 from scrapy_gateway.core.events import Event
-from scrapy_gateway.core.faults import Blame, Fault
+from scrapy_gateway.core.faults import ATTEMPT_TIMEOUT, Blame, Fault
 from scrapy_gateway.core.health import HealthRules
+from scrapy_gateway.core.latency import DomainLatencies, TimeoutRule
 from scrapy_gateway.core.pool import Exhausted, Pick, ProxyPool, Wait
 from scrapy_gateway.core.proxies import Proxy
 
@@ -45,6 +46,7 @@ class Policy:
     concurrency_beta: float = 0.7
     max_pairs: int = 100_000
     max_domains: int = 10_000
+    timeouts: TimeoutRule = field(default_factory=TimeoutRule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +64,14 @@ class Gateway:
     def __init__(self, proxies: Collection[Proxy], policy: Policy) -> None:
         self.policy = policy
         self.pool = ProxyPool(
-            proxies, policy.health, max_ejected_ratio=policy.max_ejected_ratio, max_pairs=policy.max_pairs
+            proxies,
+            policy.health,
+            max_ejected_ratio=policy.max_ejected_ratio,
+            max_pairs=policy.max_pairs,
+            max_domains=policy.max_domains,
         )
+        self.latencies = DomainLatencies(policy.max_domains)
+        self.timeouts = policy.timeouts
         self.judge = Judge(policy.blame_window, max_domains=policy.max_domains)
         self.budget = RetryBudget(
             policy.budget_ratio, policy.budget_min_per_second, policy.budget_burst, policy.max_domains
@@ -76,7 +84,21 @@ class Gateway:
     def route(
         self, domain: str, now: float, rng: random.Random, avoid: Collection[str] = ()
     ) -> Pick | Wait | Exhausted:
-        return self.pool.choose(domain, now, rng, avoid)
+        seen = self.latencies.get(domain)
+        return self.pool.choose(domain, now, rng, avoid, seen.srtt if seen is not None else None)
+
+    def attempt_timeout(self, domain: str, proxy: str, *, cuts: int, user_timeout: float) -> float | None:
+        """Seconds an attempt through this proxy may take before it is cut, or None (the user's)."""
+        rule = self.timeouts
+        if not rule.enabled:
+            return None
+        record = self.pool.records.get(proxy)
+        path = None
+        if record is not None:
+            pair = self.pool.pairs.get((proxy, domain))
+            path = pair.latency if pair is not None and (pair.latency.samples or pair.latency.silences) else None
+            path = path or record.health.latency
+        return rule.attempt_timeout(self.latencies.get(domain), path, cuts=cuts, user_timeout=user_timeout)
 
     def sent(self, proxy: str | None, domain: str, now: float, *, first_attempt: bool) -> None:
         if proxy is not None:
@@ -90,11 +112,16 @@ class Gateway:
             self.pool.finished(proxy, domain)
 
     def on_success(
-        self, proxy: str | None, domain: str, slot: str, now: float, sent_at: float | None = None
+        self, proxy: str | None, domain: str, slot: str, now: float, latency: float | None = None
     ) -> tuple[list[Event], int | None]:
+        """`latency`: how long the download took to its headers (Scrapy's download_latency)."""
         events: list[Event] = []
+        if latency is not None and latency >= 0.0:
+            self.latencies.observe(domain, latency, now)
+        else:
+            latency = None
         if proxy is not None:
-            events = self.pool.succeeded(proxy, domain, now, None if sent_at is None else now - sent_at)
+            events = self.pool.succeeded(proxy, domain, now, latency)
         self.judge.success(proxy or DIRECT, domain, now)
         return events, self.concurrency.clean(slot)
 
@@ -115,9 +142,18 @@ class Gateway:
         `Attempt` when the request is to be retried.
         """
         proxy = attempt.proxy
+        if proxy is not None and not fault.answered and attempt.sent_at is not None:
+            self.pool.waited(proxy, domain, now - attempt.sent_at, now)
         if proxy is not None:
             blame = self.judge.failure(
-                proxy, domain, now, fault.blame, pool_size=len(self.pool), transport=fault.transport
+                proxy,
+                domain,
+                now,
+                fault.blame,
+                pool_size=len(self.pool),
+                transport=fault.transport,
+                # A cut says the path is slower than the domain has shown elsewhere: never an outage.
+                path_only=fault.kind == ATTEMPT_TIMEOUT,
             )
             fault = replace(fault, blame=blame)
             events = tuple(self.pool.failed(proxy, domain, fault, now, rng))
@@ -156,5 +192,5 @@ class Gateway:
             budget_wait=budget_wait,
             new_limit=new_limit,
             events=events,
-            next_attempt=attempt.increment(proxy_side=proxy_side),
+            next_attempt=attempt.increment(proxy_side=proxy_side, cut=fault.kind == ATTEMPT_TIMEOUT),
         )

@@ -18,6 +18,8 @@ import random
 from dataclasses import dataclass
 from enum import Enum
 
+from scrapy_gateway.core.latency import Latency
+
 
 class State(str, Enum):
     ACTIVE = "active"
@@ -42,7 +44,7 @@ class HealthRules:
 class Health:
     """Mutable health record; owned by one pool, never shared across threads."""
 
-    __slots__ = ("ejections", "inflight", "last_success", "probation", "score", "state", "streak", "until")
+    __slots__ = ("ejections", "inflight", "last_success", "latency", "probation", "score", "state", "streak", "until")
 
     def __init__(self) -> None:
         self.score = 0.0
@@ -53,6 +55,7 @@ class Health:
         self.probation = False
         self.inflight = 0
         self.last_success = float("-inf")
+        self.latency = Latency()  # how long its successful downloads took (latency.py)
 
     def usable(self, now: float) -> bool:
         """In rotation now; an ejected record whose cooldown is over comes back on probation."""

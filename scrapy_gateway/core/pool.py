@@ -1,9 +1,19 @@
 """The proxy pool: which proxy a request takes, and what each outcome does to the pool.
 
-Selection is "power of two choices": draw two usable proxies at random and take the healthier
-(lower proxy + pair score, plus a little per outstanding request). It spreads load like random
-rotation but learns across requests, and costs O(1) whatever the pool size. Proxies the request
-has already failed on are avoided while any other proxy is usable.
+Selection chooses by expected completion time: a candidate costs its latency on the domain (the
+pair's peak estimate, else the proxy's, else a prior) times its outstanding requests + 1, over its
+chance of success (from the proxy's and the pair's failure scores). A request outstanding on a
+proxy for longer than that latency says the proxy takes at least that long, so a silent proxy
+(a blackhole) grows costly while it keeps us waiting, long before any timeout. A proxy nobody has
+measured costs a prior, twice the domain's typical latency: it is tried when the measured ones are
+busy, not flooded because it is unknown.
+
+The candidates are two proxies drawn at random (power of two choices: O(1) whatever the pool size)
+and the domain's last choice, which must beat them by a margin. The remembered one keeps a good
+proxy in every comparison, so that a pool where half the proxies are slow does not send the
+quarter of requests that draws two slow ones to a slow proxy; the margin keeps a pool of equals
+rotating. Proxies the request has already failed on are avoided while any other proxy
+is usable.
 
 Soft ejections (a score, no certainty) are capped at `max_ejected_ratio` of the pool: past it the
 pool is in panic and keeps the failing proxies in rotation, least bad first, because a mass
@@ -20,14 +30,15 @@ from dataclasses import dataclass, field
 from scrapy_gateway.core.events import Ejected, Event, PairEjected, PairReadmitted, Panic, Readmitted, Retired
 from scrapy_gateway.core.faults import Blame, Fault
 from scrapy_gateway.core.health import Health, HealthRules, State
+from scrapy_gateway.core.latency import Latency
 from scrapy_gateway.core.proxies import Proxy
 
 _RANDOM_DRAWS = 8  # random probes before falling back to a scan of the pool
-_INFLIGHT_WEIGHT = 0.02  # a score point per 50 outstanding requests
-_SILENT_PENALTY = 1.0  # as bad as a proxy that always fails
-_SILENT_ROUND_TRIPS = 5.0
-_SILENT_FLOOR = 0.1  # seconds
-_LATENCY_ALPHA = 0.05
+DEFAULT_PRIOR = 1.0  # seconds: the latency of a proxy on a domain nothing is known about
+PRIOR_FACTOR = 2.0  # an unmeasured proxy is assumed this much slower than the domain's typical path
+_MIN_LATENCY = 0.001  # seconds: keeps costs comparable by load when every estimate has faded
+_MIN_SUCCESS = 0.05  # chance of success below which all candidates look alike
+_MEMORY_HANDICAP = 1.25  # the remembered candidate must be this much better than the random ones
 
 
 @dataclass(slots=True)
@@ -65,6 +76,7 @@ class ProxyPool:
         *,
         max_ejected_ratio: float = 0.5,
         max_pairs: int = 100_000,
+        max_domains: int = 10_000,
     ) -> None:
         self.rules = rules
         self.records: dict[str, ProxyRecord] = {p.key: ProxyRecord(p) for p in proxies}
@@ -74,10 +86,10 @@ class ProxyPool:
         # LRU of (proxy key, domain) health; bounded so a broad crawl does not grow without limit.
         self.pairs: OrderedDict[tuple[str, str], Health] = OrderedDict()
         self.in_panic = False
-        self.latency = 0.0  # EWMA of successful round trips, seconds
-
-    def _silence_limit(self) -> float:
-        return max(_SILENT_FLOOR, _SILENT_ROUND_TRIPS * self.latency)
+        self.latency = Latency()  # every successful download through the pool
+        # The last choice per domain: the third candidate of every draw (LRU-bounded).
+        self._last: OrderedDict[str, ProxyRecord] = OrderedDict()
+        self._max_domains = max_domains
 
     def __len__(self) -> int:
         return len(self._order)
@@ -88,52 +100,81 @@ class ProxyPool:
     # -- selection -------------------------------------------------------------------------
 
     def choose(
-        self, domain: str, now: float, rng: random.Random, avoid: Collection[str] = ()
+        self,
+        domain: str,
+        now: float,
+        rng: random.Random,
+        avoid: Collection[str] = (),
+        typical: float | None = None,
     ) -> Pick | Wait | Exhausted:
+        """`typical`: the domain's typical latency through the pool, when known (seconds)."""
         order = self._order
         if not order:
             return Exhausted()
-        best: ProxyRecord | None = None
-        best_score = 0.0
+        if typical is None:
+            typical = self.latency.srtt if self.latency.samples else DEFAULT_PRIOR / PRIOR_FACTOR
+        prior = PRIOR_FACTOR * typical
+        best = self._last.get(domain)
+        best_cost = 0.0
+        if best is not None:
+            cost = self._cost(best, domain, now, avoid, prior)
+            if cost is None:
+                best = None
+            else:
+                # Handicapped, so that among equals the random draws win and load keeps rotating.
+                best_cost = cost * _MEMORY_HANDICAP
+        remembered = best
         found = 0
         for _ in range(_RANDOM_DRAWS):
             record = order[rng.randrange(len(order))]
-            if record is best:
-                continue  # two choices means two different proxies
-            score = self._candidate_score(record, domain, now, avoid)
-            if score is None:
+            if record is remembered or record is best:
+                continue  # two draws means two proxies, neither of them the remembered one
+            cost = self._cost(record, domain, now, avoid, prior)
+            if cost is None:
                 continue
-            if best is None or score < best_score:
-                best, best_score = record, score
+            if best is None or cost < best_cost:
+                best, best_cost = record, cost
             found += 1
             if found == 2:
                 break
         if best is None:
-            return self._scan(domain, now, avoid)
+            choice = self._scan(domain, now, avoid, prior)
+            if not isinstance(choice, Pick):
+                return choice
+            best = self.records[choice.proxy.key]
+        self._remember(domain, best)
         return Pick(best.proxy)
 
-    def _candidate_score(self, record: ProxyRecord, domain: str, now: float, avoid: Collection[str]) -> float | None:
-        key = record.proxy.key
-        if key in avoid or not record.health.usable(now):
-            return None
-        # Outstanding requests count too, so load spreads evenly among equals; and a proxy that
-        # has never answered, or has answered nothing for several typical round trips, while a
-        # request waits on it (a blackhole) is avoided long before its first timeout: each
-        # request stuck there holds a place of its domain's concurrency until then.
-        inflight = record.health.inflight
-        busy = _INFLIGHT_WEIGHT * inflight
-        if inflight and (
-            not record.last_answer or now - max(record.busy_since, record.last_answer) > self._silence_limit()
-        ):
-            busy += _SILENT_PENALTY
-        pair = self.pairs.get((key, domain))
-        if pair is None:
-            return record.health.score + busy
-        if not pair.usable(now):
-            return None
-        return record.health.score + pair.score + busy
+    def _remember(self, domain: str, record: ProxyRecord) -> None:
+        last = self._last
+        if last.get(domain) is not record:
+            last[domain] = record
+            last.move_to_end(domain)
+            if len(last) > self._max_domains:
+                last.popitem(last=False)
 
-    def _scan(self, domain: str, now: float, avoid: Collection[str]) -> Pick | Wait | Exhausted:
+    def _cost(self, record: ProxyRecord, domain: str, now: float, avoid: Collection[str], prior: float) -> float | None:
+        """Expected seconds to a good answer through this proxy, or None if it cannot be chosen."""
+        health = record.health
+        if record.proxy.key in avoid or not health.usable(now):
+            return None
+        pair = self.pairs.get((record.proxy.key, domain))
+        success = 1.0 - health.score
+        if pair is not None:
+            if not pair.usable(now):
+                return None
+            success *= 1.0 - pair.score
+        seen = pair.latency if pair is not None and pair.latency.samples else health.latency
+        latency = seen.current(now)
+        if not seen.samples:  # never answered well: the prior, or what its silences have shown
+            latency = max(latency, prior)
+        inflight = health.inflight
+        if inflight:
+            # Kept waiting this long without an answer: it takes at least this long.
+            latency = max(latency, now - max(record.busy_since, record.last_answer))
+        return max(latency, _MIN_LATENCY) * (inflight + 1) / max(success, _MIN_SUCCESS)
+
+    def _scan(self, domain: str, now: float, avoid: Collection[str], prior: float) -> Pick | Wait | Exhausted:
         """The slow path: few proxies are usable, so look at every one."""
         best: ProxyRecord | None = None
         best_score = 0.0
@@ -143,7 +184,7 @@ class ProxyPool:
             health = record.health
             if health.state is State.RETIRED:
                 continue
-            score = self._candidate_score(record, domain, now, ())
+            score = self._cost(record, domain, now, (), prior)
             if score is None:
                 pair = self.pairs.get((record.proxy.key, domain))
                 ready = max(health.until, pair.until if pair is not None else 0.0)
@@ -196,19 +237,29 @@ class ProxyPool:
         return record, pair
 
     def succeeded(self, proxy_key: str, domain: str, now: float, latency: float | None = None) -> list[Event]:
-        if latency is not None and latency >= 0.0:
-            self.latency += _LATENCY_ALPHA * (latency - self.latency)
         found = self.finished(proxy_key, domain, now)
         if found is None:
             return []
         record, pair = found
         record.successes += 1
+        if latency is not None:
+            self.latency.observe(latency, now)
+            record.health.latency.observe(latency, now)
+            pair.latency.observe(latency, now)
         events: list[Event] = []
         if record.health.succeed(self.rules, now):
             events.append(Readmitted(proxy_key))
         if pair.succeed(self.rules, now):
             events.append(PairReadmitted(proxy_key, domain))
         return events
+
+    def waited(self, proxy_key: str, domain: str, took: float, now: float) -> None:
+        """An attempt through this proxy got no answer in `took` seconds: it takes at least that."""
+        record = self.records.get(proxy_key)
+        if record is None:
+            return
+        record.health.latency.bound(took, now)
+        self.pair(proxy_key, domain).latency.bound(took, now)
 
     def failed(self, proxy_key: str, domain: str, fault: Fault, now: float, rng: random.Random) -> list[Event]:
         """Record a failure whose blame is final. Origin faults only release the request."""

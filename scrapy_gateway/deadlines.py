@@ -1,0 +1,127 @@
+"""Per-attempt timeouts: the adapter half of core/latency.py.
+
+Every download the gateway routed through its pool runs under watch. Every `TICK` seconds each
+one is compared with the limit the core gives for it *now*: the estimates move while it waits, so
+a request sent at a crawl's start to a proxy that never answers is cut as soon as the first
+answers have shown how long a page takes, not after DOWNLOAD_TIMEOUT. A download past its limit
+is cancelled (Scrapy's own timeout is a cancellation too, which closes the connection) and fails
+with AttemptTimeout; the middleware retries it on another proxy.
+
+The watch wraps the downloader's handler table (`Downloader.handlers`), so it times the download
+itself, never the time a request queued in its slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from scrapy.utils.asyncio import CallLaterResult, call_later
+from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.httpobj import urlparse_cached
+from twisted.internet.defer import CancelledError, Deferred
+
+from scrapy_gateway import meta as m
+from scrapy_gateway.errors import AttemptTimeout
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.http import Response
+
+    from scrapy_gateway.core.gateway import Gateway
+
+TICK = 0.1  # seconds between looks at the downloads in flight: a cut comes at most this late
+
+Download = Callable[["Request"], Awaitable["Response"]]
+
+
+@dataclass(slots=True)
+class _Watched:
+    request: Request
+    domain: str
+    proxy: str
+    cuts: int
+    user_timeout: float
+    started: float
+    cut_at: float | None = None  # the limit it was cut at, once cut
+
+
+class DeadlineWatch:
+    def __init__(self, core: Gateway, clock: Callable[[], float], default_timeout: float) -> None:
+        self.core = core
+        self.clock = clock
+        self.default_timeout = default_timeout  # DOWNLOAD_TIMEOUT, for requests without the meta key
+        self._watched: dict[Deferred[Any], _Watched] = {}
+        self._timer: CallLaterResult | None = None
+
+    def __len__(self) -> int:
+        return len(self._watched)
+
+    async def download(self, inner: Download, request: Request) -> Response:
+        attempt = m.attempt_of(request.meta)
+        if not self.core.timeouts.enabled or attempt is None or attempt.proxy is None or attempt.pinned:
+            return await inner(request)  # not the gateway's route to time (see the module docstring)
+        user_timeout = request.meta.get(m.DOWNLOAD_TIMEOUT) or self.default_timeout
+        watched = _Watched(
+            request,
+            urlparse_cached(request).hostname or "",
+            attempt.proxy,
+            attempt.cuts,
+            float(user_timeout),
+            self.clock(),
+        )
+        download: Deferred[Response] = deferred_from_coro(inner(request))
+        self._watched[download] = watched
+        self._arm()
+        try:
+            return await maybe_deferred_to_future(download)
+        except (CancelledError, asyncio.CancelledError):
+            if watched.cut_at is None:
+                raise  # cancelled by someone else (the crawl stopping): not ours to explain
+            raise AttemptTimeout(
+                f"Getting {request.url} took longer than {watched.cut_at:.2f} seconds: scrapy-gateway's "
+                f"per-attempt timeout, from what this domain and proxy have shown (DOWNLOAD_TIMEOUT: "
+                f"{watched.user_timeout:g} s)"
+            ) from None
+        finally:
+            del self._watched[download]
+
+    def _arm(self) -> None:
+        if self._timer is None and self._watched:
+            self._timer = call_later(TICK, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        now = self.clock()
+        for download, watched in list(self._watched.items()):
+            if watched.cut_at is not None:
+                continue
+            limit = self.core.attempt_timeout(
+                watched.domain, watched.proxy, cuts=watched.cuts, user_timeout=watched.user_timeout
+            )
+            if limit is not None and now - watched.started >= limit:
+                watched.cut_at = limit
+                download.cancel()
+        self._arm()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class WatchedHandlers:
+    """Scrapy's handler table with every download the gateway routes under a DeadlineWatch."""
+
+    def __init__(self, handlers: Any, watch: DeadlineWatch) -> None:
+        self._handlers = handlers
+        self._watch = watch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handlers, name)
+
+    async def download_request_async(self, request: Request) -> Response:
+        response: Response = await self._watch.download(self._handlers.download_request_async, request)
+        return response

@@ -1,0 +1,222 @@
+"""Latency estimates, the per-attempt timeout rule, and latency-aware selection."""
+
+from __future__ import annotations
+
+import heapq
+import random
+
+import pytest
+
+from scrapy_gateway.core.attempt import Attempt
+from scrapy_gateway.core.faults import ATTEMPT_TIMEOUT, Blame, TransportError, classify_transport
+from scrapy_gateway.core.gateway import Gateway, Policy
+from scrapy_gateway.core.latency import PEAK_TAU, Latency, TimeoutRule
+from scrapy_gateway.core.pool import Pick
+from scrapy_gateway.core.proxies import parse_proxies
+
+D = "site.example"
+
+
+def _measured(*samples: float, now: float = 0.0) -> Latency:
+    latency = Latency()
+    for sample in samples:
+        latency.observe(sample, now)
+    return latency
+
+
+def test_first_sample_sets_rfc6298_estimates() -> None:
+    latency = _measured(0.2)
+    assert latency.srtt == pytest.approx(0.2)
+    assert latency.rttvar == pytest.approx(0.1)
+    assert latency.timeout() == pytest.approx(0.6)  # srtt + 4 rttvar
+    assert Latency().timeout() is None
+
+
+def test_peak_jumps_up_at_once_and_comes_down_slowly() -> None:
+    latency = _measured(0.1, 0.1)
+    latency.observe(2.0, 0.0)
+    assert latency.current(0.0) == pytest.approx(2.0)
+    latency.observe(0.1, 0.0)
+    assert 1.0 < latency.current(0.0) < 2.0  # a quarter of the way down
+    # Unused, it fades, so that a path slow once gets another chance later.
+    assert latency.current(3 * PEAK_TAU) < 0.1 * latency.current(0.0)
+
+
+def test_a_silence_counts_for_the_peak_only() -> None:
+    latency = _measured(0.05)
+    latency.bound(1.0, 0.0)
+    assert latency.current(0.0) == pytest.approx(1.0)
+    assert latency.silences == 1
+    assert latency.timeout() == pytest.approx(0.05 + 4 * 0.025)  # RTO learns only from answers
+    latency.observe(0.05, 0.0)
+    assert latency.silences == 0
+
+
+RULE = TimeoutRule(factor=2.0, floor=1.0)
+
+
+def test_no_cut_before_the_domain_has_shown_anything() -> None:
+    assert RULE.attempt_timeout(None, None, cuts=0, user_timeout=180.0) is None
+    assert RULE.attempt_timeout(Latency(), None, cuts=0, user_timeout=180.0) is None
+
+
+def test_a_fast_domain_cuts_a_silent_path_at_the_floor() -> None:
+    domain = _measured(0.02, 0.03, 0.02)
+    assert RULE.attempt_timeout(domain, Latency(), cuts=0, user_timeout=180.0) == pytest.approx(1.0)
+
+
+def test_a_slow_domain_is_slow_not_broken() -> None:
+    domain = _measured(2.5, 3.0, 2.0)
+    limit = RULE.attempt_timeout(domain, None, cuts=0, user_timeout=180.0)
+    assert limit is not None and limit > 3.0 * 2  # well past anything the domain has shown
+
+
+def test_a_slow_path_that_answers_gets_its_own_time() -> None:
+    domain = _measured(0.02, 0.02)
+    slow = _measured(1.5, 1.6, 1.5)
+    limit = RULE.attempt_timeout(domain, slow, cuts=0, user_timeout=180.0)
+    assert limit is not None and limit > 2 * 1.6
+
+
+def test_never_above_the_users_timeout() -> None:
+    domain = _measured(2.0, 3.0)
+    assert RULE.attempt_timeout(domain, None, cuts=0, user_timeout=5.0) is None
+    assert RULE.attempt_timeout(_measured(0.02), None, cuts=0, user_timeout=1.0) is None
+
+
+def test_cuts_double_the_next_limit_until_the_users_timeout() -> None:
+    domain = _measured(0.02)
+    limits = [RULE.attempt_timeout(domain, None, cuts=n, user_timeout=30.0) for n in range(6)]
+    assert limits == [1.0, 2.0, 4.0, 8.0, 16.0, None]
+
+
+def test_a_paths_own_silences_escalate_its_limit_a_few_times() -> None:
+    domain = _measured(0.02)
+    path = Latency()
+    for _ in range(10):
+        path.bound(1.0, 0.0)
+    # A proxy too slow for the first limit is measured on a later try; capped at 2**3.
+    assert RULE.attempt_timeout(domain, path, cuts=0, user_timeout=180.0) == pytest.approx(8.0)
+
+
+def test_factor_zero_turns_timeouts_off() -> None:
+    assert TimeoutRule(factor=0.0).attempt_timeout(_measured(0.02), None, cuts=0, user_timeout=180.0) is None
+
+
+# -- selection -------------------------------------------------------------------------------
+
+
+def _gateway(n: int) -> tuple[Gateway, list[str]]:
+    proxies = parse_proxies([f"http://10.0.0.{i}:8000" for i in range(1, n + 1)], source="test")
+    return Gateway(proxies, Policy()), [p.key for p in proxies]
+
+
+def _simulate(
+    gateway: Gateway, latency: dict[str, float], requests: int, concurrency: int, seed: int = 1
+) -> dict[str, int]:
+    """Discrete-event crawl: `concurrency` requests in flight, each through the chosen proxy."""
+    rng = random.Random(seed)
+    used: dict[str, int] = {}
+    events: list[tuple[float, int, str]] = []
+    now, sent, order = 0.0, 0, 0
+    while sent < requests or events:
+        while sent < requests and len(events) < concurrency:
+            choice = gateway.route(D, now, rng)
+            assert isinstance(choice, Pick)
+            key = choice.proxy.key
+            gateway.sent(key, D, now, first_attempt=True)
+            used[key] = used.get(key, 0) + 1
+            order += 1
+            heapq.heappush(events, (now + latency[key], order, key))
+            sent += 1
+        now, _, key = heapq.heappop(events)
+        gateway.on_success(key, D, D, now, latency[key])
+    return used
+
+
+def test_half_the_pool_slow_carries_almost_nothing() -> None:
+    gateway, keys = _gateway(10)
+    latency = {k: (1.5 if i < 5 else 0.02) for i, k in enumerate(keys)}
+    used = _simulate(gateway, latency, requests=2000, concurrency=8)
+    slow = sum(used.get(k, 0) for k in keys[:5])
+    # Blind two choices would send about a fifth of the requests (both draws slow) to them.
+    assert slow <= 20, used
+    assert all(used.get(k, 0) > 50 for k in keys[5:]), used  # load still spreads over the fast ones
+
+
+def test_equal_proxies_share_the_load() -> None:
+    gateway, keys = _gateway(10)
+    used = _simulate(gateway, dict.fromkeys(keys, 0.05), requests=2000, concurrency=8)
+    assert min(used.values()) > 100, used
+
+
+def test_an_unmeasured_proxy_gets_a_prior_not_a_free_pass() -> None:
+    gateway, keys = _gateway(2)
+    measured, fresh = keys
+    gateway.sent(measured, D, 0.0, first_attempt=True)
+    gateway.on_success(measured, D, D, 0.1, 0.1)
+    pool = gateway.pool
+    prior = 2 * 0.1
+    idle_cost = pool._cost(pool.records[measured], D, 0.1, (), prior)
+    fresh_cost = pool._cost(pool.records[fresh], D, 0.1, (), prior)
+    assert idle_cost is not None and fresh_cost is not None and idle_cost < fresh_cost
+    for _ in range(2):  # once the measured one is busy, the fresh one is worth trying
+        gateway.sent(measured, D, 0.1, first_attempt=True)
+    busy_cost = pool._cost(pool.records[measured], D, 0.1, (), prior)
+    assert busy_cost is not None and fresh_cost < busy_cost
+
+
+def test_a_proxy_that_keeps_us_waiting_is_avoided_before_any_timeout() -> None:
+    gateway, keys = _gateway(2)
+    silent, good = keys
+    rng = random.Random(3)
+    for key in keys:
+        gateway.sent(key, D, 0.0, first_attempt=True)
+        gateway.on_success(key, D, D, 0.05, 0.05)
+    gateway.sent(silent, D, 0.05, first_attempt=True)  # and no answer comes
+    picks = set()
+    for step in range(20):
+        now = 0.5 + step * 0.05
+        choice = gateway.route(D, now, rng)
+        assert isinstance(choice, Pick)
+        picks.add(choice.proxy.key)
+    assert picks == {good}
+
+
+# -- cuts ------------------------------------------------------------------------------------
+
+
+def test_cut_attempts_are_never_the_origins_and_escalate_the_request() -> None:
+    gateway, keys = _gateway(6)
+    rng = random.Random(1)
+    for key in keys[3:]:
+        gateway.sent(key, D, 0.0, first_attempt=True)
+        gateway.on_success(key, D, D, 0.05, 0.05)
+    cut = classify_transport(TransportError.CUT, via_proxy=True)
+    assert cut.kind == ATTEMPT_TIMEOUT and not cut.throttles
+    # Three paths cut in the same tick, with no success in between: not an outage.
+    for key in keys[:3]:
+        gateway.sent(key, D, 0.0, first_attempt=True)
+        attempt = Attempt(5, 10, proxy=key, sent_at=0.0)
+        verdict = gateway.on_failure(cut, attempt, domain=D, slot=D, ceiling=8, now=1.0, rng=rng)
+        assert verdict.fault.blame is not Blame.ORIGIN
+        assert verdict.retry and verdict.new_limit is None
+        assert verdict.next_attempt is not None and verdict.next_attempt.cuts == 1
+    # What the silent paths showed is kept: they now take at least a second.
+    assert gateway.pool.records[keys[0]].health.latency.current(1.0) == pytest.approx(1.0)
+
+
+def test_attempt_timeout_reads_the_domain_and_the_path() -> None:
+    gateway, keys = _gateway(3)
+    silent, slow, fast = keys
+    assert gateway.attempt_timeout(D, silent, cuts=0, user_timeout=180.0) is None  # nothing known yet
+    gateway.sent(fast, D, 0.0, first_attempt=True)
+    gateway.on_success(fast, D, D, 0.03, 0.03)
+    for _ in range(3):
+        gateway.sent(slow, D, 0.0, first_attempt=True)
+        gateway.on_success(slow, D, D, 2.0, 2.0)
+    assert gateway.attempt_timeout(D, silent, cuts=0, user_timeout=180.0) == pytest.approx(
+        2 * gateway.latencies.get(D).timeout()  # type: ignore[union-attr]
+    )
+    slow_limit = gateway.attempt_timeout(D, slow, cuts=0, user_timeout=180.0)
+    assert slow_limit is not None and slow_limit > 4.0
