@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scrapy_gateway.core.gates import GateRules
 from scrapy_gateway.core.gateway import Policy
 from scrapy_gateway.core.health import HealthRules
 from scrapy_gateway.core.latency import TimeoutRule
@@ -79,6 +80,10 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return parse
 
 
+def _optional_boolean(value: Any) -> bool | None:
+    return None if value is None else _boolean(value)
+
+
 def _optional_int(value: Any) -> int | None:
     return None if value is None else _number(int, 0)(value)
 
@@ -139,6 +144,10 @@ SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
     # Per-attempt timeouts (core/latency.py): a factor of 0 turns them off.
     "GATEWAY_ATTEMPT_TIMEOUT_FACTOR": (_POLICY.timeouts.factor, _number(float, 0.0, 100.0)),
     "GATEWAY_ATTEMPT_TIMEOUT_MIN": (_POLICY.timeouts.floor, _number(float, 0.0, low_open=True)),
+    # Outage gates (core/gates.py): how long a gate may stay open before its requests end (0: never).
+    "GATEWAY_OUTAGE_STALL": (_POLICY.gates.stall_after, _number(float, 0.0)),
+    # A provider's rotating endpoint (a new exit per request): None = a pool of one is one.
+    "GATEWAY_ROTATING_ENDPOINTS": (_POLICY.rotating_endpoints, _optional_boolean),
 }
 
 
@@ -199,6 +208,8 @@ class GatewayConfig:
             max_pairs=v["GATEWAY_MAX_TRACKED_PAIRS"],
             max_domains=v["GATEWAY_MAX_TRACKED_DOMAINS"],
             timeouts=TimeoutRule(factor=v["GATEWAY_ATTEMPT_TIMEOUT_FACTOR"], floor=v["GATEWAY_ATTEMPT_TIMEOUT_MIN"]),
+            gates=GateRules(stall_after=v["GATEWAY_OUTAGE_STALL"]),
+            rotating_endpoints=v["GATEWAY_ROTATING_ENDPOINTS"],
         )
         max_retries, max_proxy_retries, retry_note, retries_off = _retry_limits(
             settings, v["GATEWAY_MAX_RETRIES"], v["GATEWAY_MAX_PROXY_RETRIES"]

@@ -29,7 +29,9 @@ from scrapy_gateway import stats as keys
 from scrapy_gateway.compat import engine_of
 from scrapy_gateway.config import ConfigError
 from scrapy_gateway.core.attempt import Attempt
+from scrapy_gateway.core.events import Event, GateClosed
 from scrapy_gateway.core.faults import Fault, TransportError, classify_status, classify_transport
+from scrapy_gateway.core.gates import PROVIDER, Hold
 from scrapy_gateway.core.gateway import Verdict
 from scrapy_gateway.core.pool import Exhausted, Pick, Wait
 from scrapy_gateway.core.proxies import ProxyListError, parse_proxy
@@ -95,6 +97,19 @@ class GatewayMiddleware:
         now = self.runtime.now()
         proxy_key: str | None = None
         pinned = False
+        own_route = m.PIN in meta or (m.PROXY in meta and not attempt.rotating)
+        probe = None
+        if not attempt.final:
+            admitted = self.core.admit(domain, now, via_pool=not own_route)
+            if isinstance(admitted, Hold) and admitted.stalled:
+                self._stalled(admitted)
+                attempt = replace(attempt, final=True)
+            elif isinstance(admitted, Hold):
+                return self._hold(request, attempt, admitted, now)
+            else:
+                probe = admitted.probe
+                if probe is not None:
+                    self.stats.inc_value(keys.GATES_PROBES)
         if m.PIN in meta:
             proxy_key, pinned = self._pin(request), True
         elif m.PROXY in meta and not attempt.rotating:
@@ -112,7 +127,7 @@ class GatewayMiddleware:
             meta[m.DATALOSS] = False
             asked_partial = True
         first = attempt.sends == 0
-        meta[m.ATTEMPT] = attempt.sending(proxy_key, now, pinned=pinned, asked_partial=asked_partial)
+        meta[m.ATTEMPT] = attempt.sending(proxy_key, now, pinned=pinned, asked_partial=asked_partial, probe=probe)
         if first:
             self.stats.inc_value(keys.REQUESTS)
         self.core.sent(proxy_key, domain, now, first_attempt=first)
@@ -153,6 +168,30 @@ class GatewayMiddleware:
         waiting.meta[m.ATTEMPT] = replace(attempt, not_before=self.runtime.wall() + delay)
         return waiting
 
+    def _stalled(self, hold: Hold) -> None:
+        """Its gate stayed open past GATEWAY_OUTAGE_STALL: one last try, and its real outcome."""
+        self.stats.inc_value(keys.GATES_STALLED)
+        if hold.announce:
+            logger.error(
+                "scrapy-gateway: %(scope)s has failed for longer than GATEWAY_OUTAGE_STALL: its requests get "
+                "one last try each and end with what it gives",
+                {"scope": "every proxy" if hold.scope == PROVIDER else hold.scope},
+            )
+
+    def _hold(self, request: Request, attempt: Attempt, hold: Hold, now: float) -> Request:
+        """An outage gate holds it: parked in the room until a probe or the release (parking.py)."""
+        self.stats.inc_value(keys.GATES_HELD)
+        waiting = request.replace(dont_filter=True)
+        not_before = self.runtime.wall() + max(0.0, hold.until - now)
+        waiting.meta[m.ATTEMPT] = replace(attempt, held=hold.scope, not_before=not_before)
+        return waiting
+
+    def _events(self, events: tuple[Event, ...] | list[Event]) -> None:
+        self.report.events(events)
+        for event in events:
+            if isinstance(event, GateClosed):
+                self.room.release(event.scope)
+
     def _close_crawl(self, reason: str) -> None:
         engine = engine_of(self.crawler)
         if self._closing or engine is None or engine.spider is None:
@@ -177,8 +216,7 @@ class GatewayMiddleware:
         verdict = self._judged.pop(request, _UNJUDGED)
         if verdict is _UNJUDGED:  # not downloaded: a cache hit, or another middleware's answer
             if "cached" in response.flags:
-                attempt = m.attempt_of(request.meta)  # says nothing about the proxy or the origin now
-                self.core.released(attempt.proxy if attempt else None, self._where(request)[0])
+                self._release(request)  # a cached page says nothing about the proxy or the origin now
                 return response
             verdict = self._judge_response(request, response)
         if verdict is None:
@@ -207,11 +245,17 @@ class GatewayMiddleware:
             return None
         found = transport_failure(exception, self.config.transport_rules)
         if found is None:
-            attempt = m.attempt_of(request.meta)
-            self.core.released(attempt.proxy if attempt else None, self._where(request)[0])
+            self._release(request)
             return None
         fault = classify_transport(found.kind, via_proxy=bool(request.meta.get(m.PROXY)), status=found.status)
         return self._act(request, self._judge(request, fault))
+
+    def _release(self, request: Request) -> None:
+        """The download ended in something that is nobody's fault: only free what it held."""
+        attempt = m.attempt_of(request.meta)
+        if attempt is not None:
+            domain = self._where(request)[0]
+            self.core.released(attempt.proxy, domain, probe=attempt.probe, now=self.runtime.now())
 
     def _where(self, request: Request) -> tuple[str, str]:
         domain = urlparse_cached(request).hostname or ""
@@ -238,7 +282,7 @@ class GatewayMiddleware:
             events, new_limit = self.core.on_success(
                 attempt.proxy if attempt else None, domain, slot, self.runtime.now(), _latency(request)
             )
-            self.report.events(events)
+            self._events(events)
             if new_limit is not None:
                 self._apply_limit(slot, new_limit, None)
             return None
@@ -316,6 +360,9 @@ class GatewayMiddleware:
             meta.pop(m.PROXY, None)
             meta.pop(m.AUTH_PROXY, None)
             retry.headers.pop(b"Proxy-Authorization", None)
+        if verdict.next_attempt.held is not None:
+            # Held by an outage gate: the outage costs it no retry, in Scrapy's count either.
+            meta[m.RETRY_TIMES] = original.meta.get(m.RETRY_TIMES, 0)
         if verdict.next_attempt.asked_partial:
             meta.pop(m.DATALOSS, None)  # ours, not the user's: set again on the next attempt
 

@@ -11,6 +11,11 @@ Requests that never pass the scheduler (`engine.download_async`: robots.txt, med
 once. They wait in GatewayDownloaderMixin.fetch instead (`wait_here`), before the downloader counts
 them as active, so they hold no concurrency either and never spin.
 
+Requests held by an outage gate (core/gates.py; their record names the gate) wait here too, in a
+queue per gate instead of on a timer: every `_GATE_TICK` seconds the room hands one of them back
+when the gate wants a probe, all of them when it closes (`release`), and all of them for one last
+try each (their record marked `final`) when it has stayed open past its stall limit.
+
 At close nothing is lost: with a JOBDIR, parked requests go into the scheduler's disk queue (and
 wait again on resume, since their record still carries `not_before`); without one each ends in its
 errback with `RetryCancelled`, as does a request waiting in place once the spider starts closing.
@@ -34,30 +39,45 @@ from twisted.python.failure import Failure
 
 from scrapy_gateway import stats as keys
 from scrapy_gateway.compat import engine_of, is_closing
+from scrapy_gateway.core.gates import PROVIDER
 from scrapy_gateway.errors import RetryCancelled
 from scrapy_gateway.meta import ATTEMPT, attempt_of
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
+    from scrapy_gateway.core.gates import OutageGates
+
 logger = logging.getLogger(__name__)
 
 _EARLY_TOLERANCE = 0.002  # timers may fire a hair early; never enough to beat a Retry-After
 _CLOSE_CHECK = 0.25  # seconds between looks at whether the spider is closing, while waiting in place
+_GATE_TICK = 0.1  # seconds between looks at the open gates' probes and stall limits
 
 
 class WaitingRoom:
-    def __init__(self, crawler: Crawler, *, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        crawler: Crawler,
+        *,
+        wall: Callable[[], float] = time.time,
+        gates: OutageGates | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.crawler = crawler
         self.wall = wall
+        self.clock = clock
+        self.gates = gates
         self._waiting: dict[Request, CallLaterResult | None] = {}  # None: released while closing
+        self._held: dict[str, list[Request]] = {}  # gate scope -> requests, oldest first
+        self._gate_timer: CallLaterResult | None = None
         self._in_place = 0
         self._closing = False
         crawler.signals.connect(self._on_scheduled, signal=signals.request_scheduled)
         crawler.signals.connect(self._on_idle, signal=signals.spider_idle)
 
     def __len__(self) -> int:
-        return len(self._waiting) + self._in_place
+        return len(self._waiting) + self._in_place + sum(len(held) for held in self._held.values())
 
     def remaining(self, request: Request) -> float:
         """Seconds this request must still wait (0 when it may go now)."""
@@ -80,6 +100,12 @@ class WaitingRoom:
         if not attempt.scheduled:
             # Remembered in the record, so it holds for copies and after a JOBDIR/redis round trip.
             request.meta[ATTEMPT] = attempt = replace(attempt, scheduled=True)
+        if attempt.held is not None:
+            if not self._closing and self.gates is not None and self.gates.is_open(attempt.held):
+                self._hold(attempt.held, request)
+                raise IgnoreRequest  # as below: silently kept out of the scheduler
+            # The gate closed while it was on its way here (or it came back from a JOBDIR): go now.
+            request.meta[ATTEMPT] = attempt = replace(attempt, held=None, not_before=None)
         delay = self.remaining(request)
         if delay <= 0.0 or self._closing:
             return
@@ -124,13 +150,81 @@ class WaitingRoom:
         if attempt is not None:
             request.meta[ATTEMPT] = replace(attempt, not_before=None)
 
+    # -- held by outage gates ---------------------------------------------------------------
+
+    def _hold(self, scope: str, request: Request) -> None:
+        self._held.setdefault(scope, []).append(request)
+        stats = self.crawler.stats
+        if stats is not None:
+            stats.max_value(keys.WAITING_MAX, len(self))
+        if self._gate_timer is None:
+            self._gate_timer = call_later(_GATE_TICK, self._gate_tick)
+
+    def release(self, scope: str) -> int:
+        """The gate closed: hand back everything it held, at once (the slot limits pace it)."""
+        held = self._held.pop(scope, [])
+        for request in held:
+            self._hand_back(request)
+        return len(held)
+
+    def _hand_back(self, request: Request) -> None:
+        attempt = attempt_of(request.meta)
+        if attempt is not None:
+            request.meta[ATTEMPT] = replace(attempt, held=None, not_before=None)
+        engine = engine_of(self.crawler)
+        if engine is not None:
+            engine.crawl(request)
+
+    def _gate_tick(self) -> None:
+        self._gate_timer = None
+        if self._closing or is_closing(self.crawler) or self.gates is None:
+            return  # flush() takes care of what is held
+        now = self.clock()
+        for scope in list(self._held):
+            held = self._held[scope]
+            if not self.gates.is_open(scope):
+                self.release(scope)
+            elif self.gates.stalled(scope, now):
+                self._end_stalled(scope)
+            elif self.gates.probe_due(scope, now) and held:
+                self._hand_back(held.pop(0))  # it asks again, and goes as the probe
+                if not held:
+                    del self._held[scope]
+        if self._held:
+            self._gate_timer = call_later(_GATE_TICK, self._gate_tick)
+
+    def _end_stalled(self, scope: str) -> None:
+        """One last try each, past the gate: the spider gets what the outage gives them."""
+        held = self._held.pop(scope, [])
+        stats = self.crawler.stats
+        for request in held:
+            attempt = attempt_of(request.meta)
+            if attempt is not None:
+                request.meta[ATTEMPT] = replace(attempt, final=True)
+            self._hand_back(request)
+            if stats is not None:
+                stats.inc_value(keys.GATES_STALLED)
+        if held:
+            logger.error(
+                "scrapy-gateway: %(scope)s has failed for longer than GATEWAY_OUTAGE_STALL: %(n)d waiting "
+                "requests get one last try each",
+                {"scope": "every proxy" if scope == PROVIDER else scope, "n": len(held)},
+            )
+
     def _on_idle(self) -> None:
-        if self._waiting:
+        if self._waiting or self._held:
             raise DontCloseSpider
 
     def flush(self) -> None:
         """Hand every parked request back before the scheduler closes (see GatewayDownloaderMixin)."""
         self._closing = True
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
+            self._gate_timer = None
+        for held in self._held.values():
+            for request in held:
+                self._waiting[request] = None
+        self._held = {}
         if not self._waiting:
             return
         waiting, self._waiting = self._waiting, {}

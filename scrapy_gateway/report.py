@@ -18,8 +18,20 @@ except ImportError:  # Python 3.10
     from typing_extensions import assert_never
 
 from scrapy_gateway import stats as keys
-from scrapy_gateway.core.events import Ejected, Event, PairEjected, PairReadmitted, Panic, Readmitted, Retired
+from scrapy_gateway.core.events import (
+    Ejected,
+    Event,
+    Forgiven,
+    GateClosed,
+    GateOpened,
+    PairEjected,
+    PairReadmitted,
+    Panic,
+    Readmitted,
+    Retired,
+)
 from scrapy_gateway.core.faults import Fault
+from scrapy_gateway.core.gates import PROVIDER
 from scrapy_gateway.core.gateway import Gateway, Verdict
 from scrapy_gateway.core.health import State
 
@@ -99,6 +111,23 @@ class Reporter:
                     "Too many proxies failing (%(cause)s) to take %(proxy)s out: keeping it, least-bad first",
                     {"proxy": proxy, "cause": cause},
                 )
+            case GateOpened(scope, failures, paths):
+                self.stats.inc_value(keys.GATES_OPENED)
+                logger.warning(
+                    "%(what)s failed %(n)d times through %(paths)d paths and nothing works: holding its "
+                    "requests and probing until it answers",
+                    {"what": _scope_name(scope), "n": failures, "paths": paths},
+                )
+            case GateClosed(scope, seconds, held):
+                self.stats.inc_value(keys.GATES_CLOSED)
+                self.stats.max_value(keys.GATES_MAX_SECONDS, round(seconds, 3))
+                logger.warning(
+                    "%(what)s answers again after %(s).1fs: releasing what waited on it (%(held)d holds)",
+                    {"what": _scope_name(scope), "s": seconds, "held": held},
+                )
+            case Forgiven(count):
+                self.stats.inc_value(keys.FORGIVEN, count)
+                logger.info("%(n)d proxies ejected during the provider-wide outage are back in rotation", {"n": count})
             case _:
                 assert_never(event)
 
@@ -176,3 +205,7 @@ class Reporter:
         if len(self.gateway.pool) > 200:
             rows.append(f"... and {len(self.gateway.pool) - 200} more proxies")
         logger.info("Gateway proxy table:\n%(table)s", {"table": "\n".join(rows)})
+
+
+def _scope_name(scope: str) -> str:
+    return "Every proxy (provider-wide)" if scope == PROVIDER else f"Domain {scope}"

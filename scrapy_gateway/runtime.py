@@ -52,7 +52,7 @@ class GatewayRuntime:
         self.rng = random.Random(self.config.seed)
         assert crawler.stats is not None
         self.stats = crawler.stats
-        self.room = WaitingRoom(crawler, wall=wall)
+        self.room = WaitingRoom(crawler, wall=wall, gates=self.core.gates, clock=clock)
         self.report = Reporter(self.core, crawler.stats, self.config.log_interval, self.room.__len__, clock=clock)
         self.own_route_handlers = _own_route_handlers(crawler.settings)
         self.zyte_transparent = bool(crawler.settings.getbool("ZYTE_API_TRANSPARENT_MODE", False))

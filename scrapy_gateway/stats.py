@@ -30,6 +30,13 @@ WAITING_PERSISTED = f"{PREFIX}/waiting/persisted"
 WAITING_CANCELLED = f"{PREFIX}/waiting/cancelled"
 NO_PROXY_WAITS = f"{PREFIX}/no_proxy/waits"
 NO_PROXY_ERRORS = f"{PREFIX}/no_proxy/errors"
+GATES_OPENED = f"{PREFIX}/gates/opened"
+GATES_CLOSED = f"{PREFIX}/gates/closed"
+GATES_PROBES = f"{PREFIX}/gates/probes"
+GATES_HELD = f"{PREFIX}/gates/held"  # times a request was held by an open gate
+GATES_STALLED = f"{PREFIX}/gates/stalled"  # requests ended because a gate stayed open too long
+GATES_MAX_SECONDS = f"{PREFIX}/gates/max_seconds"
+FORGIVEN = f"{PREFIX}/gates/forgiven"  # proxies re-admitted after a provider-wide outage
 
 
 def failure(kind: str) -> str:

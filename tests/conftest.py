@@ -77,13 +77,14 @@ def run_crawl(
 
 
 def gateway_settings(proxies: list[str], **extra: Any) -> dict[str, Any]:
-    """Settings of a test crawl: the add-on, short timeouts, deterministic randomness."""
+    """Settings of a test crawl: the add-on, short timeouts (and outage stalls), deterministic randomness."""
     return {
         "ADDONS": {"scrapy_gateway.Addon": 0},
         "GATEWAY_PROXIES": proxies,
         "GATEWAY_SEED": 1,
         "GATEWAY_LOG_INTERVAL": 1,
         "DOWNLOAD_TIMEOUT": 3,
+        "GATEWAY_OUTAGE_STALL": 5,  # a test's origin that is down for good gets its last tries soon
         "LOG_LEVEL": "DEBUG",
         **extra,
     }

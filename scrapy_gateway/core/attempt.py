@@ -26,6 +26,9 @@ class Attempt:
     tried: tuple[str, ...] = ()  # pool proxies earlier attempts failed through
     sent_at: float | None = None  # monotonic time this attempt left; None: not sent yet
     cuts: int = 0  # earlier attempts cut short by the per-attempt timeout (each doubles the next)
+    probe: str | None = None  # the outage gate (scope) this attempt probes, if any
+    held: str | None = None  # the outage gate (scope) it waits on, if any
+    final: bool = False  # its gate stalled: one last try, past any gate, and no retry after it
     # Adapter bookkeeping that must travel with every copy (see the module docstring):
     not_before: float | None = None  # wall-clock (epoch) time before which it must not go
     scheduled: bool = False  # it has passed the scheduler: handed back, it can wait there again
@@ -36,7 +39,15 @@ class Attempt:
         """Whether a retry may take another proxy of the pool."""
         return self.proxy is not None and not self.pinned
 
-    def sending(self, proxy: str | None, now: float, *, pinned: bool = False, asked_partial: bool = False) -> Attempt:
+    def sending(
+        self,
+        proxy: str | None,
+        now: float,
+        *,
+        pinned: bool = False,
+        asked_partial: bool = False,
+        probe: str | None = None,
+    ) -> Attempt:
         return replace(
             self,
             proxy=proxy,
@@ -45,9 +56,22 @@ class Attempt:
             sends=self.sends + 1,
             not_before=None,
             asked_partial=asked_partial,
+            probe=probe,
+            held=None,
         )
 
+    @property
+    def retries_allowed(self) -> bool:
+        """Whether the user allows this request any retry at all."""
+        return self.max_retries > 0 or self.max_proxy_retries > 0
+
+    def waiting_on(self, scope: str) -> Attempt:
+        """The next attempt of a request held by an outage gate: the outage costs it no retry."""
+        return replace(self, proxy=None, sent_at=None, probe=None, held=scope)
+
     def can_retry(self, *, proxy_side: bool) -> bool:
+        if self.final:
+            return False
         return self.retries < self.max_retries or (proxy_side and self.proxy_retries < self.max_proxy_retries)
 
     def uses_proxy_allowance(self, *, proxy_side: bool) -> bool:

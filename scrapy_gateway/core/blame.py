@@ -70,6 +70,10 @@ class Judge:
         dom.rates[proxy] = dom.rates.get(proxy, _UNPROVEN) * (1.0 - _RATE_ALPHA)
         self._trail(self._proxies, proxy, self._max_proxies).last_success = now
 
+    def has_worked(self, domain: str) -> bool:
+        trail = self._domains.get(domain)
+        return trail is not None and trail.last_success > float("-inf")
+
     def answering(self, domain: str, now: float, within: float = 1.0) -> bool:
         """The domain sent a good response in the last `within` seconds."""
         trail = self._domains.get(domain)

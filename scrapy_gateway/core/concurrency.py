@@ -7,7 +7,8 @@
   step up would reach the limit that last overloaded the origin, growth slows by `caution`, and
   twice more for each overload in a row at that same limit (up to 16-fold), so the sawtooth
   spends little time above the origin's capacity.
-- Proxy-blamed failures never reach this module.
+- Proxy-blamed failures never reach this module. An outage is not an overload either: when an
+  outage gate opens (gates.py), the cuts made since the last clean response are undone.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class _Limit:
     cut_at: float = float("-inf")  # monotonic time of the last cut
     hurt_at: float = math.inf  # limit at which the origin last overloaded
     repeats: int = 0  # overloads in a row at that same effective limit
+    calm: float = math.inf  # the limit at the last clean response (inf: none since it was created)
 
 
 _MAX_REPEATS = 4  # probing slows down at most 16-fold beyond `caution`
@@ -45,8 +47,10 @@ class ConcurrencyControl:
     def limits(self) -> dict[str, int]:
         return {slot: _effective(e.value) for slot, e in self._limits.items() if _effective(e.value) < e.ceiling}
 
-    def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float) -> int | None:
-        """An origin-blamed overload error; return the new limit if it changed."""
+    def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float, *, remember: bool = True) -> int | None:
+        """An origin-blamed overload error; return the new limit if it changed.
+
+        `remember=False`: the evidence is uncertain; cut, but do not slow the growth back there."""
         entry = self._limits.get(slot)
         if entry is None:
             entry = self._limits[slot] = _Limit(float(ceiling), ceiling)
@@ -57,9 +61,10 @@ class ConcurrencyControl:
         if sent_at < entry.cut_at:
             return None
         before = _effective(entry.value)
-        same_place = before == _effective(entry.hurt_at)
-        entry.repeats = min(entry.repeats + 1, _MAX_REPEATS) if same_place else 0
-        entry.hurt_at = entry.value
+        if remember:
+            same_place = before == _effective(entry.hurt_at)
+            entry.repeats = min(entry.repeats + 1, _MAX_REPEATS) if same_place else 0
+            entry.hurt_at = entry.value
         entry.value = max(float(self.minimum), entry.value * self.beta)
         entry.cut_at = now
         after = _effective(entry.value)
@@ -77,10 +82,24 @@ class ConcurrencyControl:
             # slowly each time the probe hurt again at the same place.
             step /= self.caution * 2**entry.repeats
         entry.value = min(float(entry.ceiling), entry.value + step)
+        entry.calm = entry.value
         after = _effective(entry.value)
         if after >= entry.ceiling:
             del self._limits[slot]  # fully recovered: the user's own limit rules again
             return entry.ceiling if after != before else None
+        return after if after != before else None
+
+    def outage(self, slot: str) -> int | None:
+        """An outage gate opened: undo the cuts since the last clean response; the new limit."""
+        entry = self._limits.get(slot)
+        if entry is None:
+            return None
+        before = _effective(entry.value)
+        entry.value = min(float(entry.ceiling), max(entry.value, entry.calm))
+        entry.hurt_at, entry.repeats, entry.cut_at = math.inf, 0, float("-inf")
+        after = _effective(entry.value)
+        if after >= entry.ceiling:
+            del self._limits[slot]
         return after if after != before else None
 
     def export(self) -> dict[str, list[float]]:

@@ -1,4 +1,4 @@
-"""What the pool did, as typed events the adapter reports (log lines and stats).
+"""What the pool and the outage gates did, as typed events the adapter reports (log lines and stats).
 
 One frozen class per event, as h11 does: the reporter matches on the type, so a new kind of event
 cannot be forgotten silently by a string comparison.
@@ -55,4 +55,29 @@ class Panic:
     cause: str
 
 
-Event = Ejected | PairEjected | Retired | Readmitted | PairReadmitted | Panic
+@dataclass(frozen=True, slots=True)
+class GateOpened:
+    """Requests of `scope` (a domain, or "*": the whole pool) wait while probes go out (gates.py)."""
+
+    scope: str
+    failures: int  # failures since it last worked
+    paths: int  # distinct paths they came through
+
+
+@dataclass(frozen=True, slots=True)
+class GateClosed:
+    """A success in `scope`: what waits on its gate goes now."""
+
+    scope: str
+    seconds: float  # how long it was open
+    held: int  # times a request was told to wait while it was open
+
+
+@dataclass(frozen=True, slots=True)
+class Forgiven:
+    """Proxies ejected during what turned out to be a provider-wide outage are back in rotation."""
+
+    proxies: int
+
+
+Event = Ejected | PairEjected | Retired | Readmitted | PairReadmitted | Panic | GateOpened | GateClosed | Forgiven

@@ -19,8 +19,9 @@ from scrapy_gateway.core.backoff import Backoff
 from scrapy_gateway.core.blame import Judge
 from scrapy_gateway.core.budget import RetryBudget
 from scrapy_gateway.core.concurrency import ConcurrencyControl
-from scrapy_gateway.core.events import Event
+from scrapy_gateway.core.events import Event, Forgiven, GateOpened
 from scrapy_gateway.core.faults import ATTEMPT_TIMEOUT, Blame, Fault
+from scrapy_gateway.core.gates import PROVIDER, GateRules, Go, Hold, OutageGates
 from scrapy_gateway.core.health import HealthRules
 from scrapy_gateway.core.latency import DomainLatencies, TimeoutRule
 from scrapy_gateway.core.pool import Exhausted, Pick, ProxyPool, Wait
@@ -47,6 +48,10 @@ class Policy:
     max_pairs: int = 100_000
     max_domains: int = 10_000
     timeouts: TimeoutRule = field(default_factory=TimeoutRule)
+    gates: GateRules = field(default_factory=GateRules)
+    # Proxies that are a provider's rotating endpoint (a new exit per request): None = a pool of
+    # one is one, True = every proxy of the pool is one, False = none is.
+    rotating_endpoints: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,21 @@ class Gateway:
             policy.concurrency_min, policy.concurrency_beta, max_slots=policy.max_domains
         )
         self.backoff = Backoff(policy.backoff_base, policy.backoff_cap)
+        self.gates = OutageGates(policy.gates, policy.max_domains)
+        endpoints = policy.rotating_endpoints
+        self.endpoints = len(self.pool) == 1 if endpoints is None else endpoints
+
+    def _fresh_path(self, attempt: Attempt) -> bool:
+        """A retry of this attempt goes out through another path: another proxy of the pool, or
+        another exit of a rotating endpoint."""
+        return attempt.rotating and (len(self.pool) > 1 or self.endpoints)
+
+    def _scopes(self, domain: str, via_pool: bool) -> tuple[str, ...]:
+        return (PROVIDER, domain) if via_pool and self.pool else (domain,)
+
+    def admit(self, domain: str, now: float, *, via_pool: bool) -> Go | Hold:
+        """Whether a request may go now, or waits on an outage gate (gates.py)."""
+        return self.gates.admit(self._scopes(domain, via_pool), now)
 
     def route(
         self, domain: str, now: float, rng: random.Random, avoid: Collection[str] = ()
@@ -106,22 +126,32 @@ class Gateway:
         if first_attempt:
             self.budget.deposit(domain, now)
 
-    def released(self, proxy: str | None, domain: str) -> None:
+    def released(self, proxy: str | None, domain: str, *, probe: str | None = None, now: float = 0.0) -> None:
         """The download ended in something that is nobody's fault (a request dropped on purpose)."""
         if proxy is not None:
             self.pool.finished(proxy, domain)
+        if probe is not None:
+            self.gates.probe_ended(probe, now, None)
 
     def on_success(
-        self, proxy: str | None, domain: str, slot: str, now: float, latency: float | None = None
+        self,
+        proxy: str | None,
+        domain: str,
+        slot: str,
+        now: float,
+        latency: float | None = None,
+        *,
+        via_pool: bool | None = None,
     ) -> tuple[list[Event], int | None]:
-        """`latency`: how long the download took to its headers (Scrapy's download_latency)."""
-        events: list[Event] = []
+        """`latency`: how long the download took to its headers (Scrapy's download_latency).
+        `via_pool`: it went through a pool proxy (default: `proxy` is not None)."""
+        events: list[Event] = list(self.gates.success(self._scopes(domain, proxy is not None), now))
         if latency is not None and latency >= 0.0:
             self.latencies.observe(domain, latency, now)
         else:
             latency = None
         if proxy is not None:
-            events = self.pool.succeeded(proxy, domain, now, latency)
+            events += self.pool.succeeded(proxy, domain, now, latency)
         self.judge.success(proxy or DIRECT, domain, now)
         return events, self.concurrency.clean(slot)
 
@@ -142,6 +172,8 @@ class Gateway:
         `Attempt` when the request is to be retried.
         """
         proxy = attempt.proxy
+        cut = fault.kind == ATTEMPT_TIMEOUT
+        evidence = fault.blame  # before history settled it
         if proxy is not None and not fault.answered and attempt.sent_at is not None:
             self.pool.waited(proxy, domain, now - attempt.sent_at, now)
         if proxy is not None:
@@ -153,25 +185,61 @@ class Gateway:
                 pool_size=len(self.pool),
                 transport=fault.transport,
                 # A cut says the path is slower than the domain has shown elsewhere: never an outage.
-                path_only=fault.kind == ATTEMPT_TIMEOUT,
+                # Through a rotating endpoint, each request leaves by another exit: failures through
+                # one identity are no cross-proxy evidence of the origin's fault.
+                path_only=cut or self.endpoints,
             )
             fault = replace(fault, blame=blame)
-            events = tuple(self.pool.failed(proxy, domain, fault, now, rng))
-        else:
-            events = ()
+        events: list[Event] = list(self._gate_evidence(fault, evidence, attempt, domain, now, rng, cut=cut))
+        scopes = self._scopes(domain, proxy is not None)
+        gated = any(self.gates.is_open(scope) for scope in scopes)
+        if proxy is not None:
+            if self.gates.is_open(PROVIDER):
+                self.pool.finished(proxy, domain, now)  # the pool is innocent of a provider outage
+            else:
+                events += self.pool.failed(proxy, domain, fault, now, rng)
         new_limit = None
         sent_at = now if attempt.sent_at is None else attempt.sent_at
-        # A Retry-After is the origin's own throttle, and honouring it is enough.
-        if fault.throttles and fault.blame is Blame.ORIGIN and fault.retry_after is None:
-            new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now)
+        # Overload is an origin shedding load: a Retry-After is its own throttle, and failures at an
+        # open gate are an outage's; when a gate opens, the cuts made before it are undone.
+        if fault.throttles and fault.blame is Blame.ORIGIN and fault.retry_after is None and not gated:
+            # Until the domain has worked once, history cannot tell an overload from a start-up
+            # burst through bad proxies: cut, but do not remember the limit as one that hurt.
+            settled = evidence is Blame.UNKNOWN and not self.judge.has_worked(domain)
+            new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now, remember=not settled)
+        if any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events):
+            new_limit = self.concurrency.outage(slot) or new_limit
+        # A Retry-After keeps its own schedule; the gate never sends it early.
+        if (
+            gated
+            and fault.retryable
+            and attempt.retries_allowed
+            and not attempt.final
+            and not fault.retires
+            and fault.retry_after is None
+        ):
+            hold = self.gates.hold_retry(scopes, now)
+            if hold is not None:
+                # The outage costs the request no retry: the gate's stall limit ends it instead.
+                return Verdict(
+                    fault,
+                    retry=True,
+                    delay=max(0.0, hold.until - now),
+                    new_limit=new_limit,
+                    events=tuple(events),
+                    next_attempt=attempt.waiting_on(hold.scope),
+                )
         # A proxy's own failure says nothing about the page: it is retried on another proxy from a
         # separate allowance, so a few bad proxies cannot use up the retries the origin may need.
-        proxy_side = attempt.rotating and fault.blame in (Blame.PROXY, Blame.PAIR)
+        # A rotating endpoint's own failures (anything without the origin's evidence) are an exit's.
+        proxy_side = attempt.rotating and (
+            fault.blame in (Blame.PROXY, Blame.PAIR) or (self.endpoints and fault.blame is Blame.UNKNOWN)
+        )
         # Wrong credentials do not heal: without another proxy to rotate to, a retry cannot succeed.
         hopeless = fault.retires and not (attempt.rotating and len(self.pool) > 1)
         if hopeless or not fault.retryable or not attempt.can_retry(proxy_side=proxy_side):
-            return Verdict(fault, retry=False, new_limit=new_limit, events=events)
-        if attempt.rotating and len(self.pool) > 1 and fault.blame is not Blame.ORIGIN:
+            return Verdict(fault, retry=False, new_limit=new_limit, events=tuple(events))
+        if self._fresh_path(attempt) and fault.blame is not Blame.ORIGIN:
             # The next proxy is a fresh path: no reason to wait, and the origin never saw this one.
             delay = budget_wait = 0.0
             if fault.blame is Blame.UNKNOWN:
@@ -191,6 +259,57 @@ class Gateway:
             delay=delay,
             budget_wait=budget_wait,
             new_limit=new_limit,
-            events=events,
-            next_attempt=attempt.increment(proxy_side=proxy_side, cut=fault.kind == ATTEMPT_TIMEOUT),
+            events=tuple(events),
+            next_attempt=attempt.increment(proxy_side=proxy_side, cut=cut),
         )
+
+    def _round_trip(self, domain: str) -> float | None:
+        """The domain's round-trip timeout, else the pool's (what other domains have shown)."""
+        seen = self.latencies.get(domain)
+        shown = seen.timeout() if seen is not None else None
+        return shown if shown is not None else self.pool.latency.timeout()
+
+    def _gate_evidence(
+        self,
+        fault: Fault,
+        evidence: Blame,
+        attempt: Attempt,
+        domain: str,
+        now: float,
+        rng: random.Random,
+        *,
+        cut: bool,
+    ) -> list[Event]:
+        """Feed a failure to the outage gates; the events of any gate it opens."""
+        gates = self.gates
+        if attempt.probe is not None:
+            gates.probe_ended(attempt.probe, now, rng)
+        # Evidence of an outage: anything but a cut (the path's), a ban (the pair's) or a
+        # Retry-After (the origin's own schedule, honoured as such).
+        if cut or fault.blame is Blame.PAIR or fault.retry_after is not None or not fault.retryable:
+            return []
+        events: list[Event] = []
+        path = attempt.proxy or DIRECT
+        # The provider's outage shows as proxies failing, not as an origin failing through them
+        # (by the failure's own evidence: history calls anything failing everywhere the origin's).
+        if attempt.proxy is not None and self.pool and evidence is not Blame.ORIGIN:
+            opened = gates.failure(
+                PROVIDER,
+                path,
+                now,
+                rng,
+                paths_needed=gates.provider_paths_needed(len(self.pool)),
+                round_trip=self.pool.latency.timeout(),
+            )
+            if opened is not None:
+                events.append(opened)
+                forgiven = self.pool.forgive(gates.since(PROVIDER))
+                if forgiven:
+                    events.append(Forgiven(forgiven))
+        # While the whole pool is out, a domain's failures say nothing about the domain.
+        if fault.blame is not Blame.PROXY and not gates.is_open(PROVIDER):
+            needed = min(3, max(len(self.pool), 1)) if attempt.proxy is not None else 1
+            opened = gates.failure(domain, path, now, rng, paths_needed=needed, round_trip=self._round_trip(domain))
+            if opened is not None:
+                events.append(opened)
+        return events

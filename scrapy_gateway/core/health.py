@@ -44,7 +44,18 @@ class HealthRules:
 class Health:
     """Mutable health record; owned by one pool, never shared across threads."""
 
-    __slots__ = ("ejections", "inflight", "last_success", "latency", "probation", "score", "state", "streak", "until")
+    __slots__ = (
+        "ejected_at",
+        "ejections",
+        "inflight",
+        "last_success",
+        "latency",
+        "probation",
+        "score",
+        "state",
+        "streak",
+        "until",
+    )
 
     def __init__(self) -> None:
         self.score = 0.0
@@ -56,6 +67,7 @@ class Health:
         self.inflight = 0
         self.last_success = float("-inf")
         self.latency = Latency()  # how long its successful downloads took (latency.py)
+        self.ejected_at = 0.0
 
     def usable(self, now: float) -> bool:
         """In rotation now; an ejected record whose cooldown is over comes back on probation."""
@@ -88,11 +100,20 @@ class Health:
             self.state = State.RETIRED
             return True
         self.state = State.EJECTED
+        self.ejected_at = now
         self.until = now + rules.cooldown(self.ejections, rng)
         # Re-admitted records start from half the threshold, so one more failure sends them back.
         self.score = rules.eject_score / 2
         self.streak = 0
         return False
+
+    def forgive(self, rules: HealthRules) -> None:
+        """Undo an ejection that was not this record's fault (a provider-wide outage)."""
+        self.state = State.ACTIVE
+        self.probation = False
+        self.ejections = max(0, self.ejections - 1)
+        self.score = rules.eject_score / 2
+        self.streak = 0
 
     def retire(self) -> None:
         self.state = State.RETIRED

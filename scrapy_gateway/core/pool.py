@@ -302,6 +302,18 @@ class ProxyPool:
             return [Retired(key, fault.kind)]
         return [Ejected(key, fault.kind, record.health.until - now)]
 
+    def forgive(self, since: float) -> int:
+        """Re-admit the proxies ejected since `since` (a provider-wide outage); how many."""
+        forgiven = 0
+        for record in self._order:
+            health = record.health
+            if health.state is State.EJECTED and health.ejected_at >= since:
+                health.forgive(self.rules)
+                forgiven += 1
+        if forgiven:
+            self.in_panic = False
+        return forgiven
+
     def _out_share_after_one_more(self) -> float:
         out = sum(1 for r in self._order if r.health.state is not State.ACTIVE)
         return (out + 1) / len(self._order)

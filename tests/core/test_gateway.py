@@ -8,8 +8,9 @@ import pytest
 
 from scrapy_gateway.core.attempt import Attempt
 from scrapy_gateway.core.backoff import Backoff
-from scrapy_gateway.core.events import Ejected, PairEjected, Readmitted
+from scrapy_gateway.core.events import Ejected, GateOpened, PairEjected, Readmitted
 from scrapy_gateway.core.faults import Blame, Fault, TransportError, classify_status, classify_transport
+from scrapy_gateway.core.gates import PROVIDER
 from scrapy_gateway.core.gateway import Gateway, Policy, Verdict
 from scrapy_gateway.core.pool import Pick
 from scrapy_gateway.core.proxies import Proxy, parse_proxy
@@ -100,11 +101,36 @@ def test_first_attempts_refill_the_budget():
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_proxy_blamed_on_a_single_proxy_pool_backs_off(seed):
-    gateway = Gateway(proxies(1), Policy())
+def test_a_single_static_proxy_backs_off(seed):
+    gateway = Gateway(proxies(1), Policy(rotating_endpoints=False))
     verdict = failure(gateway, SOFT, proxies(1)[0].key, retries_done=3, max_retries=5, seed=seed)
     assert verdict.retry
     assert verdict.delay == Backoff(1.0, 30.0).delay(4, random.Random(seed))
+
+
+def test_a_pool_of_one_is_a_rotating_endpoint_whose_own_failures_retry_at_once():
+    gateway = Gateway(proxies(1), Policy())
+    key = proxies(1)[0].key
+    plain_502 = classify_status(502, {}, via_proxy=True, in_tunnel=False, now_epoch=0.0, retry_after_cap=60.0)
+    for n in range(4):  # a few exits in a row fail: still the exits', not the origin's
+        verdict = failure(gateway, plain_502, key, now=1.0 + n, max_retries=5, max_proxy_retries=10, seed=n)
+        assert verdict.fault.blame is Blame.UNKNOWN
+        assert verdict.retry and verdict.delay == 0.0 and verdict.new_limit is None
+        assert verdict.next_attempt is not None and verdict.next_attempt.proxy_retries == 1
+        assert verdict.next_attempt.retries == 0  # paid by the proxy allowance
+    # The origin's own evidence (a forwarded status) still throttles and backs off.
+    forwarded = classify_status(
+        502,
+        {"proxy-status": "gw; received-status=502"},
+        via_proxy=True,
+        in_tunnel=False,
+        now_epoch=0.0,
+        retry_after_cap=60.0,
+    )
+    gateway.sent(key, D, 5.9, first_attempt=True)
+    gateway.on_success(key, D, D, 6.0, 0.05)
+    verdict = failure(gateway, forwarded, key, now=6.1, max_retries=5, seed=9)
+    assert verdict.fault.blame is Blame.ORIGIN and verdict.new_limit == 6 and verdict.delay > 0.0
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -183,7 +209,7 @@ def test_only_origin_blamed_throttling_faults_cut_concurrency():
     assert gateway.concurrency.limits() == {}
 
 
-def test_a_storm_of_unknown_502s_becomes_the_origins_and_throttles():
+def test_a_storm_of_unknown_502s_becomes_the_origins_and_its_gate_undoes_the_cuts():
     gateway = Gateway(proxies(4), Policy())
     keys = [p.key for p in proxies(4)]
     bad_gateway = classify_status(502, {}, via_proxy=True, in_tunnel=False, now_epoch=0.0, retry_after_cap=60.0)
@@ -193,6 +219,29 @@ def test_a_storm_of_unknown_502s_becomes_the_origins_and_throttles():
     assert [v.new_limit for v in verdicts] == [None, None, 6]
     assert verdicts[0].delay == 0.0
     assert verdicts[2].delay == Backoff(1.0, 30.0).delay(1, random.Random(2))
+    # Two more, and nothing has worked for a while: an outage, not an overload.
+    more = [failure(gateway, bad_gateway, key, now=4.0 + n, seed=n) for n, key in enumerate(keys[:2])]
+    opened = [e for v in more for e in v.events if isinstance(e, GateOpened)]
+    # One domain, and nothing else works: the domain's outage or the provider's, alike here.
+    assert opened == [GateOpened(PROVIDER, 5, 3)]
+    assert more[-1].new_limit == 8  # the cut is undone: the origin was down, not shedding load
+    assert more[-1].next_attempt is not None and more[-1].next_attempt.held == PROVIDER
+    assert more[-1].next_attempt.retries == 0  # the outage costs no retry
+
+
+def test_origin_502s_between_successes_are_an_overload_and_throttle():
+    gateway = Gateway(proxies(4), Policy())
+    keys = [p.key for p in proxies(4)]
+    limits = []
+    for n in range(12):
+        now = 1.0 + 0.1 * n
+        key = keys[n % 4]
+        gateway.sent(key, D, now - 0.05, first_attempt=True)
+        if n % 2:
+            limits.append(failure(gateway, OVERLOAD, key, now=now, seed=n).new_limit)
+        else:
+            gateway.on_success(key, D, D, now, 0.05)
+    assert any(limit is not None and limit < 8 for limit in limits), limits
 
 
 def test_on_success_reports_readmission():
