@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ._epoch import Epoch
 from ._loop import LoopThread
 
 log = logging.getLogger("demo_world")
@@ -42,6 +43,9 @@ class OriginSpec:
     # Pads 200 bodies, for benchmarks that want realistic page sizes.
     body_bytes: int = 0
     seed: int | None = None
+    # Origin outage by refusal: the listening socket is closed from the start until this long after
+    # the WORLD's first request (proxies then answer their own 502 "connection_refused").
+    closed_for_seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -73,11 +77,12 @@ def _path_of(target: str) -> str:
 class Origin:
     """Handle returned by World.add_origin; public methods are thread-safe."""
 
-    def __init__(self, name: str, spec: OriginSpec, host: str, loop: LoopThread) -> None:
+    def __init__(self, name: str, spec: OriginSpec, host: str, loop: LoopThread, epoch: Epoch | None = None) -> None:
         self.name = name
         self.spec = spec  # read on every request, so tests may swap it mid-crawl
         self.host = host
         self._loop = loop
+        self._epoch = epoch or Epoch()
         self._port = 0
         self._runner: web.ServerRunner | None = None
         self._site: web.TCPSite | None = None
@@ -147,6 +152,16 @@ class Origin:
         self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await self._runner.setup()
         await self._open()
+        if self.spec.closed_for_seconds > 0:
+            # Bound once for a real port (as dead proxies are), then closed until the timer opens it.
+            await self._close()
+            self._epoch.call_after(self.spec.closed_for_seconds, self._reopen)
+
+    def _reopen(self) -> None:
+        if self._runner is not None:  # not stopped meanwhile
+            task = asyncio.get_running_loop().create_task(self._open())
+            self._handling.add(task)  # kept referenced until done, and cancelled by a stop
+            task.add_done_callback(self._handling.discard)
 
     async def _stop(self) -> None:
         await self._close()
@@ -195,6 +210,7 @@ class Origin:
             "overload": c.overload,
             "early": c.early,
             "proxy_authorization_seen": c.proxy_authorization_seen,
+            "first_request_at": self._first_request_at,  # time.monotonic(); fail_for_seconds counts from it
         }
 
     async def _handle(self, request: web.BaseRequest) -> web.Response:
@@ -216,6 +232,7 @@ class Origin:
         now = time.monotonic()
         if self._first_request_at is None:
             self._first_request_at = now
+        self._epoch.mark(now)
         # max_in_flight counts arrivals, overloaded ones included, so it
         # measures the concurrency the client really exerted.
         self._in_flight += 1

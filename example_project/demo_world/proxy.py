@@ -15,6 +15,7 @@ import logging
 import random
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import h11
 
+from ._epoch import Epoch
 from ._loop import LoopThread
 
 log = logging.getLogger("demo_world")
@@ -90,10 +92,15 @@ class ProxySpec:
     latency: float = 0.0
     upstream_timeout: float = 30.0
     seed: int | None = None
+    # (start, duration) in seconds after the WORLD's first request (any proxy or origin): inside
+    # that window the proxy answers every request with its own 502, like a provider-wide outage.
+    outage: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown proxy mode {self.mode!r}")
+        if self.outage is not None and (self.outage[0] < 0 or self.outage[1] < 0):
+            raise ValueError(f"outage must be (start >= 0, duration >= 0), not {self.outage!r}")
         # Accept any iterable (a plain set is the natural thing to write).
         object.__setattr__(self, "banned_hosts", frozenset(self.banned_hosts))
 
@@ -183,11 +190,14 @@ class _Refused(Exception):
 class Proxy:
     """Handle returned by World.add_proxy; public methods are thread-safe."""
 
-    def __init__(self, name: str, spec: ProxySpec, loop: LoopThread, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, name: str, spec: ProxySpec, loop: LoopThread, host: str = "127.0.0.1", epoch: Epoch | None = None
+    ) -> None:
         self.name = name
         self.spec = spec
         self.host = host
         self._loop = loop
+        self._epoch = epoch or Epoch()
         self._listener = _Listener(host, self._serve)
         self._rng = random.Random(spec.seed)
         self._mode: Mode = spec.mode
@@ -278,6 +288,7 @@ class Proxy:
         """Answer one request; False when the connection is finished with."""
         c = self.counters
         c.requests += 1
+        self._epoch.mark(time.monotonic())
         headers = req.headers.raw_items()
         raw_auth = _header(headers, b"proxy-authorization")
         auth = raw_auth.decode("latin-1") if raw_auth is not None else None
@@ -308,6 +319,8 @@ class Proxy:
             host, port = self._destination(req)
             if mode == "bad_gateway" or (mode == "flaky" and self._rng.random() < self.spec.flaky_p):
                 raise _Refused(502, "destination_unavailable")
+            if self._in_outage():
+                raise _Refused(502, "destination_unavailable")
             banned = self.spec.banned_hosts
             if host in banned or f"{host}:{port}" in banned:
                 raise _Refused(502, "http_request_denied")
@@ -325,6 +338,13 @@ class Proxy:
                 c.own_errors += 1
             writer.write(self._error(client, req, refusal.status, refusal.error))
         return True
+
+    def _in_outage(self) -> bool:
+        if self.spec.outage is None:
+            return False
+        since = self._epoch.since(time.monotonic())
+        start, duration = self.spec.outage
+        return since is not None and start <= since < start + duration
 
     def _destination(self, req: h11.Request) -> tuple[str, int]:
         target = req.target.decode("latin-1")

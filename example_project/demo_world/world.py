@@ -12,6 +12,7 @@ from typing import Any, Self
 
 import trustme
 
+from ._epoch import Epoch
 from ._loop import LoopThread
 from .origin import Origin, OriginSpec
 from .proxy import Mode, Proxy, ProxySpec
@@ -46,13 +47,14 @@ class World:
         self.origins: dict[str, Origin] = {}
         self.proxies: dict[str, Proxy] = {}
         self._ca: _CertAuthority | None = None
+        self._epoch = Epoch()  # shared by all: scheduled outages count from the world's first request
 
     # -- building -------------------------------------------------------------
     def add_origin(self, name: str, spec: OriginSpec | None = None) -> Origin:
         if name in self.origins:
             raise ValueError(f"duplicate origin {name!r}")
         host = str(_FIRST_ORIGIN_IP + len(self.origins))
-        origin = Origin(name, spec or OriginSpec(), host, self._loop)
+        origin = Origin(name, spec or OriginSpec(), host, self._loop, self._epoch)
         self.origins[name] = origin
         if self.running:
             self._loop.run(self._start_origin(origin))
@@ -61,7 +63,7 @@ class World:
     def add_proxy(self, name: str, spec: ProxySpec | None = None, *, host: str = "127.0.0.1") -> Proxy:
         if name in self.proxies:
             raise ValueError(f"duplicate proxy {name!r}")
-        proxy = Proxy(name, spec or ProxySpec(), self._loop, host)
+        proxy = Proxy(name, spec or ProxySpec(), self._loop, host, self._epoch)
         self.proxies[name] = proxy
         if self.running:
             self._loop.run(proxy._start())
@@ -148,18 +150,23 @@ class World:
             lambda: {
                 "origins": {n: o.snapshot() for n, o in self.origins.items()},
                 "proxies": {n: p.snapshot() for n, p in self.proxies.items()},
+                # time.monotonic() of the world's first request (None before it): the clock of
+                # ProxySpec.outage and OriginSpec.closed_for_seconds. Comparable across processes.
+                "epoch": self._epoch.at,
             }
         )
 
     def reset_counters(self, *, state: bool = False) -> None:
-        """Zero counters; state=True also forgets storm windows and Retry-After
-        deadlines."""
+        """Zero counters; state=True also forgets storm windows, Retry-After
+        deadlines and the world's epoch (the next request starts a new one)."""
 
         def reset() -> None:
             for origin in self.origins.values():
                 origin.reset(state=state)
             for proxy in self.proxies.values():
                 proxy.reset(state=state)
+            if state:
+                self._epoch.reset()
 
         self._loop.call(reset)
 
