@@ -6,10 +6,14 @@ its own retry defaults, which the table shows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 RANDOM_PROXY = {"benchmarks.random_proxy.RandomProxyMiddleware": 540}
+# The sweep's oracle for a pool of one proxy (a rotating endpoint): stock, retrying until it gets
+# through. 10 retries lose a page with probability f**11 (2e-8 at f = 0.2).
+ORACLE_RETRIES = {"RETRY_TIMES": 10}
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ CONTENDERS: dict[str, Contender] = {
 }
 
 
-def common(cap: float) -> dict[str, Any]:
+def common(cap: float, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {
         "CONCURRENT_REQUESTS": 16,
         "CONCURRENT_REQUESTS_PER_DOMAIN": 8,
@@ -45,11 +49,14 @@ def common(cap: float) -> dict[str, Any]:
         "CLOSESPIDER_TIMEOUT": cap,
         "LOG_LEVEL": "INFO",
         "LOGSTATS_INTERVAL": 10,
+        **(overrides or {}),  # a sweep cell's: DOWNLOAD_TIMEOUT, the per-domain ceiling, ...
     }
 
 
-def settings(name: str, proxies: list[str], good: list[str], cap: float) -> dict[str, Any]:
-    base = common(cap)
+def settings(
+    name: str, proxies: list[str], good: list[str], cap: float, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    base = common(cap, overrides)
     if name == "stock":
         return {**base, "DOWNLOADER_MIDDLEWARES": RANDOM_PROXY, "BENCH_PROXIES": proxies}
     if name == "stock+at":

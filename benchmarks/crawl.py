@@ -3,8 +3,8 @@
     python benchmarks/crawl.py SPEC.json OUT.json
 
 SPEC: {"settings": {...}, "urls": [[url, label], ...]}. OUT: {"outcomes": [[n, label, ok, at,
-error], ...], "stats": {...}, "close_reason": str, "opened_to_closed": float}. `at` is seconds
-since the spider opened; `ok` is true for a page that reached its callback.
+error], ...], "stats": {...}, "close_reason": str, "opened_to_closed": float, "opened_monotonic":
+float}. `at` is seconds since the spider opened; `ok` is true for a page that reached its callback.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def dump(crawler: Crawler, closed: dict[str, Any], path: str) -> None:
         "stats": {k: v for k, v in list(stats.items()) if k.startswith(KEPT_STATS)},
         "close_reason": closed.get("reason"),
         "opened_to_closed": closed.get("at"),
+        # time.monotonic() is system-wide on Linux: the parent compares it with the world's clock.
+        "opened_monotonic": spider.opened_at if isinstance(spider, BenchSpider) else None,
     }
     with open(path, "w", encoding="utf-8") as f:
         json.dump(out, f, default=str)

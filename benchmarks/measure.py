@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from benchmarks.runner import CrawlOutput
@@ -37,6 +39,8 @@ class Row:
     load: float = 0.0  # 1-minute load average when the crawl started (the box may be shared)
     targets: list[str] = field(default_factory=list)  # "name: ok|MISS (value vs target)"
     stats: dict[str, Any] = field(default_factory=dict)
+    params: str = ""  # the sweep cell's parameters
+    measures: dict[str, Any] = field(default_factory=dict)  # the sweep's scenario-specific measures
 
     @property
     def overload_share(self) -> float | None:
@@ -91,6 +95,7 @@ def row_from(scenario: Scenario, contender: str, retries: str, out: CrawlOutput)
         max_in_flight=max((o["max_in_flight"] for o in origins.values()), default=0),
         errors=errors,
         stats=out.stats,
+        params=scenario.params,
     )
     if scenario.capacity and wall > 0:
         row.goodput = ok / wall / scenario.capacity
@@ -110,3 +115,78 @@ def relate(rows: list[Row], scenario: Scenario, alone: dict[str, float]) -> None
             together = row.origin_wall.get(scenario.healthy, 0.0)
             if row.healthy_alone > 0:
                 row.healthy_slowdown = together / row.healthy_alone
+
+
+# The gateway's log line for a cut (scrapy_gateway/report.py): the minimum it set is the measure.
+_CUT = re.compile(r"Concurrency of \S+ lowered from \d+ to (\d+)")
+
+
+def min_limit(log_path: Path | None) -> int | None:
+    """The lowest per-domain concurrency limit the gateway logged setting; None: it never cut."""
+    if log_path is None or not log_path.exists():
+        return None
+    limits = [int(m.group(1)) for m in _CUT.finditer(log_path.read_text(errors="replace"))]
+    return min(limits, default=None)
+
+
+def add_measures(row: Row, scenario: Scenario, out: CrawlOutput) -> None:
+    """The sweep's scenario-specific measures, into row.measures."""
+    m = row.measures
+    if scenario.capacity:
+        m["overload_share"] = row.overload_share
+        m["goodput"] = row.goodput
+        m["min_limit"] = min_limit(out.log_path)
+        m["cuts"] = int(out.stats.get("gateway/concurrency/decreases", 0))
+    if scenario.name == "retry_after":
+        m["early"] = row.early
+    window = scenario.window
+    if window is None:
+        return
+    # Failed answers during the outage: the proxies' own errors and the origins' own 502s.
+    m["outage_answers"] = sum(p["own_errors"] for p in out.world["proxies"].values()) + sum(
+        o["statuses"].get("502", 0) - o["overload"] for o in out.world["origins"].values()
+    )
+    clock = out.world["epoch"] if window.clock == "world" else out.world["origins"][window.clock]["first_request_at"]
+    if clock is None or out.opened_monotonic is None:
+        return
+    end = clock - out.opened_monotonic + window.end  # the outage's end, in seconds since the spider opened
+    waiting = [o for o in out.outcomes if o[1] in window.origins]
+    pages = sum(out.pages[o] for o in window.origins)
+    ok_before = sum(1 for _, _, ok, at, _ in waiting if ok and at <= end)
+    ok = sum(1 for _, _, ok, _, _ in waiting if ok)
+    done = max((at for _, _, _, at, _ in waiting), default=0.0)
+    if ok < pages:
+        done = max(done, row.wall)  # a lost page is never done
+    m["outage_end"] = end
+    m["after_end"] = done - end
+    # What is allowed after the end: 1.5 s to notice, then the pages left at their normal pace.
+    m["after_allowed"] = 1.5 + (pages - ok_before) * scenario.service / scenario.per_domain
+    m["all_ok"] = ok == pages
+
+
+def ideal_row(scenario: Scenario) -> Row:
+    """The oracle row of a scenario that no subset of its pool solves: its ideal time, not a crawl."""
+    assert scenario.ideal is not None
+    pages = sum(scenario.pages.values())
+    return Row(
+        scenario=scenario.name,
+        contender="oracle",
+        retries="ideal",
+        pages=pages,
+        ok=pages,
+        failed=0,
+        unfinished=0,
+        attempts=0,
+        attempts_per_ok=None,
+        wall=scenario.ideal,
+        close_reason="computed",
+        by_origin={},
+        origin_wall={},
+        overload=0,
+        early=0,
+        max_in_flight=0,
+        errors={},
+        ratio=1.0,
+        ratio_base="ideal",
+        params=scenario.params,
+    )

@@ -25,6 +25,15 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else fmt % value
 
 
+def _wall(row: Row) -> str:
+    return f"{row.wall:.2f}" + (f" ({row.walls[0]:.1f}-{row.walls[-1]:.1f})" if len(row.walls) > 1 else "")
+
+
+def _targets(row: Row) -> str:
+    missed = [t.split(":")[0] for t in row.targets if ": MISS" in t]
+    return "-" if not row.targets else ("met" if not missed else "MISS " + ", ".join(missed))
+
+
 def cells(row: Row) -> list[str]:
     ratio = "-" if row.ratio is None else f"{row.ratio:.2f}x {row.ratio_base}"
     healthy = "-"
@@ -33,8 +42,6 @@ def cells(row: Row) -> list[str]:
     overload = "-"
     if row.scenario == "overload":
         overload = f"{row.overload} ({100 * (row.overload_share or 0):.1f}%)"
-    missed = [t.split(":")[0] for t in row.targets if ": MISS" in t]
-    targets = "-" if not row.targets else ("met" if not missed else "MISS " + ", ".join(missed))
     return [
         row.scenario,
         row.contender,
@@ -43,13 +50,13 @@ def cells(row: Row) -> list[str]:
         str(row.failed),
         str(row.unfinished),
         _num(row.attempts_per_ok, "%.3f"),
-        f"{row.wall:.2f}" + (f" ({row.walls[0]:.1f}-{row.walls[-1]:.1f})" if len(row.walls) > 1 else ""),
+        _wall(row),
         ratio,
         healthy,
         overload,
         "-" if row.goodput is None else f"{100 * row.goodput:.0f}%",
         str(row.early) if row.scenario == "retry_after" else "-",
-        targets,
+        _targets(row),
         "; ".join(f"{o} {v[0]}/{sum(v)} @{row.origin_wall[o]:.1f}s" for o, v in row.by_origin.items()),
     ]
 
@@ -108,3 +115,56 @@ def write(kind: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path
         (RESULTS / f"{name}.json").write_text(body)
         (RESULTS / f"{name}.md").write_text(head + markdown + "\n")
     return paths
+
+
+# -- the sweep's table ---------------------------------------------------------------------------
+
+SWEEP_HEADER = (
+    "scenario", "params", "contender", "retries", "ok/pages", "att/ok", "wall s", "ratio", "measures", "targets",
+)  # fmt: skip
+
+
+def _measures(row: Row) -> str:
+    m, parts = row.measures, []
+    if "goodput" in m:
+        parts.append(f"past-C 502s {row.overload} ({100 * (m['overload_share'] or 0):.1f}%)")
+        parts.append(f"goodput {_num(m['goodput'] and 100 * m['goodput'], '%.0f')}%")
+        if row.contender == "gateway":
+            lowest = m["min_limit"]
+            parts.append("no cut" if lowest is None else f"min limit {lowest} ({m['cuts']} cuts)")
+    if row.healthy_slowdown is not None:
+        parts.append(f"healthy {row.healthy_slowdown:.2f}x")
+    if "after_end" in m and not m["all_ok"]:
+        parts.append("pages of the outage lost or unfinished")
+    elif "after_end" in m:
+        parts.append(f"done {m['after_end']:+.1f}s after end (allowed +{m['after_allowed']:.1f})")
+    if "outage_answers" in m:
+        parts.append(f"outage 502s {m['outage_answers']}")
+    if "early" in m:
+        parts.append(f"early {m['early']}")
+    if row.max_in_flight:
+        parts.append(f"peak {row.max_in_flight} in flight")
+    if row.close_reason not in ("finished", "computed"):
+        parts.append(f"closed: {row.close_reason}")
+    return "; ".join(parts) or "-"
+
+
+def sweep_cells(row: Row) -> list[str]:
+    return [
+        row.scenario,
+        row.params,
+        row.contender,
+        row.retries,
+        f"{row.ok}/{row.pages}",
+        _num(row.attempts_per_ok, "%.3f"),
+        _wall(row),
+        "-" if row.ratio is None else f"{row.ratio:.2f}x {row.ratio_base}",
+        _measures(row),
+        _targets(row),
+    ]
+
+
+def sweep_markdown(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(SWEEP_HEADER) + " |", "|" + "---|" * len(SWEEP_HEADER)]
+    lines += ["| " + " | ".join(sweep_cells(r)) + " |" for r in rows]
+    return "\n".join(lines)

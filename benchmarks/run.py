@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 
 from benchmarks.contenders import CONTENDERS
-from benchmarks.measure import Row, relate, row_from
+from benchmarks.measure import Row, add_measures, relate, row_from
 from benchmarks.report import RESULTS, markdown_table, plugin_version, text_table, write
 from benchmarks.runner import run_scenario_crawl
 from benchmarks.scenarios import SCENARIOS, Scenario
@@ -48,10 +48,11 @@ def crawl(scenario: Scenario, contender: str, *, only: str | None, cap: float, r
     rows = []
     for i in range(repeat):
         suffix = ("-alone" if only else "") + (f"-{i + 1}" if repeat > 1 else "")
-        log = RESULTS / "logs" / f"{scenario.name}-{contender}{suffix}.log"
+        log = RESULTS / "logs" / f"{scenario.slug}-{contender}{suffix}.log"
         load = os.getloadavg()[0]
         out = run_scenario_crawl(scenario, contender, only=only, cap=cap, log_path=log)
         row = row_from(scenario, contender, CONTENDERS[contender].retries, out)
+        add_measures(row, scenario, out)
         row.load = load
         rows.append(row)
     rows.sort(key=lambda r: r.wall)
@@ -60,22 +61,26 @@ def crawl(scenario: Scenario, contender: str, *, only: str | None, cap: float, r
     return kept
 
 
+def crawl_contender(scenario: Scenario, name: str, cap: float, repeat: int, alone: dict[str, float]) -> Row:
+    """The contender's crawl of the scenario, after its crawl of the healthy origin alone (into `alone`)."""
+    label = f"{scenario.name:12} {scenario.params:34}" if scenario.params else f"{scenario.name:12}"
+    if scenario.healthy:
+        alone_row = crawl(scenario, name, only=scenario.healthy, cap=cap, repeat=repeat)
+        alone[name] = alone_row.origin_wall[scenario.healthy]
+        print(f"  {label} {name:9} {scenario.healthy} alone: {alone[name]:.2f}s", flush=True)
+    row = crawl(scenario, name, only=None, cap=cap, repeat=repeat)
+    print(
+        f"  {label} {name:9} ok {row.ok}/{row.pages}, attempts {row.attempts}, "
+        f"wall {row.wall:.2f}s ({row.close_reason}; load {row.load:.1f})",
+        flush=True,
+    )
+    return row
+
+
 def run_scenario(scenario: Scenario, contenders: list[str], cap: float, repeat: int) -> list[Row]:
     cap = scenario.cap or cap
-    rows: list[Row] = []
     alone: dict[str, float] = {}
-    for name in contenders:
-        if scenario.healthy:
-            alone_row = crawl(scenario, name, only=scenario.healthy, cap=cap, repeat=repeat)
-            alone[name] = alone_row.origin_wall[scenario.healthy]
-            print(f"  {scenario.name:12} {name:9} {scenario.healthy} alone: {alone[name]:.2f}s", flush=True)
-        row = crawl(scenario, name, only=None, cap=cap, repeat=repeat)
-        rows.append(row)
-        print(
-            f"  {scenario.name:12} {name:9} ok {row.ok}/{row.pages}, attempts {row.attempts}, "
-            f"wall {row.wall:.2f}s ({row.close_reason}; load {row.load:.1f})",
-            flush=True,
-        )
+    rows = [crawl_contender(scenario, name, cap, repeat, alone) for name in contenders]
     relate(rows, scenario, alone)
     oracle = next((r for r in rows if r.contender == "oracle"), None)
     for row in rows:

@@ -14,7 +14,7 @@ from typing import Any
 
 from demo_world import World
 
-from benchmarks.contenders import settings
+from benchmarks.contenders import ORACLE_RETRIES, settings
 from benchmarks.scenarios import Scenario, good_proxies, urls
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,8 @@ class CrawlOutput:
     opened_to_closed: float | None
     world: dict[str, Any]  # World.snapshot() after the crawl
     pages: dict[str, int]
+    opened_monotonic: float | None = None  # the spider's opening, on the world's clock
+    log_path: Path | None = None  # the crawl's Scrapy log (the gateway logs its concurrency cuts)
 
 
 def subprocess_env() -> dict[str, str]:
@@ -70,12 +72,24 @@ def run_scenario_crawl(
     world.start()
     try:
         proxies = [p.url for p in world.proxies.values()]
+        good, overrides = good_proxies(world), dict(scenario.settings)
+        if contender.startswith("oracle") and scenario.oracle == "retries":
+            good, overrides = proxies, {**overrides, **ORACLE_RETRIES}
         spec = {
-            "settings": settings(contender, proxies, good_proxies(world), cap),
+            "settings": settings(contender, proxies, good, cap, overrides),
             "urls": urls(world, pages),
         }
         data = run_json_crawl(spec, log_path, timeout=cap + 60)
         snapshot = world.snapshot()
     finally:
         world.stop()
-    return CrawlOutput(data["outcomes"], data["stats"], data["close_reason"], data["opened_to_closed"], snapshot, pages)
+    return CrawlOutput(
+        data["outcomes"],
+        data["stats"],
+        data["close_reason"],
+        data["opened_to_closed"],
+        snapshot,
+        pages,
+        opened_monotonic=data.get("opened_monotonic"),
+        log_path=log_path,
+    )
