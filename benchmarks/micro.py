@@ -2,7 +2,8 @@
 
     python -m benchmarks.micro [--quick]
 
-Per request, as the middleware does: `route()` (pick a proxy), `sent()`, then `on_success()` or,
+Per request, as the middleware does: `admit()` (outage gates), `route()` (pick a proxy), `sent()`,
+then `on_success()` with the download's latency (latency tracking on) or,
 for a proxy that answers its own 502, `classify_status()` + `on_failure()`. Pools of 10, 1,000 and
 100,000 proxies, pages spread over 10,000 domains, a simulated clock advancing 1 ms per request.
 Also: memory per proxy and per (proxy, domain) record (tracemalloc), and a simulated broad crawl of
@@ -50,6 +51,7 @@ class Crawl:
     def request(self, domain: str) -> None:
         gw, now = self.gw, self.now
         self.now += 0.001
+        gw.admit(domain, now, via_pool=True)  # the outage gates' check, as process_request makes it
         choice = gw.route(domain, now, self.rng)
         if not isinstance(choice, Pick):
             return
@@ -60,7 +62,8 @@ class Crawl:
         elif self.throttle_share and self.rng.random() < self.throttle_share:
             fault = classify_status(503, {}, via_proxy=True, in_tunnel=False, now_epoch=0.0, retry_after_cap=120.0)
         else:
-            gw.on_success(key, domain, domain, now)
+            # With its download latency, as Scrapy reports it: latency tracking on.
+            gw.on_success(key, domain, domain, now, 0.05 + 0.01 * self.rng.random())
             return
         attempt = Attempt(5, 10, proxy=key, sent_at=now)
         gw.on_failure(fault, attempt, domain=domain, slot=domain, ceiling=8, now=now, rng=self.rng)

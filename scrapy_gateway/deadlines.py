@@ -1,7 +1,9 @@
 """Per-attempt timeouts: the adapter half of core/latency.py.
 
-Every download the gateway routed through its pool runs under watch. Every `TICK` seconds each
-one is compared with the limit the core gives for it *now*: the estimates move while it waits, so
+Every download the gateway routed through its pool runs under watch until its response headers
+arrive (Scrapy's handlers set `download_latency` then, and the estimates are times to headers: a
+large body that takes its time is never cut). Every `TICK` seconds each one is compared with the
+limit the core gives for it *now*: the estimates move while it waits, so
 a request sent at a crawl's start to a proxy that never answers is cut as soon as the first
 answers have shown how long a page takes, not after DOWNLOAD_TIMEOUT. A download past its limit
 is cancelled (Scrapy's own timeout is a cancellation too, which closes the connection) and fails
@@ -96,8 +98,8 @@ class DeadlineWatch:
         self._timer = None
         now = self.clock()
         for download, watched in list(self._watched.items()):
-            if watched.cut_at is not None:
-                continue
+            if watched.cut_at is not None or m.DOWNLOAD_LATENCY in watched.request.meta:
+                continue  # already cut, or its headers have arrived
             limit = self.core.attempt_timeout(
                 watched.domain, watched.proxy, cuts=watched.cuts, user_timeout=watched.user_timeout
             )

@@ -84,7 +84,11 @@ class GatewayDownloaderMixin(_Base):
 
     def _get_slot(self, request: Request, spider: Spider | None = None) -> tuple[str, Slot]:
         key, slot = super()._get_slot(request)
-        limit = self.gateway_runtime.core.concurrency.limit(key)
+        runtime = self.gateway_runtime
+        control = runtime.core.concurrency
+        limit = control.limit(key)
+        if limit is None and runtime.config.enabled:
+            limit = control.begin(key, runtime.config.ceiling(key))  # slow start
         if limit is not None:
             slot.concurrency = limit
         return key, slot

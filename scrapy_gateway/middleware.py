@@ -127,6 +127,7 @@ class GatewayMiddleware:
             meta[m.DATALOSS] = False
             asked_partial = True
         first = attempt.sends == 0
+        meta.pop(m.DOWNLOAD_LATENCY, None)  # an earlier attempt's: the deadline watch reads this one's
         meta[m.ATTEMPT] = attempt.sending(proxy_key, now, pinned=pinned, asked_partial=asked_partial, probe=probe)
         if first:
             self.stats.inc_value(keys.REQUESTS)

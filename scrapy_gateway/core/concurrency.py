@@ -7,6 +7,10 @@
   step up would reach the limit that last overloaded the origin, growth slows by `caution`, and
   twice more for each overload in a row at that same limit (up to 16-fold), so the sawtooth
   spends little time above the origin's capacity.
+- Slow start (TCP's): a slot the gateway has not seen starts at `initial` and grows by one per
+  clean response (doubling per round trip) up to the user's limit, until the first overload, so
+  that a crawl's first burst against an origin that serves one at a time is two requests, not
+  the user's 32.
 - Proxy-blamed failures never reach this module. An outage is not an overload either: when an
   outage gate opens (gates.py), the cuts made since the last clean response are undone.
 """
@@ -26,14 +30,19 @@ class _Limit:
     hurt_at: float = math.inf  # limit at which the origin last overloaded
     repeats: int = 0  # overloads in a row at that same effective limit
     calm: float = math.inf  # the limit at the last clean response (inf: none since it was created)
+    starting: bool = False  # in slow start: +1 per clean response until the first overload
 
 
 _MAX_REPEATS = 4  # probing slows down at most 16-fold beyond `caution`
 
 
 class ConcurrencyControl:
-    def __init__(self, minimum: int, beta: float, caution: float = 32.0, max_slots: int = 10_000) -> None:
+    def __init__(
+        self, minimum: int, beta: float, caution: float = 32.0, max_slots: int = 10_000, initial: int = 2
+    ) -> None:
         self.minimum = minimum
+        self.initial = initial  # slow start's first limit (0: no slow start)
+        self._seen: OrderedDict[str, None] = OrderedDict()  # slots slow start has begun for
         self.beta = beta
         self.caution = caution
         self._limits: OrderedDict[str, _Limit] = OrderedDict()
@@ -45,7 +54,26 @@ class ConcurrencyControl:
         return None if entry is None else _effective(entry.value)
 
     def limits(self) -> dict[str, int]:
-        return {slot: _effective(e.value) for slot, e in self._limits.items() if _effective(e.value) < e.ceiling}
+        """The slots held below the user's limit by an overload (slow start is not shown)."""
+        return {
+            slot: _effective(e.value)
+            for slot, e in self._limits.items()
+            if _effective(e.value) < e.ceiling and not e.starting
+        }
+
+    def begin(self, slot: str, ceiling: int) -> int | None:
+        """A slot seen for the first time: its slow-start limit, or None (the user's own)."""
+        if slot in self._seen or slot in self._limits:
+            return None
+        self._seen[slot] = None
+        if len(self._seen) > self._max_slots:
+            self._seen.popitem(last=False)
+        if not self.initial or ceiling <= self.initial:
+            return None
+        self._limits[slot] = _Limit(float(self.initial), ceiling, starting=True)
+        if len(self._limits) > self._max_slots:
+            self._evict()
+        return self.initial
 
     def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float, *, remember: bool = True) -> int | None:
         """An origin-blamed overload error; return the new limit if it changed.
@@ -60,6 +88,7 @@ class ConcurrencyControl:
             self._limits.move_to_end(slot)
         if sent_at < entry.cut_at:
             return None
+        entry.starting = False
         before = _effective(entry.value)
         if remember:
             same_place = before == _effective(entry.hurt_at)
@@ -76,8 +105,8 @@ class ConcurrencyControl:
         if entry is None:
             return None
         before = _effective(entry.value)
-        step = 1.0 / max(entry.value, 1.0)
-        if before + 1 >= _effective(entry.hurt_at):
+        step = 1.0 if entry.starting else 1.0 / max(entry.value, 1.0)
+        if not entry.starting and before + 1 >= _effective(entry.hurt_at):
             # The next step up is where the origin last overloaded: probe it slowly, and twice as
             # slowly each time the probe hurt again at the same place.
             step /= self.caution * 2**entry.repeats

@@ -45,6 +45,7 @@ class Policy:
     budget_burst: float = 10.0
     concurrency_min: int = 1
     concurrency_beta: float = 0.7
+    concurrency_start: int = 2  # slow start's first per-domain limit (0: start at the user's)
     max_pairs: int = 100_000
     max_domains: int = 10_000
     timeouts: TimeoutRule = field(default_factory=TimeoutRule)
@@ -82,7 +83,10 @@ class Gateway:
             policy.budget_ratio, policy.budget_min_per_second, policy.budget_burst, policy.max_domains
         )
         self.concurrency = ConcurrencyControl(
-            policy.concurrency_min, policy.concurrency_beta, max_slots=policy.max_domains
+            policy.concurrency_min,
+            policy.concurrency_beta,
+            max_slots=policy.max_domains,
+            initial=policy.concurrency_start,
         )
         self.backoff = Backoff(policy.backoff_base, policy.backoff_cap)
         self.gates = OutageGates(policy.gates, policy.max_domains)
@@ -201,12 +205,17 @@ class Gateway:
         new_limit = None
         sent_at = now if attempt.sent_at is None else attempt.sent_at
         # Overload is an origin shedding load: a Retry-After is its own throttle, and failures at an
-        # open gate are an outage's; when a gate opens, the cuts made before it are undone.
-        if fault.throttles and fault.blame is Blame.ORIGIN and fault.retry_after is None and not gated:
-            # Until the domain has worked once, history cannot tell an overload from a start-up
-            # burst through bad proxies: cut, but do not remember the limit as one that hurt.
-            settled = evidence is Blame.UNKNOWN and not self.judge.has_worked(domain)
-            new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now, remember=not settled)
+        # open gate are an outage's; when a gate opens, the cuts made before it are undone. Until
+        # the domain has worked once, history cannot tell an overload from a start-up burst
+        # through bad proxies: no cut on history's word then (slow start keeps that burst small).
+        if (
+            fault.throttles
+            and fault.blame is Blame.ORIGIN
+            and fault.retry_after is None
+            and not gated
+            and (evidence is not Blame.UNKNOWN or self.judge.has_worked(domain))
+        ):
+            new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now)
         if any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events):
             new_limit = self.concurrency.outage(slot) or new_limit
         # A Retry-After keeps its own schedule; the gate never sends it early.

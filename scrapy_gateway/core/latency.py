@@ -46,12 +46,13 @@ class Latency:
 
     def observe(self, sample: float, now: float) -> None:
         """A completed download that took `sample` seconds to its headers."""
-        sample = max(0.0, sample)
-        if self.samples == 0:
-            self.srtt, self.rttvar = sample, sample / 2
-        else:
+        if sample < 0.0:
+            sample = 0.0
+        if self.samples:
             self.rttvar += _RTTVAR_BETA * (abs(self.srtt - sample) - self.rttvar)
             self.srtt += _SRTT_ALPHA * (sample - self.srtt)
+        else:
+            self.srtt, self.rttvar = sample, sample / 2
         self.samples += 1
         self.silences = 0
         self._peak(sample, now)
@@ -61,16 +62,17 @@ class Latency:
         self.silences += 1
         self._peak(at_least, now)
 
-    def _peak(self, at_least: float, now: float) -> None:
+    def _peak(self, sample: float, now: float) -> None:
         current = self.current(now)
-        self.peak = at_least if at_least >= current else current + _PEAK_ALPHA * (at_least - current)
+        self.peak = sample if sample >= current else current + _PEAK_ALPHA * (sample - current)
         self.stamp = now
 
     def current(self, now: float) -> float:
         """The peak estimate, decayed for the time since it was last updated."""
-        if self.peak == 0.0:
-            return 0.0
-        return self.peak * math.exp(-max(0.0, now - self.stamp) / PEAK_TAU)
+        elapsed = now - self.stamp
+        if self.peak == 0.0 or elapsed <= 0.0:
+            return self.peak
+        return self.peak * math.exp(-elapsed / PEAK_TAU)
 
     def timeout(self) -> float | None:
         """RFC 6298's retransmission timeout for this path, or None before any sample."""

@@ -28,12 +28,13 @@ class Proxy:
     username: str = ""
     password: str = field(default="", repr=False)
     url: str = field(default="", repr=False, compare=False)  # as given, credentials included
+    # Identity: stable, credential-free, safe for logs and stats. Computed once: every selection
+    # and every outcome looks it up.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """Identity: stable, credential-free, safe for logs and stats."""
+    def __post_init__(self) -> None:
         user = f"{self.username}@" if self.username else ""
-        return f"{self.scheme}://{user}{self._netloc_host}:{self.port}"
+        object.__setattr__(self, "key", f"{self.scheme}://{user}{self._netloc_host}:{self.port}")
 
     @property
     def _netloc_host(self) -> str:

@@ -120,3 +120,33 @@ def test_default_caution_is_slow_near_the_hurt_limit():
     # 4 -> 7 takes about 4 + 5 + 6 cleans; the last unit near the hurt limit takes caution * 7.
     assert control.limit(S) is None
     assert cleans > 7 * control.caution
+
+
+def test_slow_start_doubles_per_round_trip_until_the_first_overload():
+    control = ConcurrencyControl(1, 0.7, initial=2)
+    assert control.begin(S, 32) == 2
+    assert control.begin(S, 32) is None  # once per slot
+    limits = [control.clean(S) for _ in range(6)]
+    assert limits == [3, 4, 5, 6, 7, 8]  # +1 per clean response: x2 per round trip
+    assert control.limits() == {}  # slow start is not a throttle
+    assert control.overloaded(S, 32, sent_at=1.0, now=1.0) == 6  # 8 * 0.7, rounded half up
+    assert control.clean(S) is None  # past slow start: +1/limit per clean response
+
+
+def test_slow_start_ends_at_the_users_limit_and_not_below_it():
+    control = ConcurrencyControl(1, 0.7, initial=2)
+    assert control.begin("tiny", 2) is None  # nothing to start below
+    assert control.begin(S, 4) == 2
+    assert [control.clean(S) for _ in range(2)] == [3, 4]
+    assert control.limit(S) is None  # back to the user's own limit
+
+
+def test_an_outage_undoes_the_cuts_since_the_last_clean_response():
+    control = ConcurrencyControl(1, 0.7, initial=0)
+    control.overloaded(S, 8, sent_at=0.0, now=1.0)  # 5.6 -> 6
+    control.clean(S)
+    calm = control.limit(S)
+    control.overloaded(S, 8, sent_at=2.0, now=3.0)
+    control.overloaded(S, 8, sent_at=4.0, now=5.0)
+    assert control.limit(S) < calm
+    assert control.outage(S) == calm

@@ -46,7 +46,13 @@ def test_overloaded_origin_is_throttled_not_hammered(world: World) -> None:
 def test_limit_survives_slot_garbage_collection() -> None:
     if not is_reactor_installed():  # the downloader's handlers ask which reactor runs
         install_reactor("twisted.internet.asyncioreactor.AsyncioSelectorReactor")
-    crawler = get_crawler(settings_dict={"ADDONS": {"scrapy_gateway.Addon": 0}, "CONCURRENT_REQUESTS_PER_DOMAIN": 8})
+    crawler = get_crawler(
+        settings_dict={
+            "ADDONS": {"scrapy_gateway.Addon": 0},
+            "CONCURRENT_REQUESTS_PER_DOMAIN": 8,
+            "GATEWAY_CONCURRENCY_START": 0,  # no slow start: the slot begins at the user's 8
+        }
+    )
     crawler._apply_settings()
     downloader = GatewayDownloader(crawler)
     request = Request("http://shop.example/p/1")
