@@ -7,7 +7,8 @@ reply) is judged against the last `window` seconds:
 - ORIGIN when the domain has failed through three proxies (two in a pool of two) since it last
   worked through any (an outage), or, for a failure that carries a status, when the failing path
   has worked on it lately and reliably (its failure rate there, whoever was blamed, is low): the
-  path is fine, so the origin is shedding load (an overload);
+  path is fine, so the origin is shedding load (an overload); or when three paths that all work
+  on the domain have failed on it within two seconds (a deep overload, where no path is reliable);
 - PAIR   when the domain works through other proxies but has not lately worked through this one:
   the signature of a proxy banned on one domain, which keeps serving the others;
 - UNKNOWN otherwise: the caller charges it to the (proxy, domain) pair's score only.
@@ -26,6 +27,8 @@ _RECENT = 16  # failures remembered per domain and per proxy
 RELIABLE = 0.05
 _RATE_ALPHA = 0.1
 _UNPROVEN = 2 * RELIABLE
+_SHARED_WINDOW = 2.0  # seconds: failures this close together through working paths are one event
+_SHARED_PATHS = 3  # working paths that must share it
 
 
 @dataclass(slots=True)
@@ -134,6 +137,13 @@ class Judge:
         # rate), failing now and then: the path is fine, so the origin is shedding load.
         if not transport and _worked(dom, proxy, since) and dom.rates.get(proxy, 0.0) < RELIABLE:
             return Blame.ORIGIN
+        # Overload, shared: paths that all work here fail at about the same time. No path is
+        # reliable in a deep overload (each fails often), but the failure is common to them all.
+        if not transport and _worked(dom, proxy, since):
+            recent = now - _SHARED_WINDOW
+            shared = {p for p, t in last.items() if t >= recent and _worked(dom, p, since)}
+            if 1 + len(shared) >= _SHARED_PATHS:
+                return Blame.ORIGIN
         return self._pair_or_unknown(proxy, dom, since)
 
     def _fails_everywhere(self, proxy: str, domain: str, dom: _Trail, prx: _Trail, since: float) -> bool:

@@ -293,6 +293,9 @@ class Gateway:
         gates = self.gates
         if attempt.probe is not None:
             gates.probe_ended(attempt.probe, now, rng)
+        if fault.retry_after is not None and fault.blame is Blame.ORIGIN:
+            # The origin answered with its own schedule: it is up, and so is the path to it.
+            return list(gates.success(self._scopes(domain, attempt.proxy is not None), now))
         # Evidence of an outage: anything but a cut (the path's), a ban (the pair's) or a
         # Retry-After (the origin's own schedule, honoured as such).
         if cut or fault.blame is Blame.PAIR or fault.retry_after is not None or not fault.retryable:

@@ -256,3 +256,23 @@ def test_a_dropped_connection_through_a_reliable_path_is_not_an_overload():
     _prove(fresh, P1, 1.0)
     fresh.success(P2, D, 1.5)
     assert fresh.failure(P1, D, 2.0, U) is Blame.ORIGIN  # the same with a status: an overload
+
+
+def test_working_paths_failing_together_are_a_deep_overload():
+    judge = Judge(window=30.0)
+    for t, p in [(0.1, P1), (0.2, P2), (0.3, P3)]:
+        judge.success(p, D, t)
+    for t, p in [(0.4, P1), (0.5, P2)]:
+        judge.failure(p, D, t, U)
+        judge.success(p, D, t + 0.01)  # the domain keeps answering through each of them
+    # No path is reliable any more, but three working paths failing within 2 s: the origin's.
+    assert judge.failure(P3, D, 0.6, U) is Blame.ORIGIN
+    # The same three failures spread over more than 2 s are no shared event.
+    later = Judge(window=30.0)
+    for t, p in [(0.1, P1), (0.2, P2), (0.3, P3)]:
+        later.success(p, D, t)
+    later.failure(P1, D, 1.0, U)
+    later.success(P1, D, 1.01)
+    later.failure(P2, D, 4.0, U)
+    later.success(P2, D, 4.01)
+    assert later.failure(P3, D, 7.0, U) is Blame.UNKNOWN

@@ -65,3 +65,18 @@ def test_a_provider_outage_ejects_no_proxy_and_releases_on_recovery(world: World
     assert "Every proxy (provider-wide) failed" in result.log
     assert result.stat("gateway/retirements") == 0
     assert result.stat("gateway/proxies/ejected") == 0  # at the end, every proxy is in rotation
+
+
+def test_a_rotating_endpoint_retries_its_own_502s_at_once_and_cuts_nothing(world: World) -> None:
+    origin = world.add_origin("a", OriginSpec(service_time=0.01))
+    endpoint = world.add_proxy("gw", ProxySpec(mode="flaky", flaky_p=0.3, seed=3), host="127.0.1.1")
+    world.start()
+    urls = [origin.url(f"/p/{i}") for i in range(80)]
+    result = run_crawl(gateway_settings([endpoint.url]), urls)
+    result.assert_each_request_ended_once(80)
+    assert len(result.by_kind("callback")) == 80
+    # Its exits' failures are its own: paid by the proxy allowance, never the origin's, no cut.
+    assert result.stat("gateway/blame/origin") == 0
+    assert result.stat("gateway/concurrency/decreases") == 0
+    assert result.stat("gateway/retry/blame/unknown") == result.stat("gateway/retry/count") > 0
+    assert result.stat("gateway/ejections/count") == 0
