@@ -75,19 +75,24 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def sources_digest() -> str:
+    """A digest of scrapy_gateway's sources: what a run measured, whatever the commit."""
+    digest = hashlib.sha256()
+    for path in sorted((RESULTS.parent.parent / "scrapy_gateway").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def plugin_version() -> str:
     """The commit under test, and a digest of scrapy_gateway's sources (they may differ from it)."""
     root = RESULTS.parent.parent
-    digest = hashlib.sha256()
-    for path in sorted((root / "scrapy_gateway").rglob("*.py")):
-        digest.update(path.read_bytes())
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         ).stdout.strip()
     except OSError:
         commit = "?"
-    return f"{commit or '?'} (sources {digest.hexdigest()[:10]})"
+    return f"{commit or '?'} (sources {sources_digest()})"
 
 
 def machine() -> dict[str, Any]:

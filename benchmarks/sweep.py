@@ -20,7 +20,7 @@ import time
 from benchmarks import grid
 from benchmarks.contenders import CONTENDERS
 from benchmarks.measure import Row, ideal_row, relate
-from benchmarks.report import plugin_version, sweep_markdown, write
+from benchmarks.report import plugin_version, sources_digest, sweep_markdown, write
 from benchmarks.run import crawl_contender
 from benchmarks.scenarios import Scenario
 from benchmarks.targets import evaluate_sweep
@@ -83,7 +83,7 @@ def main() -> None:
         for c in cells:
             print(f"{c.name:15} {c.params:34} cap {c.cap:5.0f}s  {c.title}")
         return
-    version = plugin_version()
+    version, digest = plugin_version(), sources_digest()
     print(f"scrapy-gateway {version}; {len(cells)} cells x {len(args.contender_names)} contenders", flush=True)
     started = time.monotonic()
     rows: list[Row] = []
@@ -91,7 +91,7 @@ def main() -> None:
         print(f"{cell.name} {cell.params}: {cell.title}", flush=True)
         rows += run_cell(cell, args.contender_names, args.repeat)
     total = time.monotonic() - started
-    if plugin_version() != version:
+    if sources_digest() != digest:  # a commit of benchmarks/ alone does not change what was measured
         print(f"WARNING: scrapy_gateway changed during the run (now {plugin_version()}): rows mix versions")
     table = sweep_markdown(rows)
     misses = [

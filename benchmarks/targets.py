@@ -93,7 +93,7 @@ def evaluate_sweep(row: Row, scenario: Scenario, oracle: Row | None) -> list[str
         out.append(_wall(row, base))
     elif kind in ("overload", "burst"):
         out.append(_check("overload share", row.overload_share, OVERLOAD_SHARE, "%.3f"))
-        out.append(_at_least("goodput", row.goodput, GOODPUT))
+        out.append(_at_least("goodput", row.goodput, GOODPUT, "%.3f"))
         if kind == "burst":
             # No cut is right here: the origin is never past its capacity. A contender that never
             # cuts (all but the gateway) passes by construction.
