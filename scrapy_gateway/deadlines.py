@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from scrapy.utils.asyncio import CallLaterResult, call_later
+from scrapy.utils.asyncio import CallLaterResult, call_later, is_asyncio_available
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.defer import CancelledError, Deferred
@@ -55,7 +55,7 @@ class DeadlineWatch:
         self.core = core
         self.clock = clock
         self.default_timeout = default_timeout  # DOWNLOAD_TIMEOUT, for requests without the meta key
-        self._watched: dict[Deferred[Any], _Watched] = {}
+        self._watched: dict[asyncio.Future[Any] | Deferred[Any], _Watched] = {}
         self._timer: CallLaterResult | None = None
 
     def __len__(self) -> int:
@@ -74,11 +74,18 @@ class DeadlineWatch:
             float(user_timeout),
             self.clock(),
         )
-        download: Deferred[Response] = deferred_from_coro(inner(request))
+        # Under the asyncio reactor a task is the cheapest thing to cancel; otherwise a Deferred.
+        download: asyncio.Future[Response] | Deferred[Response]
+        if is_asyncio_available():
+            download = asyncio.ensure_future(inner(request))
+        else:
+            download = deferred_from_coro(inner(request))
         self._watched[download] = watched
         self._arm()
         try:
-            return await maybe_deferred_to_future(download)
+            if isinstance(download, Deferred):
+                return await maybe_deferred_to_future(download)
+            return await download
         except (CancelledError, asyncio.CancelledError):
             if watched.cut_at is None:
                 raise  # cancelled by someone else (the crawl stopping): not ours to explain
@@ -125,5 +132,8 @@ class WatchedHandlers:
         return getattr(self._handlers, name)
 
     async def download_request_async(self, request: Request) -> Response:
+        # When the transfer starts, after any wait in the slot's queue: what "sent" means for
+        # the once-per-round-trip rule of the concurrency control and for a silent path's wait.
+        request.meta[m.STARTED] = self._watch.clock()
         response: Response = await self._watch.download(self._handlers.download_request_async, request)
         return response

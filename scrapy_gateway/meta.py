@@ -13,6 +13,8 @@ PIN = "gateway_proxy"  # a proxy URL this request must use (retries keep it)
 
 # Private: the request's attempt record (frozen, since Scrapy copies meta shallowly).
 ATTEMPT = "_gateway_attempt"
+# Private: monotonic time the download itself started (it may have queued in its slot before).
+STARTED = "_gateway_started"
 
 # Scrapy's own keys the gateway honours.
 PROXY = "proxy"

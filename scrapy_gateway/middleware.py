@@ -310,6 +310,11 @@ class GatewayMiddleware:
         shared = request.meta.get(m.RETRY_TIMES, 0) - attempt.proxy_retries
         if shared > attempt.retries:
             attempt = replace(attempt, retries=shared)
+        started = request.meta.get(m.STARTED)
+        if isinstance(started, float) and attempt.sent_at is not None and started >= attempt.sent_at:
+            # Sent when its transfer began, not when it joined its slot's queue: errors of requests
+            # queued before a cut but sent after it are the new limit's, and do cut again.
+            attempt = replace(attempt, sent_at=started)
         verdict = self.core.on_failure(
             fault,
             attempt,

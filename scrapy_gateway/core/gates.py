@@ -12,7 +12,7 @@ fails through every proxy at once). A gate opens when, since the scope last work
   anything at all is measured (a crawl's first domain), a domain waits only `quiet_min`: its
   first requests would otherwise spend their retries before the gate opens, and a gate opened by
   mistake closes at the first success. The provider's gate, which suspends ejections, always
-  waits the full time (from its first request), so that a start-up burst through a few bad
+  waits the full time (from the first outcome it saw), so that a start-up burst through a few bad
   proxies is no outage.
 
 While a gate is open, requests of its scope wait (the adapter parks them, holding no concurrency)
@@ -72,6 +72,9 @@ class Hold:
     announce: bool = False  # the first stalled answer of this opening: log it once
 
 
+_GO = Go()
+
+
 @dataclass(slots=True)
 class _Scope:
     first_seen: float
@@ -89,6 +92,7 @@ class OutageGates:
     def __init__(self, rules: GateRules, max_domains: int = 10_000) -> None:
         self.rules = rules
         self._scopes: OrderedDict[str, _Scope] = OrderedDict()
+        self._open = 0  # gates open now
         self._max = max_domains
 
     def _scope(self, key: str, now: float) -> _Scope:
@@ -125,9 +129,11 @@ class OutageGates:
 
     def admit(self, keys: tuple[str, ...], now: float) -> Go | Hold:
         """May a request of these scopes (provider first, then its domain) go now?"""
+        if not self._open:
+            return _GO  # the hot path: no gate is open anywhere
         for key in keys:
-            scope = self._scope(key, now)
-            if scope.opened_at is None:
+            scope = self._scopes.get(key)
+            if scope is None or scope.opened_at is None:
                 continue
             if self.stalled(key, now):
                 announce = not scope.stall_told
@@ -172,12 +178,15 @@ class OutageGates:
     def success(self, keys: tuple[str, ...], now: float) -> list[GateClosed]:
         events: list[GateClosed] = []
         for key in keys:
-            scope = self._scope(key, now)
+            scope = self._scopes.get(key)  # no LRU bump: the hot path of every good response
+            if scope is None:
+                scope = self._scope(key, now)
             scope.last_success = now
             scope.failures = 0
             scope.paths.clear()
             if scope.opened_at is not None:
                 events.append(GateClosed(key, now - scope.opened_at, scope.held))
+                self._open -= 1
                 scope.opened_at = None
                 scope.probing = False
                 scope.held = 0
@@ -212,6 +221,7 @@ class OutageGates:
             and now - max(scope.last_success, scope.first_seen) >= quiet
         ):
             scope.opened_at = now
+            self._open += 1
             scope.probing = False
             scope.next_probe = now + self._probe_wait(0.0, rng)
             return GateOpened(key, scope.failures, len(scope.paths))

@@ -22,8 +22,8 @@ def _fail(gates: OutageGates, key: str, paths: list[str], now: float, needed: in
 
 def test_a_domain_opens_after_enough_failures_through_enough_paths_and_a_quiet_time() -> None:
     gates = OutageGates(GateRules())
-    gates.admit((D,), 0.0)
-    assert _fail(gates, D, ["a", "a", "a", "a", "a", "a"], 0.5) == []  # one path: maybe the proxy
+    assert _fail(gates, D, ["a"], 0.0) == []  # the scope's first outcome: quiet time counts from it
+    assert _fail(gates, D, ["a", "a", "a", "a", "a"], 0.5) == []  # one path: maybe the proxy
     assert _fail(gates, D, ["b"], 0.1) == []  # three paths, but too soon: 4 round trips of 0.1 s
     assert _fail(gates, D, ["c"], 0.5) == [GateOpened(D, 8, 3)]
     assert gates.is_open(D)
@@ -31,9 +31,8 @@ def test_a_domain_opens_after_enough_failures_through_enough_paths_and_a_quiet_t
 
 def test_before_anything_is_measured_a_domain_waits_only_the_shortest_quiet_time() -> None:
     gates = OutageGates(GateRules(quiet_min=0.25))
-    gates.admit((D,), 0.0)
     for path in "abcd":
-        assert gates.failure(D, path, 0.1, RNG, paths_needed=3) is None
+        assert gates.failure(D, path, 0.01, RNG, paths_needed=3) is None
     assert gates.failure(D, "e", 0.3, RNG, paths_needed=3) == GateOpened(D, 5, 5)
 
 
@@ -48,8 +47,8 @@ def test_after_a_success_it_takes_a_quiet_time_an_overload_never_has() -> None:
 
 def test_one_probe_at_a_time_then_a_longer_wait_then_release_on_success() -> None:
     gates = OutageGates(GateRules(probe_min=0.5))
-    gates.admit((D,), 0.0)
-    assert _fail(gates, D, ["a", "b", "c", "d", "e"], 1.0)
+    _fail(gates, D, ["z"], 0.0)  # the first outcome, a second before
+    assert _fail(gates, D, ["a", "b", "c", "d"], 1.0)
     first = gates.admit((D,), 1.0)
     assert isinstance(first, Hold) and first.scope == D  # the first probe waits probe_min
     probe_at = first.until
@@ -66,8 +65,8 @@ def test_one_probe_at_a_time_then_a_longer_wait_then_release_on_success() -> Non
 
 def test_probes_space_out_with_the_outages_age() -> None:
     gates = OutageGates(GateRules(probe_min=0.5, probe_share=0.05, probe_max=30.0))
-    gates.admit((D,), 0.0)
-    assert _fail(gates, D, ["a", "b", "c", "d", "e"], 1.0)
+    _fail(gates, D, ["z"], 0.0)  # the first outcome, a second before
+    assert _fail(gates, D, ["a", "b", "c", "d"], 1.0)
     waits = []
     now = 1.0
     for _ in range(60):
@@ -88,8 +87,8 @@ def test_probes_space_out_with_the_outages_age() -> None:
 
 def test_a_stall_past_the_limit_is_told_once() -> None:
     gates = OutageGates(GateRules(stall_after=10.0))
-    gates.admit((D,), 0.0)
-    assert _fail(gates, D, ["a", "b", "c", "d", "e"], 1.0)
+    _fail(gates, D, ["z"], 0.0)  # the first outcome, a second before
+    assert _fail(gates, D, ["a", "b", "c", "d"], 1.0)
     first = gates.admit((D,), 11.0)
     second = gates.admit((D,), 11.5)
     assert isinstance(first, Hold) and first.stalled and first.announce
@@ -101,7 +100,6 @@ def test_the_provider_gate_needs_half_the_pool_and_a_quiet_time_even_at_the_star
     assert gates.provider_paths_needed(1) == 1
     assert gates.provider_paths_needed(10) == 5
     assert gates.provider_paths_needed(100) == 50
-    gates.admit((PROVIDER, D), 0.0)
     # A start-up burst through four bad proxies of ten: no outage.
     assert _fail(gates, PROVIDER, ["a", "b", "c", "d"] * 3, 0.01, needed=5) == []
     assert _fail(gates, PROVIDER, ["e"], 0.02, needed=5) == []  # five paths, but too soon

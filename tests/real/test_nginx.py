@@ -57,10 +57,14 @@ def assert_origin_blamed_and_recovered(result: CrawlResult, count: int, status: 
     assert result.stat("gateway/blame/origin") > 0
     assert result.stat("gateway/blame/proxy") == 0
     assert result.stat("gateway/retry/blame/origin") > 0  # backed off, not retried at once
-    assert result.stat("gateway/concurrency/decreases") >= 1
+    # Handled as the origin's: throttled (an overload) or held by its outage gate (an outage),
+    # whichever the timing of the first failures made it.
+    cuts, gated = result.stat("gateway/concurrency/decreases"), result.stat("gateway/gates/opened")
+    assert cuts >= 1 or gated >= 1, result.stats
+    if cuts:
+        assert "Concurrency of 127.0.0.1 lowered" in result.log
     assert result.stat("gateway/ejections/count") == 0  # no proxy pays for the origin's outage
     assert result.stat("gateway/retirements") == 0
-    assert "Concurrency of 127.0.0.1 lowered" in result.log
 
 
 @pytest.mark.parametrize("route", ROUTES)
