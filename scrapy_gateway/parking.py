@@ -122,12 +122,7 @@ class WaitingRoom:
             self._waiting[request] = None  # the scheduler will not be drained again: flush() ends it
             return
         del self._waiting[request]
-        attempt = attempt_of(request.meta)
-        if attempt is not None:
-            request.meta[ATTEMPT] = replace(attempt, not_before=None)
-        engine = engine_of(self.crawler)
-        if engine is not None:
-            engine.crawl(request)
+        self._hand_back(request)
 
     async def wait_here(self, request: Request) -> None:
         """Wait out the request's `not_before` in place; RetryCancelled once the spider is closing."""
@@ -168,6 +163,7 @@ class WaitingRoom:
         return len(held)
 
     def _hand_back(self, request: Request) -> None:
+        """To the engine, due now and waiting on no gate."""
         attempt = attempt_of(request.meta)
         if attempt is not None:
             request.meta[ATTEMPT] = replace(attempt, held=None, not_before=None)

@@ -75,10 +75,8 @@ class ConcurrencyControl:
             self._evict()
         return self.initial
 
-    def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float, *, remember: bool = True) -> int | None:
-        """An origin-blamed overload error; return the new limit if it changed.
-
-        `remember=False`: the evidence is uncertain; cut, but do not slow the growth back there."""
+    def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float) -> int | None:
+        """An origin-blamed overload error; return the new limit if it changed."""
         entry = self._limits.get(slot)
         if entry is None:
             entry = self._limits[slot] = _Limit(float(ceiling), ceiling)
@@ -90,10 +88,9 @@ class ConcurrencyControl:
             return None
         entry.starting = False
         before = _effective(entry.value)
-        if remember:
-            same_place = before == _effective(entry.hurt_at)
-            entry.repeats = min(entry.repeats + 1, _MAX_REPEATS) if same_place else 0
-            entry.hurt_at = entry.value
+        same_place = before == _effective(entry.hurt_at)
+        entry.repeats = min(entry.repeats + 1, _MAX_REPEATS) if same_place else 0
+        entry.hurt_at = entry.value
         entry.value = max(float(self.minimum), entry.value * self.beta)
         entry.cut_at = now
         after = _effective(entry.value)

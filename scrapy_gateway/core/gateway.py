@@ -144,11 +144,8 @@ class Gateway:
         slot: str,
         now: float,
         latency: float | None = None,
-        *,
-        via_pool: bool | None = None,
     ) -> tuple[list[Event], int | None]:
-        """`latency`: how long the download took to its headers (Scrapy's download_latency).
-        `via_pool`: it went through a pool proxy (default: `proxy` is not None)."""
+        """`latency`: how long the download took to its headers (Scrapy's download_latency)."""
         events: list[Event] = list(self.gates.success(self._scopes(domain, proxy is not None), now))
         if latency is not None and latency >= 0.0:
             self.latencies.observe(domain, latency, now)
