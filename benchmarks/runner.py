@@ -75,6 +75,8 @@ def run_scenario_crawl(
         good, overrides = good_proxies(world), dict(scenario.settings)
         if contender.startswith("oracle") and scenario.oracle == "retries":
             good, overrides = proxies, {**overrides, **ORACLE_RETRIES}
+        # Experiments only (LOG_LEVEL, a gateway setting): results made with it say so in the log.
+        overrides.update(json.loads(os.environ.get("BENCH_SETTINGS", "{}")))
         spec = {
             "settings": settings(contender, proxies, good, cap, overrides),
             "urls": urls(world, pages),

@@ -87,7 +87,7 @@ class GatewayDownloaderMixin(_Base):
         runtime = self.gateway_runtime
         control = runtime.core.concurrency
         limit = control.limit(key)
-        if limit is None and runtime.config.enabled:
+        if limit is None and runtime.judging:
             limit = control.begin(key, runtime.config.ceiling(key))  # slow start
         if limit is not None:
             slot.concurrency = limit

@@ -70,6 +70,7 @@ class GatewayMiddleware:
         self._ask_partial = _may_ask_for_partial_bodies(crawler, type(self))
         self._judged: WeakKeyDictionary[Request, Verdict | None] = WeakKeyDictionary()
         self.mask = runtime.mask
+        runtime.judging = True
         crawler.signals.connect(self._downloaded, signal=signals.response_downloaded)
 
     @classmethod

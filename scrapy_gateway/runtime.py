@@ -56,6 +56,9 @@ class GatewayRuntime:
         self.report = Reporter(self.core, crawler.stats, self.config.log_interval, self.room.__len__, clock=clock)
         self.own_route_handlers = _own_route_handlers(crawler.settings)
         self.zyte_transparent = bool(crawler.settings.getbool("ZYTE_API_TRANSPARENT_MODE", False))
+        # Set by the middleware: without it nothing reports clean responses, so a slow start
+        # begun by the downloader alone would never grow past its first limit.
+        self.judging = False
         if self.config.enabled:
             crawler.signals.connect(self._opened, signal=signals.spider_opened)
             crawler.signals.connect(self._closed, signal=signals.spider_closed)

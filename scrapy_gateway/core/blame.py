@@ -29,6 +29,7 @@ _RATE_ALPHA = 0.1
 _UNPROVEN = 2 * RELIABLE
 _SHARED_WINDOW = 2.0  # seconds: failures this close together through working paths are one event
 _SHARED_PATHS = 3  # working paths that must share it
+_SHARED_SHARE = 0.5  # and the share of the paths that worked in that window they must be
 
 
 @dataclass(slots=True)
@@ -138,11 +139,12 @@ class Judge:
         if not transport and _worked(dom, proxy, since) and dom.rates.get(proxy, 0.0) < RELIABLE:
             return Blame.ORIGIN
         # Overload, shared: paths that all work here fail at about the same time. No path is
-        # reliable in a deep overload (each fails often), but the failure is common to them all.
+        # reliable in a deep overload (each fails often), but the failure is common to most of
+        # them; a few flaky proxies failing while the others keep working is not.
         if not transport and _worked(dom, proxy, since):
             recent = now - _SHARED_WINDOW
-            shared = {p for p, t in last.items() if t >= recent and _worked(dom, p, since)}
-            if 1 + len(shared) >= _SHARED_PATHS:
+            shared = 1 + sum(1 for p, t in last.items() if t >= recent and _worked(dom, p, since))
+            if shared >= _SHARED_PATHS and shared >= _SHARED_SHARE * _working(dom, recent):
                 return Blame.ORIGIN
         return self._pair_or_unknown(proxy, dom, since)
 
@@ -169,6 +171,16 @@ class Judge:
 
 def _worked(dom: _Trail, proxy: str, since: float) -> bool:
     return dom.worked.get(proxy, float("-inf")) >= since
+
+
+def _working(dom: _Trail, since: float) -> int:
+    """How many paths have worked on the domain since `since` (its `worked` is oldest first)."""
+    count = 0
+    for t in reversed(dom.worked.values()):
+        if t < since:
+            break
+        count += 1
+    return count
 
 
 def _works_without(dom: _Trail, proxy: str, since: float) -> bool:

@@ -147,12 +147,16 @@ class Gateway:
     ) -> tuple[list[Event], int | None]:
         """`latency`: how long the download took to its headers (Scrapy's download_latency)."""
         events: list[Event] = list(self.gates.success(self._scopes(domain, proxy is not None), now))
+        seen = None
         if latency is not None and latency >= 0.0:
-            self.latencies.observe(domain, latency, now)
+            seen = self.latencies.observe(domain, latency, now)
         else:
             latency = None
         if proxy is not None:
             events += self.pool.succeeded(proxy, domain, now, latency)
+            pair = self.pool.pairs.get((proxy, domain))
+            if seen is not None and pair is not None:
+                seen.path_observed(proxy, pair.latency)
         self.judge.success(proxy or DIRECT, domain, now)
         return events, self.concurrency.clean(slot)
 

@@ -82,7 +82,10 @@ class Latency:
 @dataclass(frozen=True, slots=True)
 class TimeoutRule:
     factor: float = 2.0  # safety margin over what the paths have shown (0: no per-attempt timeout)
-    floor: float = 1.0  # seconds; RFC 6298's minimum RTO, too
+    # seconds: about Linux TCP's 200 ms minimum RTO plus the deadline watch's tick. A floor of a
+    # whole second (RFC 6298's) let one silent or slow first pick hold a place of a 20 ms domain
+    # for fifty round trips.
+    floor: float = 0.25
     # Each per-attempt timeout a request has already met doubles its next one, so a request that
     # keeps being cut reaches the user's full timeout within a few attempts. A path's own silences
     # in a row double it too, up to `path_escalations` times: a proxy too slow for the first limit
@@ -114,20 +117,54 @@ class TimeoutRule:
         return limit if limit < user_timeout else None
 
 
+_FAST_PATH_SAMPLES = 3  # answers a path must have given before it can speak for the domain
+
+
+class DomainLatency(Latency):
+    """A domain's estimates over every path, and the timeout its fastest path has shown.
+
+    Slow proxies that answered first must not teach the domain that it is slow: the domain takes
+    as long as its fastest known path takes (a slow path keeps its own, longer, estimate).
+    """
+
+    __slots__ = ("fast_path", "fast_timeout")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fast_path: str | None = None
+        self.fast_timeout = 0.0
+
+    def path_observed(self, key: str, path: Latency) -> None:
+        """`path` (a proxy's estimates on this domain) has just learned a sample."""
+        shown = path.timeout()
+        if shown is None or path.samples < _FAST_PATH_SAMPLES:
+            return
+        # The fastest path's own estimate is followed both ways; another path takes over as soon
+        # as it shows a shorter one.
+        if key == self.fast_path or self.fast_path is None or shown < self.fast_timeout:
+            self.fast_path, self.fast_timeout = key, shown
+
+    def timeout(self) -> float | None:
+        shown = super().timeout()
+        if shown is None or self.fast_path is None:
+            return shown
+        return min(shown, self.fast_timeout)
+
+
 class DomainLatencies:
     """Per-domain estimates, bounded (least recently used first out) for broad crawls."""
 
     def __init__(self, max_domains: int = 10_000) -> None:
-        self._table: OrderedDict[str, Latency] = OrderedDict()
+        self._table: OrderedDict[str, DomainLatency] = OrderedDict()
         self._max = max_domains
 
-    def get(self, domain: str) -> Latency | None:
+    def get(self, domain: str) -> DomainLatency | None:
         return self._table.get(domain)
 
-    def observe(self, domain: str, sample: float, now: float) -> Latency:
+    def observe(self, domain: str, sample: float, now: float) -> DomainLatency:
         entry = self._table.get(domain)
         if entry is None:
-            entry = self._table[domain] = Latency()
+            entry = self._table[domain] = DomainLatency()
             if len(self._table) > self._max:
                 self._table.popitem(last=False)
         else:

@@ -5,8 +5,10 @@ pair's peak estimate, else the proxy's, else a prior) times its outstanding requ
 chance of success (from the proxy's and the pair's failure scores). A request outstanding on a
 proxy for longer than that latency says the proxy takes at least that long, so a silent proxy
 (a blackhole) grows costly while it keeps us waiting, long before any timeout. A proxy nobody has
-measured costs a prior, twice the domain's typical latency: it is tried when the measured ones are
-busy, not flooded because it is unknown.
+measured costs a prior: twice the domain's typical latency, or what first contacts with proxies
+have cost so far if that is more (`Debuts`). In a pool where half the proxies turned out silent or
+slow, an unknown one is a gamble on that record, so the known good ones carry more load before the
+next one is tried; in a pool of equals the prior stays low and load spreads.
 
 The candidates are two proxies drawn at random (power of two choices: O(1) whatever the pool size)
 and the domain's last choice, which must beat them by a margin. The remembered one keeps a good
@@ -39,6 +41,7 @@ PRIOR_FACTOR = 2.0  # an unmeasured proxy is assumed this much slower than the d
 _MIN_LATENCY = 0.001  # seconds: keeps costs comparable by load when every estimate has faded
 _MIN_SUCCESS = 0.05  # chance of success below which all candidates look alike
 _MEMORY_HANDICAP = 1.25  # the remembered candidate must be this much better than the random ones
+_DEBUT_MEMORY = 32.0  # first contacts the debut record remembers (older ones fade geometrically)
 
 
 @dataclass(slots=True)
@@ -51,6 +54,55 @@ class ProxyRecord:
     origin_failures: int = 0  # failures through this proxy that were the origin's
     busy_since: float = 0.0  # when its outstanding requests last went from none to some
     last_answer: float = 0.0  # when it last answered anything, good or bad
+    debuted: bool = False  # its first attempt has ended in an outcome that counts (Debuts)
+
+
+class Debuts:
+    """What a first contact with a proxy has cost: seconds to its outcome over the chance it is good.
+
+    A debut still outstanding counts with the time it has taken so far, so that silent proxies
+    raise the prior while they keep us waiting, not a whole timeout later.
+    """
+
+    __slots__ = ("_ok", "_pending", "_pending_sum", "_seconds", "_weight")
+
+    def __init__(self) -> None:
+        self._seconds = 0.0  # decayed sums over finished debuts
+        self._ok = 0.0
+        self._weight = 0.0
+        self._pending: dict[str, float] = {}  # proxy key -> when its first attempt went out
+        self._pending_sum = 0.0  # sum of those start times: the ages' sum is n * now - this
+
+    def start(self, key: str, now: float) -> None:
+        if key not in self._pending:
+            self._pending[key] = now
+            self._pending_sum += now
+
+    def end(self, key: str, now: float, ok: bool | None) -> bool:
+        """The first attempt ended; `ok` None: nobody's fault, it does not count. True if it was one."""
+        started = self._pending.pop(key, None)
+        if started is None:
+            return False
+        self._pending_sum -= started
+        if not self._pending:
+            self._pending_sum = 0.0  # no float drift carried across
+        if ok is None:
+            return False
+        keep = 1.0 - 1.0 / _DEBUT_MEMORY
+        self._seconds = self._seconds * keep + max(0.0, now - started)
+        self._ok = self._ok * keep + (1.0 if ok else 0.0)
+        self._weight = self._weight * keep + 1.0
+        return True
+
+    def cost(self, now: float) -> float:
+        """Expected seconds to a good answer through a proxy never tried; 0.0 when nothing is known."""
+        pending = len(self._pending)
+        weight = self._weight + pending
+        if weight == 0.0:
+            return 0.0
+        seconds = self._seconds + max(0.0, pending * now - self._pending_sum)
+        chance = (self._ok + pending + 1.0) / (weight + 1.0)  # one optimistic pseudo-debut
+        return seconds / weight / chance
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +142,7 @@ class ProxyPool:
         # The last choice per domain: the third candidate of every draw (LRU-bounded).
         self._last: OrderedDict[str, ProxyRecord] = OrderedDict()
         self._max_domains = max_domains
+        self.debuts = Debuts()
 
     def __len__(self) -> int:
         return len(self._order)
@@ -113,7 +166,7 @@ class ProxyPool:
             return Exhausted()
         if typical is None:
             typical = self.latency.srtt if self.latency.samples else DEFAULT_PRIOR / PRIOR_FACTOR
-        prior = PRIOR_FACTOR * typical
+        prior = self.debuts.cost(now) or PRIOR_FACTOR * typical
         best = self._last.get(domain)
         best_cost = 0.0
         if best is not None:
@@ -142,8 +195,15 @@ class ProxyPool:
             if not isinstance(choice, Pick):
                 return choice
             best = self.records[choice.proxy.key]
-        self._remember(domain, best)
+        if best is not remembered and self._answered(best, domain):
+            # Only a proxy that has answered becomes the one to beat: an exploration pick that
+            # has not answered yet must not push a known good proxy out of every comparison.
+            self._remember(domain, best)
         return Pick(best.proxy)
+
+    def _answered(self, record: ProxyRecord, domain: str) -> bool:
+        pair = self.pairs.get((record.proxy.key, domain))
+        return bool(pair.latency.samples if pair is not None else record.health.latency.samples)
 
     def _remember(self, domain: str, record: ProxyRecord) -> None:
         last = self._last
@@ -222,14 +282,21 @@ class ProxyPool:
             return
         if record.health.inflight == 0:
             record.busy_since = now
+        if not record.debuted:
+            self.debuts.start(proxy_key, now)
         record.requests += 1
         record.health.inflight += 1
         self.pair(proxy_key, domain).inflight += 1
 
-    def finished(self, proxy_key: str, domain: str, now: float = 0.0) -> tuple[ProxyRecord, Health] | None:
+    def finished(
+        self, proxy_key: str, domain: str, now: float = 0.0, *, ok: bool | None = None, ended: float = 0.0
+    ) -> tuple[ProxyRecord, Health] | None:
+        """`ok`: whether the attempt got a good answer (None: nobody's fault); `ended`: when."""
         record = self.records.get(proxy_key)
         if record is None:
             return None
+        if not record.debuted and self.debuts.end(proxy_key, ended or now, ok):
+            record.debuted = True
         record.last_answer = max(record.last_answer, now)
         record.health.inflight = max(0, record.health.inflight - 1)
         pair = self.pair(proxy_key, domain)
@@ -237,7 +304,7 @@ class ProxyPool:
         return record, pair
 
     def succeeded(self, proxy_key: str, domain: str, now: float, latency: float | None = None) -> list[Event]:
-        found = self.finished(proxy_key, domain, now)
+        found = self.finished(proxy_key, domain, now, ok=True)
         if found is None:
             return []
         record, pair = found
@@ -246,6 +313,8 @@ class ProxyPool:
             self.latency.observe(latency, now)
             record.health.latency.observe(latency, now)
             pair.latency.observe(latency, now)
+            if domain not in self._last:
+                self._remember(domain, record)  # the domain's first good path: the one to beat
         events: list[Event] = []
         if record.health.succeed(self.rules, now):
             events.append(Readmitted(proxy_key))
@@ -263,7 +332,9 @@ class ProxyPool:
 
     def failed(self, proxy_key: str, domain: str, fault: Fault, now: float, rng: random.Random) -> list[Event]:
         """Record a failure whose blame is final. Origin faults only release the request."""
-        found = self.finished(proxy_key, domain, now if fault.answered else 0.0)
+        # An origin's failure says nothing of the proxy: its debut is still to come.
+        ok = None if fault.blame is Blame.ORIGIN else False
+        found = self.finished(proxy_key, domain, now if fault.answered else 0.0, ok=ok, ended=now)
         if found is None:
             return []
         record, pair = found

@@ -117,3 +117,20 @@ def test_curl_reports_a_refused_connect_with_either_code() -> None:
     for code in (7, 56):
         found = transport_failure(CurlError(f"curl: ({code}) CONNECT tunnel failed, response 407"))
         assert found == TransportFailure(TransportError.TUNNEL, 407)
+
+
+def test_the_downloader_alone_enforces_the_users_limit_without_a_slow_start(
+    rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the middleware nothing reports clean responses: a slow start would stay at its first limit.
+    from scrapy.utils.test import get_crawler
+
+    monkeypatch.setattr(Downloader, "_start_slot_gc", lambda self: None)  # it needs a running reactor
+
+    request = scrapy.Request("http://site.example/page")
+    alone = get_crawler(settings_dict={"DOWNLOADER": "scrapy_gateway.GatewayDownloader"})
+    _, slot = GatewayDownloader(alone)._get_slot(request)
+    assert slot.concurrency == alone.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") == 8
+    judged = rig()
+    _, slot = GatewayDownloader(judged.crawler)._get_slot(request)
+    assert slot.concurrency == judged.runtime.config.policy.concurrency_start == 2

@@ -276,3 +276,19 @@ def test_working_paths_failing_together_are_a_deep_overload():
     later.failure(P2, D, 4.0, U)
     later.success(P2, D, 4.01)
     assert later.failure(P3, D, 7.0, U) is Blame.UNKNOWN
+
+
+def test_a_few_flaky_paths_failing_together_while_most_work_are_no_overload():
+    judge = Judge(window=30.0)
+    working = [f"http://10.0.1.{i}:8000" for i in range(1, 21)]
+    for step, p in enumerate(working):
+        judge.success(p, D, 0.1 + step * 0.01)
+    flaky = working[:3]
+    judge.failure(flaky[0], D, 0.5, U)
+    judge.success(flaky[0], D, 0.51)
+    judge.failure(flaky[1], D, 0.6, U)
+    judge.success(flaky[1], D, 0.61)
+    for step, p in enumerate(working[3:]):
+        judge.success(p, D, 0.62 + step * 0.001)  # seventeen other paths keep working meanwhile
+    # Three working paths failed within 2 s, but they are a few of the twenty that work here.
+    assert judge.failure(flaky[2], D, 0.7, U) is not Blame.ORIGIN

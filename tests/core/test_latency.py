@@ -220,3 +220,79 @@ def test_attempt_timeout_reads_the_domain_and_the_path() -> None:
     )
     slow_limit = gateway.attempt_timeout(D, slow, cuts=0, user_timeout=180.0)
     assert slow_limit is not None and slow_limit > 4.0
+
+
+# -- first contacts, the remembered pick, the domain's fastest path -----------------------------
+
+
+def _first_contacts(gateway: Gateway, latency: dict[str, float], requests: int) -> set[str]:
+    used = _simulate(gateway, latency, requests=requests, concurrency=8)
+    return set(used)
+
+
+def test_a_pool_whose_first_contacts_were_often_slow_stops_trying_unknown_proxies() -> None:
+    gateway, keys = _gateway(120)
+    latency = {k: (1.5 if i % 2 else 0.02) for i, k in enumerate(keys)}
+    tried = _first_contacts(gateway, latency, requests=3000)
+    slow_tried = sum(1 for k in tried if latency[k] > 1.0)
+    # A prior of twice the domain's 20 ms would try an unknown proxy whenever a known one had a
+    # request in flight: most of the 60 slow ones, each holding a place for 1.5 s.
+    assert slow_tried <= 12, slow_tried
+    assert gateway.pool.debuts.cost(100.0) > 0.3  # what an unknown proxy is now expected to cost
+
+
+def test_a_pool_of_equals_keeps_spreading_its_load_over_unknown_proxies() -> None:
+    gateway, keys = _gateway(120)
+    tried = _first_contacts(gateway, dict.fromkeys(keys, 0.02), requests=3000)
+    assert len(tried) >= 100, len(tried)
+
+
+def test_a_first_contact_still_outstanding_raises_the_prior_while_it_waits() -> None:
+    gateway, keys = _gateway(3)
+    debuts = gateway.pool.debuts
+    gateway.sent(keys[0], D, 0.0, first_attempt=True)
+    gateway.on_success(keys[0], D, D, 0.02, 0.02)
+    gateway.sent(keys[1], D, 0.0, first_attempt=True)  # no answer yet
+    assert debuts.cost(0.02) == pytest.approx(0.02, rel=0.01)
+    assert debuts.cost(1.0) > 0.4  # mean of 0.02 s and 1 s so far
+    gateway.released(keys[1], D)  # dropped on purpose: nobody's fault, no first contact made
+    assert debuts.cost(5.0) == pytest.approx(0.02 / (2 / 2), rel=0.01)
+    assert not gateway.pool.records[keys[1]].debuted
+
+
+def test_an_exploration_pick_that_has_not_answered_does_not_replace_the_proxy_to_beat() -> None:
+    gateway, keys = _gateway(10)
+    rng = random.Random(2)
+    good = keys[0]
+    gateway.sent(good, D, 0.0, first_attempt=True)
+    gateway.on_success(good, D, D, 0.02, 0.02)
+    assert gateway.pool._last[D].proxy.key == good
+    for _ in range(3):  # the good one busy: unknown proxies are tried, and do not answer
+        gateway.sent(good, D, 0.02, first_attempt=True)
+    explored = set()
+    for _ in range(5):
+        choice = gateway.route(D, 0.03, rng)
+        assert isinstance(choice, Pick)
+        explored.add(choice.proxy.key)
+        gateway.sent(choice.proxy.key, D, 0.03, first_attempt=True)
+    assert explored - {good}
+    assert gateway.pool._last[D].proxy.key == good
+
+
+def test_slow_paths_that_answered_first_do_not_make_the_domain_slow() -> None:
+    gateway, keys = _gateway(4)
+    slow, fast = keys[:2], keys[2]
+    for key in slow:
+        gateway.sent(key, D, 0.0, first_attempt=True)
+        gateway.on_success(key, D, D, 1.5, 1.5)
+    slow_limit = gateway.attempt_timeout(D, keys[3], cuts=0, user_timeout=180.0)
+    assert slow_limit is not None and slow_limit > 5.0  # all it knows: the domain takes 1.5 s
+    for step in range(3):
+        now = 1.6 + step * 0.02
+        gateway.sent(fast, D, now, first_attempt=True)
+        gateway.on_success(fast, D, D, now + 0.02, 0.02)
+    # A path that has answered three times in 20 ms speaks for the domain: an unknown path is cut
+    # at the floor, a known slow one keeps its own, longer, limit.
+    assert gateway.attempt_timeout(D, keys[3], cuts=0, user_timeout=180.0) == pytest.approx(0.25)
+    own = gateway.attempt_timeout(D, slow[0], cuts=0, user_timeout=180.0)
+    assert own is not None and own > 3.0

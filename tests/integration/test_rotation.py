@@ -21,10 +21,15 @@ def test_dead_and_502_proxies_are_rotated_away(world: World) -> None:
     result = run_crawl(gateway_settings([p.url for p in world.proxies.values()]), urls)
     result.assert_each_request_ended_once(100)
     assert len(result.by_kind("callback")) == 100
-    assert result.stat("gateway/ejections/proxy_refused") == 1  # once, not once per in-flight request
-    assert result.stat("gateway/pair_ejections/http_502") >= 1  # the 502 proxy, found by the ban signature
-    # After the first burst, the bad proxies are no longer chosen: few wasted attempts overall.
+    # A proxy is tried when the known good ones are busy enough (pool.py, Debuts): with three good
+    # ones, the bad ones may never be needed. If the dead one was tried, it was ejected once, not
+    # once per request in flight; the 502 one, once tried twice, by the ban signature.
+    refused = result.stat("gateway/failures/proxy_refused")
+    assert result.stat("gateway/ejections/proxy_refused") == min(refused, 1), result.stats
     attempts = world.snapshot()["proxies"]
+    if attempts["bad"]["requests"] >= 2:
+        assert result.stat("gateway/pair_ejections/http_502") >= 1, result.stats
+    # After the first burst, the bad proxies are no longer chosen: few wasted attempts overall.
     wasted = attempts["dead"]["requests"] + attempts["bad"]["requests"]
     assert wasted <= 16, attempts
     # A retry never goes back to the proxy it just failed on.
