@@ -27,6 +27,9 @@ _RECENT = 16  # failures remembered per domain and per proxy
 RELIABLE = 0.05
 _RATE_ALPHA = 0.1
 _UNPROVEN = 2 * RELIABLE
+# While the domain's limit is back where the origin last overloaded, a failure through a path that
+# mostly works is the probe hurting again: only a path this flaky is suspected instead.
+_PROBING_RELIABLE = 0.25
 _SHARED_WINDOW = 2.0  # seconds: failures this close together through working paths are one event
 _SHARED_PATHS = 3  # working paths that must share it
 _SHARED_SHARE = 0.5  # and the share of the paths that worked in that window they must be
@@ -93,6 +96,7 @@ class Judge:
         pool_size: int = 3,
         transport: bool = False,
         path_only: bool = False,
+        probing: bool = False,
     ) -> Blame:
         """Record a failure and return its blame, settled from history when it was UNKNOWN.
 
@@ -101,6 +105,7 @@ class Judge:
         tunnel): a dying proxy drops connections too, so it is no evidence of an overload.
         `path_only`: the failure is evidence about the path alone (a per-attempt timeout, which
         only happens because the domain answers faster elsewhere): never the origin's.
+        `probing`: the domain's concurrency limit is at or above where the origin last overloaded.
         """
         dom = self._trail(self._domains, domain, self._max_domains)
         prx = self._trail(self._proxies, proxy, self._max_proxies)
@@ -111,7 +116,7 @@ class Judge:
             else:
                 blame = self._pair_or_unknown(proxy, dom, since)
         elif blame is Blame.UNKNOWN:
-            blame = self._settle(proxy, domain, dom, prx, now, min(3, max(pool_size, 2)), transport)
+            blame = self._settle(proxy, domain, dom, prx, now, min(3, max(pool_size, 2)), transport, probing)
         if proxy in dom.worked:  # only paths that have worked carry a rate (bounded with them)
             rate = dom.rates.get(proxy, 0.0)
             dom.rates[proxy] = rate + _RATE_ALPHA * (1.0 - rate)
@@ -123,7 +128,15 @@ class Judge:
         return blame
 
     def _settle(
-        self, proxy: str, domain: str, dom: _Trail, prx: _Trail, now: float, outage_paths: int, transport: bool
+        self,
+        proxy: str,
+        domain: str,
+        dom: _Trail,
+        prx: _Trail,
+        now: float,
+        outage_paths: int,
+        transport: bool,
+        probing: bool = False,
     ) -> Blame:
         since = now - self.window
         if self._fails_everywhere(proxy, domain, dom, prx, since):
@@ -132,11 +145,24 @@ class Judge:
         for t, p in dom.failures:
             if t >= since and p != proxy:
                 last[p] = t
-        if 1 + sum(1 for t in last.values() if t > dom.last_success) >= outage_paths:
-            return Blame.ORIGIN  # an outage: failing through several proxies since it last worked
+        # An outage: failing through several proxies since it last worked. While the domain keeps
+        # answering, two of them at least must be paths that worked on it: proxies that never did,
+        # failing fast between its successes, are the ban signature (a start-up burst through bad
+        # proxies), while an overload also fails the paths that work.
+        failing = [p for p, t in last.items() if t > dom.last_success] + [proxy]
+        if len(failing) >= outage_paths:
+            if dom.last_success < now - _SHARED_WINDOW:
+                return Blame.ORIGIN
+            if sum(1 for p in failing if _worked(dom, p, since)) >= min(2, outage_paths - 1):
+                return Blame.ORIGIN
         # Overload: a path that works here, and reliably (a flaky proxy's failures have raised its
         # rate), failing now and then: the path is fine, so the origin is shedding load.
-        if not transport and _worked(dom, proxy, since) and dom.rates.get(proxy, 0.0) < RELIABLE:
+        if not transport and _worked(dom, proxy, since):
+            if dom.rates.get(proxy, 0.0) < (_PROBING_RELIABLE if probing else RELIABLE):
+                return Blame.ORIGIN
+        elif not transport and probing and _works_without(dom, proxy, since):
+            # The ban signature, but at the limit where the origin last overloaded: the probe is
+            # the likelier cause. A real ban shows again on this path's next try.
             return Blame.ORIGIN
         # Overload, shared: paths that all work here fail at about the same time. No path is
         # reliable in a deep overload (each fails often), but the failure is common to most of

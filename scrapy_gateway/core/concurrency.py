@@ -31,6 +31,7 @@ class _Limit:
     repeats: int = 0  # overloads in a row at that same effective limit
     calm: float = math.inf  # the limit at the last clean response (inf: none since it was created)
     starting: bool = False  # in slow start: +1 per clean response until the first overload
+    settled: int = 0  # clean responses at the user's limit since slow start reached it
 
 
 _MAX_REPEATS = 4  # probing slows down at most 16-fold beyond `caution`
@@ -75,6 +76,11 @@ class ConcurrencyControl:
             self._evict()
         return self.initial
 
+    def probing(self, slot: str) -> bool:
+        """The slot's limit is back at or above where the origin last overloaded."""
+        entry = self._limits.get(slot)
+        return entry is not None and _effective(entry.value) >= _effective(entry.hurt_at)
+
     def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float) -> int | None:
         """An origin-blamed overload error; return the new limit if it changed."""
         entry = self._limits.get(slot)
@@ -86,12 +92,23 @@ class ConcurrencyControl:
             self._limits.move_to_end(slot)
         if sent_at < entry.cut_at:
             return None
-        entry.starting = False
         before = _effective(entry.value)
-        same_place = before == _effective(entry.hurt_at)
-        entry.repeats = min(entry.repeats + 1, _MAX_REPEATS) if same_place else 0
-        entry.hurt_at = entry.value
-        entry.value = max(float(self.minimum), entry.value * self.beta)
+        if entry.starting:
+            # Slow start doubled the limit over the last round trip, so the capacity lies between
+            # half of it and it: go back to the half, and probe just above it cautiously.
+            entry.starting = False
+            entry.value = max(float(self.minimum), entry.value / 2.0)
+            entry.hurt_at, entry.repeats = entry.value + 1.0, 0
+        elif before >= _effective(entry.hurt_at):
+            # Hurt again at (or above) the lowest limit known to hurt: the capacity is just below
+            # it, so step back to the limit that held instead of cutting by beta again.
+            entry.repeats = min(entry.repeats + 1, _MAX_REPEATS)
+            entry.value = max(float(self.minimum), float(_effective(entry.hurt_at) - 1))
+        else:
+            # Hurt below any known point (a first overload, or the capacity shrank).
+            entry.repeats = 0
+            entry.hurt_at = entry.value
+            entry.value = max(float(self.minimum), entry.value * self.beta)
         entry.cut_at = now
         after = _effective(entry.value)
         return after if after != before else None
@@ -110,8 +127,14 @@ class ConcurrencyControl:
         entry.value = min(float(entry.ceiling), entry.value + step)
         entry.calm = entry.value
         after = _effective(entry.value)
+        if after > _effective(entry.hurt_at):
+            entry.hurt_at, entry.repeats = math.inf, 0  # it held past where it hurt: capacity grew
         if after >= entry.ceiling:
-            del self._limits[slot]  # fully recovered: the user's own limit rules again
+            # Slow start reaches the user's limit within a round trip of overshooting it: its
+            # first overload there must still halve, so it is kept for one full window.
+            entry.settled += entry.starting
+            if not entry.starting or entry.settled >= entry.ceiling:
+                del self._limits[slot]  # fully recovered: the user's own limit rules again
             return entry.ceiling if after != before else None
         return after if after != before else None
 

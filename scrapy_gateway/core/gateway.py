@@ -109,7 +109,7 @@ class Gateway:
         self, domain: str, now: float, rng: random.Random, avoid: Collection[str] = ()
     ) -> Pick | Wait | Exhausted:
         seen = self.latencies.get(domain)
-        return self.pool.choose(domain, now, rng, avoid, seen.srtt if seen is not None else None)
+        return self.pool.choose(domain, now, rng, avoid, seen.typical() if seen is not None else None)
 
     def attempt_timeout(self, domain: str, proxy: str, *, cuts: int, user_timeout: float) -> float | None:
         """Seconds an attempt through this proxy may take before it is cut, or None (the user's)."""
@@ -193,6 +193,7 @@ class Gateway:
                 # Through a rotating endpoint, each request leaves by another exit: failures through
                 # one identity are no cross-proxy evidence of the origin's fault.
                 path_only=cut or self.endpoints,
+                probing=self.concurrency.probing(slot),
             )
             fault = replace(fault, blame=blame)
         events: list[Event] = list(self._gate_evidence(fault, evidence, attempt, domain, now, rng, cut=cut))
@@ -206,16 +207,11 @@ class Gateway:
         new_limit = None
         sent_at = now if attempt.sent_at is None else attempt.sent_at
         # Overload is an origin shedding load: a Retry-After is its own throttle, and failures at an
-        # open gate are an outage's; when a gate opens, the cuts made before it are undone. Until
-        # the domain has worked once, history cannot tell an overload from a start-up burst
-        # through bad proxies: no cut on history's word then (slow start keeps that burst small).
-        if (
-            fault.throttles
-            and fault.blame is Blame.ORIGIN
-            and fault.retry_after is None
-            and not gated
-            and (evidence is not Blame.UNKNOWN or self.judge.has_worked(domain))
-        ):
+        # open gate are an outage's; when a gate opens, the cuts made before it are undone. Before
+        # the domain has worked, history blames the origin only once three proxies have failed and
+        # none has succeeded: an origin past its capacity from the first request answers every
+        # request but one with a fast error, and each error would otherwise make room for the next.
+        if fault.throttles and fault.blame is Blame.ORIGIN and fault.retry_after is None and not gated:
             new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now)
         if any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events):
             new_limit = self.concurrency.outage(slot) or new_limit

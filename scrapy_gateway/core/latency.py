@@ -127,12 +127,13 @@ class DomainLatency(Latency):
     as long as its fastest known path takes (a slow path keeps its own, longer, estimate).
     """
 
-    __slots__ = ("fast_path", "fast_timeout")
+    __slots__ = ("fast_path", "fast_srtt", "fast_timeout")
 
     def __init__(self) -> None:
         super().__init__()
         self.fast_path: str | None = None
         self.fast_timeout = 0.0
+        self.fast_srtt = 0.0
 
     def path_observed(self, key: str, path: Latency) -> None:
         """`path` (a proxy's estimates on this domain) has just learned a sample."""
@@ -142,7 +143,11 @@ class DomainLatency(Latency):
         # The fastest path's own estimate is followed both ways; another path takes over as soon
         # as it shows a shorter one.
         if key == self.fast_path or self.fast_path is None or shown < self.fast_timeout:
-            self.fast_path, self.fast_timeout = key, shown
+            self.fast_path, self.fast_timeout, self.fast_srtt = key, shown, path.srtt
+
+    def typical(self) -> float:
+        """A page's usual latency here: its fastest path's, when one has shown it."""
+        return self.srtt if self.fast_path is None else min(self.srtt, self.fast_srtt)
 
     def timeout(self) -> float | None:
         shown = super().timeout()

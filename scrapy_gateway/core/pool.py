@@ -5,8 +5,8 @@ pair's peak estimate, else the proxy's, else a prior) times its outstanding requ
 chance of success (from the proxy's and the pair's failure scores). A request outstanding on a
 proxy for longer than that latency says the proxy takes at least that long, so a silent proxy
 (a blackhole) grows costly while it keeps us waiting, long before any timeout. A proxy nobody has
-measured costs a prior: twice the domain's typical latency, or what first contacts with proxies
-have cost so far if that is more (`Debuts`). In a pool where half the proxies turned out silent or
+measured costs a prior: twice the domain's typical latency, plus what first contacts with proxies
+have wasted so far (`Debuts`). In a pool where half the proxies turned out silent or
 slow, an unknown one is a gamble on that record, so the known good ones carry more load before the
 next one is tried; in a pool of equals the prior stays low and load spreads.
 
@@ -41,6 +41,7 @@ PRIOR_FACTOR = 2.0  # an unmeasured proxy is assumed this much slower than the d
 _MIN_LATENCY = 0.001  # seconds: keeps costs comparable by load when every estimate has faded
 _MIN_SUCCESS = 0.05  # chance of success below which all candidates look alike
 _MEMORY_HANDICAP = 1.25  # the remembered candidate must be this much better than the random ones
+_PROVEN = 0.8  # chance of success a proxy needs to become the domain's one to beat
 _DEBUT_MEMORY = 32.0  # first contacts the debut record remembers (older ones fade geometrically)
 
 
@@ -58,16 +59,17 @@ class ProxyRecord:
 
 
 class Debuts:
-    """What a first contact with a proxy has cost: seconds to its outcome over the chance it is good.
+    """What a first contact with a proxy has wasted: seconds beyond the typical latency (all of it
+    for a failure or a cut), over the chance that a new proxy works.
 
-    A debut still outstanding counts with the time it has taken so far, so that silent proxies
-    raise the prior while they keep us waiting, not a whole timeout later.
+    A debut still outstanding counts with the time it has waited beyond the typical latency so
+    far, so that silent proxies raise the price of exploring while they keep us waiting.
     """
 
-    __slots__ = ("_ok", "_pending", "_pending_sum", "_seconds", "_weight")
+    __slots__ = ("_ok", "_pending", "_pending_sum", "_waste", "_weight")
 
     def __init__(self) -> None:
-        self._seconds = 0.0  # decayed sums over finished debuts
+        self._waste = 0.0  # decayed sums over finished debuts
         self._ok = 0.0
         self._weight = 0.0
         self._pending: dict[str, float] = {}  # proxy key -> when its first attempt went out
@@ -78,7 +80,7 @@ class Debuts:
             self._pending[key] = now
             self._pending_sum += now
 
-    def end(self, key: str, now: float, ok: bool | None) -> bool:
+    def end(self, key: str, now: float, ok: bool | None, typical: float | None) -> bool:
         """The first attempt ended; `ok` None: nobody's fault, it does not count. True if it was one."""
         started = self._pending.pop(key, None)
         if started is None:
@@ -88,21 +90,23 @@ class Debuts:
             self._pending_sum = 0.0  # no float drift carried across
         if ok is None:
             return False
+        took = max(0.0, now - started)
+        waste = max(0.0, took - (took if typical is None else typical)) if ok else took
         keep = 1.0 - 1.0 / _DEBUT_MEMORY
-        self._seconds = self._seconds * keep + max(0.0, now - started)
+        self._waste = self._waste * keep + waste
         self._ok = self._ok * keep + (1.0 if ok else 0.0)
         self._weight = self._weight * keep + 1.0
         return True
 
-    def cost(self, now: float) -> float:
-        """Expected seconds to a good answer through a proxy never tried; 0.0 when nothing is known."""
+    def penalty(self, now: float, typical: float) -> float:
+        """Seconds an untried proxy is expected to cost beyond a typical one (0.0: nothing known)."""
         pending = len(self._pending)
         weight = self._weight + pending
         if weight == 0.0:
             return 0.0
-        seconds = self._seconds + max(0.0, pending * now - self._pending_sum)
+        waiting = max(0.0, pending * (now - typical) - self._pending_sum)
         chance = (self._ok + pending + 1.0) / (weight + 1.0)  # one optimistic pseudo-debut
-        return seconds / weight / chance
+        return (self._waste + waiting) / weight / chance
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +170,7 @@ class ProxyPool:
             return Exhausted()
         if typical is None:
             typical = self.latency.srtt if self.latency.samples else DEFAULT_PRIOR / PRIOR_FACTOR
-        prior = self.debuts.cost(now) or PRIOR_FACTOR * typical
+        prior = PRIOR_FACTOR * typical + self.debuts.penalty(now, typical)
         best = self._last.get(domain)
         best_cost = 0.0
         if best is not None:
@@ -195,15 +199,20 @@ class ProxyPool:
             if not isinstance(choice, Pick):
                 return choice
             best = self.records[choice.proxy.key]
-        if best is not remembered and self._answered(best, domain):
-            # Only a proxy that has answered becomes the one to beat: an exploration pick that
-            # has not answered yet must not push a known good proxy out of every comparison.
+        if best is not remembered and self._proven(best, domain):
+            # Only a proxy that answers, and nearly always well, becomes the one to beat: an
+            # exploration pick still waiting, or a flaky proxy, must not push a good one out of
+            # every comparison.
             self._remember(domain, best)
         return Pick(best.proxy)
 
-    def _answered(self, record: ProxyRecord, domain: str) -> bool:
+    def _proven(self, record: ProxyRecord, domain: str) -> bool:
         pair = self.pairs.get((record.proxy.key, domain))
-        return bool(pair.latency.samples if pair is not None else record.health.latency.samples)
+        success = 1.0 - record.health.score
+        if pair is not None:
+            success *= 1.0 - pair.score
+        answered = pair.latency.samples if pair is not None else record.health.latency.samples
+        return bool(answered) and success >= _PROVEN
 
     def _remember(self, domain: str, record: ProxyRecord) -> None:
         last = self._last
@@ -295,7 +304,8 @@ class ProxyPool:
         record = self.records.get(proxy_key)
         if record is None:
             return None
-        if not record.debuted and self.debuts.end(proxy_key, ended or now, ok):
+        typical = self.latency.srtt if self.latency.samples else None
+        if not record.debuted and self.debuts.end(proxy_key, ended or now, ok, typical):
             record.debuted = True
         record.last_answer = max(record.last_answer, now)
         record.health.inflight = max(0, record.health.inflight - 1)

@@ -129,8 +129,29 @@ def test_slow_start_doubles_per_round_trip_until_the_first_overload():
     limits = [control.clean(S) for _ in range(6)]
     assert limits == [3, 4, 5, 6, 7, 8]  # +1 per clean response: x2 per round trip
     assert control.limits() == {}  # slow start is not a throttle
-    assert control.overloaded(S, 32, sent_at=1.0, now=1.0) == 6  # 8 * 0.7, rounded half up
+    # The last round trip doubled the limit: the capacity is between 4 and 8, so back to 4.
+    assert control.overloaded(S, 32, sent_at=1.0, now=1.0) == 4
     assert control.clean(S) is None  # past slow start: +1/limit per clean response
+    # ... and the step just above the half is probed cautiously.
+    cleans = 0
+    while control.limit(S) == 4:
+        control.clean(S)
+        cleans += 1
+    assert cleans > 4 * control.caution / 2  # limits round half up: 4.5 already probes 5
+
+
+def test_hurt_again_at_the_same_place_steps_back_to_the_limit_that_held():
+    control = ConcurrencyControl(1, 0.7, initial=0)
+    assert control.overloaded(S, 16, sent_at=0.0, now=1.0) == 11  # 16 * 0.7, rounded half up
+    while control.limit(S) == 11:
+        control.clean(S)
+    assert control.overloaded(S, 16, sent_at=2.0, now=2.0) == 8  # hurt at 12 now: 12 * 0.7
+    cleans = 0
+    while control.limit(S) != 12:
+        control.clean(S)
+        cleans += 1
+    assert cleans > 11 * control.caution  # the step to where it hurt is probed slowly
+    assert control.overloaded(S, 16, sent_at=3.0, now=3.0) == 11  # hurt at 12 again: back to 11
 
 
 def test_slow_start_ends_at_the_users_limit_and_not_below_it():
@@ -138,7 +159,12 @@ def test_slow_start_ends_at_the_users_limit_and_not_below_it():
     assert control.begin("tiny", 2) is None  # nothing to start below
     assert control.begin(S, 4) == 2
     assert [control.clean(S) for _ in range(2)] == [3, 4]
-    assert control.limit(S) is None  # back to the user's own limit
+    assert control.limit(S) == 4 and control.limits() == {}  # the user's own limit, still watched
+    assert control.overloaded(S, 4, sent_at=1.0, now=1.0) == 2  # overshot within the window: halved
+    control.begin("fresh", 4)
+    for _ in range(2 + 4):  # to the user's limit, then a whole window of clean responses there
+        control.clean("fresh")
+    assert control.limit("fresh") is None  # slow start is over: the user's own limit rules again
 
 
 def test_an_outage_undoes_the_cuts_since_the_last_clean_response():

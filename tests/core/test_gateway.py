@@ -216,9 +216,9 @@ def test_a_storm_of_unknown_502s_becomes_the_origins_and_its_gate_undoes_the_cut
     assert bad_gateway.blame is Blame.UNKNOWN and bad_gateway.throttles
     verdicts = [failure(gateway, bad_gateway, key, now=1.0 + n, seed=n) for n, key in enumerate(keys[:3])]
     assert [v.fault.blame for v in verdicts] == [Blame.UNKNOWN, Blame.UNKNOWN, Blame.ORIGIN]
-    # History says the origin, but the domain never worked: a start-up burst through bad proxies
-    # looks the same, so nothing is cut on that word.
-    assert [v.new_limit for v in verdicts] == [None, None, None]
+    # Three proxies failed and none has ever succeeded: history says the origin, and the third cuts
+    # (an origin past its capacity from the start would otherwise refill each fast error).
+    assert [v.new_limit for v in verdicts] == [None, None, 6]
     assert verdicts[0].delay == 0.0
     assert verdicts[2].delay == Backoff(1.0, 30.0).delay(1, random.Random(2))
     # Two more, and nothing has worked for a while: an outage, not an overload.
@@ -226,6 +226,7 @@ def test_a_storm_of_unknown_502s_becomes_the_origins_and_its_gate_undoes_the_cut
     opened = [e for v in more for e in v.events if isinstance(e, GateOpened)]
     # One domain, and nothing else works: the domain's outage or the provider's, alike here.
     assert opened == [GateOpened(PROVIDER, 5, 3)]
+    assert gateway.concurrency.limit(D) is None  # the gate undid the cut: an outage is no overload
 
     assert more[-1].next_attempt is not None and more[-1].next_attempt.held == PROVIDER
     assert more[-1].next_attempt.retries == 0  # the outage costs no retry

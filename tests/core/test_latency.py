@@ -141,7 +141,9 @@ def test_half_the_pool_slow_carries_almost_nothing() -> None:
     slow = sum(used.get(k, 0) for k in keys[:5])
     # Blind two choices would send about a fifth of the requests (both draws slow) to them.
     assert slow <= 20, used
-    assert all(used.get(k, 0) > 50 for k in keys[5:]), used  # load still spreads over the fast ones
+    # Load still spreads over the fast ones it knows; once the slow first contacts have raised the
+    # price of exploring, the last fast one need not be tried at all.
+    assert sum(1 for k in keys[5:] if used.get(k, 0) > 300) >= 3, used
 
 
 def test_equal_proxies_share_the_load() -> None:
@@ -238,7 +240,7 @@ def test_a_pool_whose_first_contacts_were_often_slow_stops_trying_unknown_proxie
     # A prior of twice the domain's 20 ms would try an unknown proxy whenever a known one had a
     # request in flight: most of the 60 slow ones, each holding a place for 1.5 s.
     assert slow_tried <= 12, slow_tried
-    assert gateway.pool.debuts.cost(100.0) > 0.3  # what an unknown proxy is now expected to cost
+    assert gateway.pool.debuts.penalty(100.0, 0.02) > 0.3  # what an unknown proxy is expected to waste
 
 
 def test_a_pool_of_equals_keeps_spreading_its_load_over_unknown_proxies() -> None:
@@ -253,10 +255,10 @@ def test_a_first_contact_still_outstanding_raises_the_prior_while_it_waits() -> 
     gateway.sent(keys[0], D, 0.0, first_attempt=True)
     gateway.on_success(keys[0], D, D, 0.02, 0.02)
     gateway.sent(keys[1], D, 0.0, first_attempt=True)  # no answer yet
-    assert debuts.cost(0.02) == pytest.approx(0.02, rel=0.01)
-    assert debuts.cost(1.0) > 0.4  # mean of 0.02 s and 1 s so far
+    assert debuts.penalty(0.02, 0.02) == 0.0  # a good first contact wastes nothing
+    assert debuts.penalty(1.0, 0.02) > 0.4  # half of the first contacts have waited ~1 s so far
     gateway.released(keys[1], D)  # dropped on purpose: nobody's fault, no first contact made
-    assert debuts.cost(5.0) == pytest.approx(0.02 / (2 / 2), rel=0.01)
+    assert debuts.penalty(5.0, 0.02) == 0.0
     assert not gateway.pool.records[keys[1]].debuted
 
 

