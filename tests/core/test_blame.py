@@ -292,3 +292,34 @@ def test_a_few_flaky_paths_failing_together_while_most_work_are_no_overload():
         judge.success(p, D, 0.62 + step * 0.001)  # seventeen other paths keep working meanwhile
     # Three working paths failed within 2 s, but they are a few of the twenty that work here.
     assert judge.failure(flaky[2], D, 0.7, U) is not Blame.ORIGIN
+
+
+def test_at_the_limit_that_hurt_before_a_mostly_working_path_failing_is_the_probe():
+    def judged(probing: bool) -> list[Blame]:
+        judge = Judge(window=30.0)
+        _prove(judge, P1, 0.0, n=2)  # worked twice: not yet reliable (rate 0.081)
+        _prove(judge, P2, 0.5)
+        judge.success(P3, D, 0.9)  # the domain works through P3; P4 never did
+        return [
+            judge.failure(P1, D, 1.0, U, pool_size=5, probing=probing),
+            judge.failure(P4, D, 1.5, U, pool_size=5, probing=probing),
+        ]
+
+    assert judged(probing=False) == [Blame.UNKNOWN, Blame.PAIR]  # a maybe-flaky path; a ban
+    assert judged(probing=True) == [Blame.ORIGIN, Blame.ORIGIN]  # the probe hurt again
+
+
+def test_paths_that_never_worked_failing_between_successes_are_bans_not_an_outage():
+    judge = Judge(window=30.0)
+    for i, p in enumerate((P1, P2)):
+        judge.success(p, D, 0.1 * (i + 1))
+    # A start-up burst: three proxies that never worked fail while the domain keeps answering.
+    verdicts = [judge.failure(p, D, 0.3 + 0.001 * i, U, pool_size=5) for i, p in enumerate((P3, P4, P5))]
+    assert Blame.ORIGIN not in verdicts
+    # An overload fails the paths that work too: two of them among three failing, it is the origin's.
+    overload = Judge(window=30.0)
+    for i, p in enumerate((P1, P2)):
+        overload.success(p, D, 0.1 * (i + 1))
+    overload.failure(P1, D, 0.3, U, pool_size=5)
+    overload.failure(P3, D, 0.301, U, pool_size=5)
+    assert overload.failure(P2, D, 0.302, U, pool_size=5) is Blame.ORIGIN

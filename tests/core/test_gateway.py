@@ -290,3 +290,22 @@ def test_released_frees_the_probation_slot():
     assert not isinstance(gateway.route(D, until, random.Random(0)), Pick)  # one request at a time
     gateway.released(key, D)
     assert isinstance(gateway.route(D, until, random.Random(0)), Pick)
+
+
+def test_back_at_the_limit_that_hurt_one_failure_through_a_working_path_cuts():
+    gateway = Gateway(proxies(5), Policy(concurrency_start=0))
+    keys = [p.key for p in proxies(5)]
+    relayed = classify_status(502, {}, via_proxy=True, in_tunnel=False, now_epoch=0.0, retry_after_cap=60.0)
+    for n in range(4):  # two successes each through four paths: they work, none is proven reliable
+        for key in keys[:4]:
+            gateway.sent(key, D, n * 0.1, first_attempt=True)
+            gateway.on_success(key, D, D, n * 0.1 + 0.05, 0.05)
+    control = gateway.concurrency
+    control.overloaded(D, 16, sent_at=1.0, now=1.0)
+    hurt = control.limit(D)
+    assert hurt is not None and control.overloaded(D, 16, sent_at=2.0, now=2.0) is not None  # hurt there
+    while control.limit(D) != hurt:
+        control.clean(D)  # probed back up to where it hurt
+    assert control.probing(D)
+    verdict = failure(gateway, relayed, keys[0], now=2.5, sent_at=2.4, ceiling=16)
+    assert verdict.fault.blame is Blame.ORIGIN and verdict.new_limit == hurt - 1  # one error, one step back
