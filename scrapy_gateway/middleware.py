@@ -360,7 +360,8 @@ class GatewayMiddleware:
         assert verdict.next_attempt is not None
         previous = m.attempt_of(meta)
         not_before = self.runtime.wall() + verdict.delay if verdict.delay > 0 else None
-        meta[m.ATTEMPT] = replace(verdict.next_attempt, not_before=not_before)
+        told = verdict.fault.retry_after is not None
+        meta[m.ATTEMPT] = replace(verdict.next_attempt, not_before=not_before, told_to_wait=told)
         if previous is not None and previous.rotating:
             # Our choice, not the user's: the next attempt picks again. Drop the old proxy's
             # credentials here too, so they can never ride along to the next proxy.

@@ -33,6 +33,7 @@ from scrapy import Request, signals
 from scrapy.exceptions import DontCloseSpider, IgnoreRequest
 from scrapy.utils.asyncio import CallLaterResult, call_later
 from scrapy.utils.defer import maybe_deferred_to_future
+from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.job import job_dir
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -156,11 +157,25 @@ class WaitingRoom:
             self._gate_timer = call_later(_GATE_TICK, self._gate_tick)
 
     def release(self, scope: str) -> int:
-        """The gate closed: hand back everything it held, at once (the slot limits pace it)."""
+        """The gate closed: hand back everything it held, at once (the slot limits pace it), and
+        the retries of its scope still waiting out a backoff computed while it was down."""
         held = self._held.pop(scope, [])
         for request in held:
             self._hand_back(request)
+        self._wake_backoffs(scope)
         return len(held)
+
+    def _wake_backoffs(self, scope: str) -> None:
+        # A Retry-After is the origin's own word and keeps its time; a backoff only guessed.
+        for request, timer in list(self._waiting.items()):
+            attempt = attempt_of(request.meta)
+            if timer is None or attempt is None or attempt.told_to_wait:
+                continue
+            if scope != PROVIDER and urlparse_cached(request).hostname != scope:
+                continue
+            timer.cancel()
+            del self._waiting[request]
+            self._hand_back(request)
 
     def _hand_back(self, request: Request) -> None:
         """To the engine, due now and waiting on no gate."""

@@ -33,6 +33,7 @@ class Attempt:
     not_before: float | None = None  # wall-clock (epoch) time before which it must not go
     scheduled: bool = False  # it has passed the scheduler: handed back, it can wait there again
     asked_partial: bool = False  # the gateway set download_fail_on_dataloss on it
+    told_to_wait: bool = False  # its wait is the origin's own Retry-After: never cut short
 
     @property
     def rotating(self) -> bool:

@@ -15,6 +15,12 @@ fails through every proxy at once). A gate opens when, since the scope last work
   waits the full time (from the first outcome it saw), so that a start-up burst through a few bad
   proxies is no outage.
 
+Between the evidence and the quiet time (enough failures through enough paths, but something
+worked too recently) the gate is *pending*: new requests wait for it, until the quiet time is over
+(the next failure then opens the gate) or a success clears it. Without that, every failure of an
+origin that fails fast makes room for the next request, and a few hundred attempts go out in the
+quarter of a second the quiet time takes.
+
 While a gate is open, requests of its scope wait (the adapter parks them, holding no concurrency)
 and one probe at a time goes out. A probe that fails makes the next wait `probe_share` of how long
 the gate has been open (at least `probe_min`, at most `probe_max`, +-20 % jitter): the release is
@@ -47,6 +53,7 @@ class GateRules:
     quiet_min: float = 0.25
     quiet_max: float = 2.0
     probe_min: float = 0.5
+    pending_recheck: float = 0.1  # seconds a request waits on a pending gate before asking again
     probe_max: float = 30.0
     probe_share: float = 0.05
     # Seconds open after which held requests end with an error (0: never): one DOWNLOAD_TIMEOUT of
@@ -93,6 +100,7 @@ class OutageGates:
         self.rules = rules
         self._scopes: OrderedDict[str, _Scope] = OrderedDict()
         self._open = 0  # gates open now
+        self._pending: dict[str, float] = {}  # scope -> when its quiet time ends (see above)
         self._max = max_domains
 
     def _scope(self, key: str, now: float) -> _Scope:
@@ -129,11 +137,16 @@ class OutageGates:
 
     def admit(self, keys: tuple[str, ...], now: float) -> Go | Hold:
         """May a request of these scopes (provider first, then its domain) go now?"""
-        if not self._open:
-            return _GO  # the hot path: no gate is open anywhere
+        if not self._open and not self._pending:
+            return _GO  # the hot path: no gate is open or pending anywhere
         for key in keys:
             scope = self._scopes.get(key)
             if scope is None or scope.opened_at is None:
+                until = self._pending.get(key)
+                if until is not None:
+                    if until > now:  # asked again shortly: a success may clear it meanwhile
+                        return Hold(key, min(until, now + self.rules.pending_recheck))
+                    del self._pending[key]
                 continue
             if self.stalled(key, now):
                 announce = not scope.stall_told
@@ -184,6 +197,8 @@ class OutageGates:
             scope.last_success = now
             scope.failures = 0
             scope.paths.clear()
+            if self._pending:
+                self._pending.pop(key, None)
             if scope.opened_at is not None:
                 events.append(GateClosed(key, now - scope.opened_at, scope.held))
                 self._open -= 1
@@ -215,11 +230,12 @@ class OutageGates:
         quiet = self.quiet_time(round_trip)
         if key != PROVIDER and scope.last_success == -math.inf and round_trip is None:
             quiet = rules.quiet_min  # never worked, nothing measured: see the module docstring
-        if (
-            scope.failures >= rules.open_after
-            and len(scope.paths) >= paths_needed
-            and now - max(scope.last_success, scope.first_seen) >= quiet
-        ):
+        if scope.failures >= rules.open_after and len(scope.paths) >= paths_needed:
+            quiet_from = max(scope.last_success, scope.first_seen)
+            if now - quiet_from < quiet:
+                self._pending[key] = quiet_from + quiet
+                return None
+            self._pending.pop(key, None)
             scope.opened_at = now
             self._open += 1
             scope.probing = False

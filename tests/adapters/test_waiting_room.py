@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -182,3 +183,24 @@ def test_off_the_schedulers_path_a_retry_waits_in_fetch_holding_no_downloader_pl
 
     run(scenario())
     downloader.close()
+
+
+def test_a_gate_closing_wakes_the_backoffs_of_its_scope_but_not_a_retry_after(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    engine = r.crawler.engine = StubEngine()  # type: ignore[assignment]
+    room = r.runtime.room
+
+    async def scenario() -> None:
+        guessed, told, elsewhere = waiting(r, 30.0), waiting(r, 30.0), Request("http://news.example/p/1")
+        told.meta[ATTEMPT] = replace(attempt_of(told.meta), told_to_wait=True)
+        elsewhere.meta[ATTEMPT] = Attempt(5, 10, not_before=r.clock.wall_now + 30.0)
+        for request in (guessed, told, elsewhere):
+            with pytest.raises(IgnoreRequest):
+                room._on_scheduled(request)
+        room.release("shop.example")  # the shop's gate closed: it answers again
+        assert engine.crawled == [guessed]  # its stale backoff is over; Retry-After and news still wait
+        room.release("*")  # the provider's gate: every domain's guessed backoffs
+        assert engine.crawled == [guessed, elsewhere] and len(room) == 1
+        room.flush()
+
+    run(scenario())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from scrapy_gateway.core.events import GateClosed, GateOpened
 from scrapy_gateway.core.gates import PROVIDER, GateRules, Go, Hold, OutageGates
 
@@ -106,3 +108,26 @@ def test_the_provider_gate_needs_half_the_pool_and_a_quiet_time_even_at_the_star
     assert _fail(gates, PROVIDER, ["f"], 1.5, needed=5) != []
     assert isinstance(gates.admit((PROVIDER, D), 1.5), Hold)
     assert gates.success((PROVIDER, D), 2.0)[0].scope == PROVIDER
+
+
+def test_enough_evidence_before_the_quiet_time_holds_new_requests_until_it_ends() -> None:
+    gates = OutageGates(GateRules())
+    gates.success((D,), 1.0)
+    assert gates.admit((D,), 1.0) == Go()
+    assert _fail(gates, D, ["a", "b", "c", "d"], 1.05) == []
+    assert gates.admit((D,), 1.06) == Go()  # four failures: not yet the evidence of an outage
+    assert _fail(gates, D, ["e"], 1.06) == []
+    # Five through three paths, but 1.4 s (the quiet time) has not come: pending, not open.
+    assert not gates.is_open(D)
+    soon, last = gates.admit((D,), 1.1), gates.admit((D,), 1.35)
+    assert isinstance(soon, Hold) and soon.until == pytest.approx(1.2)  # no fast failures make room
+    assert isinstance(last, Hold) and last.until == pytest.approx(1.4)  # ... up to the quiet time
+    assert gates.admit((D,), 1.4) == Go()  # the quiet time is over: the next failure decides
+    assert _fail(gates, D, ["a"], 1.45) == [GateOpened(D, 6, 5)]
+    # A success clears a pending gate at once.
+    other = "news.example"
+    gates.success((other,), 1.0)
+    _fail(gates, other, ["a", "b", "c", "d", "e"], 1.05)
+    assert isinstance(gates.admit((other,), 1.1), Hold)
+    gates.success((other,), 1.2)
+    assert gates.admit((other,), 1.2) == Go()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from demo_world import OriginSpec, ProxySpec, World
 
 from scrapy_gateway.core.proxies import parse_proxy
@@ -50,12 +48,12 @@ def test_proxy_banned_on_one_domain_keeps_serving_the_other(world: World) -> Non
     # through the others, unknown (the pair's score alone steers selection away): never the proxy's.
     assert result.stat("gateway/blame/pair") + result.stat("gateway/blame/unknown") >= 1
     assert result.stat("gateway/ejections/count") == 0  # never taken out of the whole pool
-    used_for_news = Counter(o["proxy"] for o in result.by_kind("callback") if news.host in o["url"])
     # Whether it carries news is the selection's business (a proxy with no success anywhere is an
     # untried one, taken when the known good ones are busy: test_health_pool covers it); what it
     # carried there, it carried well.
     banned_key = parse_proxy(banned.url).key
-    assert all(o["kind"] == "callback" for o in result.outcomes if o.get("proxy") == banned_key and news.host in o["url"])
+    through_banned = [o for o in result.outcomes if o.get("proxy") == banned_key and news.host in o["url"]]
+    assert all(o["kind"] == "callback" for o in through_banned), through_banned
     # Only the first burst (16 requests in flight before any feedback) reaches the ban.
     assert world.snapshot()["proxies"]["banned"]["own_errors"] <= 8
 
