@@ -81,6 +81,11 @@ class Judge:
         trail = self._domains.get(domain)
         return trail is not None and trail.last_success > float("-inf")
 
+    def worked(self, proxy: str, domain: str, now: float) -> bool:
+        """The path has worked on the domain within the window."""
+        trail = self._domains.get(domain)
+        return trail is not None and _worked(trail, proxy, now - self.window)
+
     def answering(self, domain: str, now: float, within: float = 1.0) -> bool:
         """The domain sent a good response in the last `within` seconds."""
         trail = self._domains.get(domain)

@@ -88,6 +88,7 @@ class _Scope:
     last_success: float = -math.inf
     failures: int = 0  # since the last success
     paths: set[str] = field(default_factory=set)  # distinct paths that failed since the last success
+    worked_paths: set[str] = field(default_factory=set)  # those of them that had worked here lately
     opened_at: float | None = None  # set while the gate is open
     next_probe: float = 0.0
     probing: bool = False
@@ -197,6 +198,7 @@ class OutageGates:
             scope.last_success = now
             scope.failures = 0
             scope.paths.clear()
+            scope.worked_paths.clear()
             if self._pending:
                 self._pending.pop(key, None)
             if scope.opened_at is not None:
@@ -217,13 +219,17 @@ class OutageGates:
         *,
         paths_needed: int,
         round_trip: float | None = None,
+        worked: bool = True,
     ) -> GateOpened | None:
         """A failure that counts as outage evidence in this scope; the event if it opens the gate.
-        `round_trip`: the scope's round-trip timeout, when measured (see quiet_time)."""
+        `round_trip`: the scope's round-trip timeout, when measured (see quiet_time). `worked`: the
+        path had worked on the failing domain lately."""
         scope = self._scope(key, now)
         scope.failures += 1
         if len(scope.paths) < 64:  # enough to count distinct paths; bounded for huge pools
             scope.paths.add(path)
+            if worked:
+                scope.worked_paths.add(path)
         if scope.opened_at is not None:
             return None
         rules = self.rules
@@ -233,7 +239,11 @@ class OutageGates:
         if scope.failures >= rules.open_after and len(scope.paths) >= paths_needed:
             quiet_from = max(scope.last_success, scope.first_seen)
             if now - quiet_from < quiet:
-                self._pending[key] = quiet_from + quiet
+                # Pending only on an outage's signature: paths that worked fail too (or nothing has
+                # worked yet). Proxies that never worked here failing between its successes are a
+                # start-up burst through bad or banned proxies, and must not hold the domain.
+                if scope.last_success == -math.inf or len(scope.worked_paths) >= min(2, paths_needed):
+                    self._pending[key] = quiet_from + quiet
                 return None
             self._pending.pop(key, None)
             scope.opened_at = now

@@ -299,6 +299,7 @@ class Gateway:
             return []
         events: list[Event] = []
         path = attempt.proxy or DIRECT
+        worked = attempt.proxy is None or self.judge.worked(attempt.proxy, domain, now)
         # The provider's outage shows as proxies failing, not as an origin failing through them
         # (by the failure's own evidence: history calls anything failing everywhere the origin's).
         if attempt.proxy is not None and self.pool and evidence is not Blame.ORIGIN:
@@ -309,6 +310,7 @@ class Gateway:
                 rng,
                 paths_needed=gates.provider_paths_needed(len(self.pool)),
                 round_trip=self.pool.latency.timeout(),
+                worked=worked,
             )
             if opened is not None:
                 events.append(opened)
@@ -318,7 +320,8 @@ class Gateway:
         # While the whole pool is out, a domain's failures say nothing about the domain.
         if fault.blame is not Blame.PROXY and not gates.is_open(PROVIDER):
             needed = min(3, max(len(self.pool), 1)) if attempt.proxy is not None else 1
-            opened = gates.failure(domain, path, now, rng, paths_needed=needed, round_trip=self._round_trip(domain))
+            round_trip = self._round_trip(domain)
+            opened = gates.failure(domain, path, now, rng, paths_needed=needed, round_trip=round_trip, worked=worked)
             if opened is not None:
                 events.append(opened)
         return events

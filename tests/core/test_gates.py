@@ -131,3 +131,15 @@ def test_enough_evidence_before_the_quiet_time_holds_new_requests_until_it_ends(
     assert isinstance(gates.admit((other,), 1.1), Hold)
     gates.success((other,), 1.2)
     assert gates.admit((other,), 1.2) == Go()
+
+
+def test_proxies_that_never_worked_failing_between_successes_leave_the_gate_closed_not_pending() -> None:
+    gates = OutageGates(GateRules())
+    gates.success((D,), 1.0)
+    for path in "abcde":  # banned or bad proxies failing fast while the domain answers elsewhere
+        assert gates.failure(D, path, 1.01, RNG, paths_needed=3, round_trip=0.1, worked=False) is None
+    assert gates.admit((D,), 1.02) == Go()
+    gates.failure(D, "f", 1.03, RNG, paths_needed=3, round_trip=0.1, worked=True)
+    assert gates.admit((D,), 1.04) == Go()  # one path that worked: still no outage's signature
+    gates.failure(D, "g", 1.05, RNG, paths_needed=3, round_trip=0.1, worked=True)
+    assert isinstance(gates.admit((D,), 1.06), Hold)  # two that worked fail too: pending
