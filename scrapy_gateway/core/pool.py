@@ -304,9 +304,9 @@ class ProxyPool:
         record = self.records.get(proxy_key)
         if record is None:
             return None
-        typical = self.latency.srtt if self.latency.samples else None
-        if not record.debuted and self.debuts.end(proxy_key, ended or now, ok, typical):
-            record.debuted = True
+        if not record.debuted:
+            typical = self.latency.srtt if self.latency.samples else None
+            record.debuted = self.debuts.end(proxy_key, ended or now, ok, typical)
         record.last_answer = max(record.last_answer, now)
         record.health.inflight = max(0, record.health.inflight - 1)
         pair = self.pair(proxy_key, domain)
