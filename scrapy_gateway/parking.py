@@ -105,8 +105,12 @@ class WaitingRoom:
             if not self._closing and self.gates is not None and self.gates.is_open(attempt.held):
                 self._hold(attempt.held, request)
                 raise IgnoreRequest  # as below: silently kept out of the scheduler
-            # The gate closed while it was on its way here (or it came back from a JOBDIR): go now.
-            request.meta[ATTEMPT] = attempt = replace(attempt, held=None, not_before=None)
+            if self.gates is not None and self.gates.pending(attempt.held, self.clock()):
+                # A pending gate: wait out the short recheck on a timer, then ask again.
+                request.meta[ATTEMPT] = attempt = replace(attempt, held=None)
+            else:
+                # The gate closed while it was on its way here (or it came back from a JOBDIR): go now.
+                request.meta[ATTEMPT] = attempt = replace(attempt, held=None, not_before=None)
         delay = self.remaining(request)
         if delay <= 0.0 or self._closing:
             return

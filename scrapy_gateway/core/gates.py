@@ -173,6 +173,11 @@ class OutageGates:
         # is only the fallback of a request that cannot be held that way (it then asks again).
         return Hold(key, max(scope.next_probe, now + self.rules.probe_min / 2))
 
+    def pending(self, key: str, now: float) -> bool:
+        """The scope's gate is pending (see the module docstring): its requests wait a little."""
+        until = self._pending.get(key)
+        return until is not None and until > now
+
     def probe_due(self, key: str, now: float) -> bool:
         scope = self._scopes.get(key)
         return scope is not None and scope.opened_at is not None and not scope.probing and now >= scope.next_probe

@@ -204,3 +204,24 @@ def test_a_gate_closing_wakes_the_backoffs_of_its_scope_but_not_a_retry_after(ri
         room.flush()
 
     run(scenario())
+
+
+def test_a_request_held_by_a_pending_gate_waits_on_a_timer_instead_of_spinning(rig: Callable[..., Rig]) -> None:
+    import random
+
+    r = rig()
+    r.crawler.engine = StubEngine()  # type: ignore[assignment]
+    room, gates, now = r.runtime.room, r.runtime.core.gates, r.clock.monotonic()
+    for path in "abcde":  # the domain never worked: five failures through five paths, quiet time not over
+        gates.failure("shop.example", path, now, random.Random(1), paths_needed=3)
+    assert gates.pending("shop.example", now) and not gates.is_open("shop.example")
+
+    async def scenario() -> None:
+        request = waiting(r, 0.1)
+        request.meta[ATTEMPT] = replace(attempt_of(request.meta), held="shop.example")
+        with pytest.raises(IgnoreRequest):  # parked until its recheck, not handed straight back
+            room._on_scheduled(request)
+        assert len(room) == 1
+        room.flush()
+
+    run(scenario())
