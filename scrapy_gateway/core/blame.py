@@ -77,10 +77,6 @@ class Judge:
         dom.rates[proxy] = dom.rates.get(proxy, _UNPROVEN) * (1.0 - _RATE_ALPHA)
         self._trail(self._proxies, proxy, self._max_proxies).last_success = now
 
-    def has_worked(self, domain: str) -> bool:
-        trail = self._domains.get(domain)
-        return trail is not None and trail.last_success > float("-inf")
-
     def worked(self, proxy: str, domain: str, now: float) -> bool:
         """The path has worked on the domain within the window."""
         trail = self._domains.get(domain)

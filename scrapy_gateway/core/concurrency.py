@@ -132,7 +132,8 @@ class ConcurrencyControl:
         if after >= entry.ceiling:
             # Slow start reaches the user's limit within a round trip of overshooting it: its
             # first overload there must still halve, so it is kept for one full window.
-            entry.settled += entry.starting
+            if entry.starting:
+                entry.settled += 1
             if not entry.starting or entry.settled >= entry.ceiling:
                 del self._limits[slot]  # fully recovered: the user's own limit rules again
             return entry.ceiling if after != before else None
