@@ -33,10 +33,13 @@ class BenchSpider(scrapy.Spider):
         super().__init__(**kwargs)
         self.urls = urls
         self.opened_at = time.monotonic()
+        self.cpu_at_open = time.process_time()
+        self.cpu_at_last = self.cpu_at_open  # this process's CPU time at the last outcome
         self.outcomes: list[list[Any]] = []
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         self.opened_at = time.monotonic()
+        self.cpu_at_open = self.cpu_at_last = time.process_time()
         for number, (url, label) in enumerate(self.urls):
             yield scrapy.Request(
                 url,
@@ -49,6 +52,7 @@ class BenchSpider(scrapy.Spider):
     def parse(self, response: scrapy.http.Response) -> None:
         meta = response.meta
         self.outcomes.append([meta["n"], meta["label"], True, time.monotonic() - self.opened_at, None])
+        self.cpu_at_last = time.process_time()
 
     def failed(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
@@ -57,6 +61,7 @@ class BenchSpider(scrapy.Spider):
             error = f"http_{failure.value.response.status}"
         meta = request.meta
         self.outcomes.append([meta["n"], meta["label"], False, time.monotonic() - self.opened_at, error])
+        self.cpu_at_last = time.process_time()
 
 
 def dump(crawler: Crawler, closed: dict[str, Any], path: str) -> None:
@@ -69,6 +74,8 @@ def dump(crawler: Crawler, closed: dict[str, Any], path: str) -> None:
         "opened_to_closed": closed.get("at"),
         # time.monotonic() is system-wide on Linux: the parent compares it with the world's clock.
         "opened_monotonic": spider.opened_at if isinstance(spider, BenchSpider) else None,
+        # CPU seconds this process spent from the spider's opening to the last outcome.
+        "cpu": spider.cpu_at_last - spider.cpu_at_open if isinstance(spider, BenchSpider) else None,
     }
     with open(path, "w", encoding="utf-8") as f:
         json.dump(out, f, default=str)

@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.utils.asyncio import CallLaterResult, call_later, is_asyncio_available
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
-from scrapy.utils.httpobj import urlparse_cached
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 
 from scrapy_gateway import meta as m
 from scrapy_gateway.errors import AttemptTimeout
@@ -39,7 +38,7 @@ TICK = 0.1  # seconds between looks at the downloads in flight: a cut comes at m
 Download = Callable[["Request"], Awaitable["Response"]]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Watched:
     request: Request
     domain: str
@@ -47,6 +46,7 @@ class _Watched:
     cuts: int
     user_timeout: float
     started: float
+    cancel: Callable[[], object]
     cut_at: float | None = None  # the limit it was cut at, once cut
 
 
@@ -55,7 +55,7 @@ class DeadlineWatch:
         self.core = core
         self.clock = clock
         self.default_timeout = default_timeout  # DOWNLOAD_TIMEOUT, for requests without the meta key
-        self._watched: dict[asyncio.Future[Any] | Deferred[Any], _Watched] = {}
+        self._watched: set[_Watched] = set()
         self._timer: CallLaterResult | None = None
 
     def __len__(self) -> int:
@@ -65,37 +65,55 @@ class DeadlineWatch:
         attempt = m.attempt_of(request.meta)
         if not self.core.timeouts.enabled or attempt is None or attempt.proxy is None or attempt.pinned:
             return await inner(request)  # not the gateway's route to time (see the module docstring)
-        user_timeout = request.meta.get(m.DOWNLOAD_TIMEOUT) or self.default_timeout
-        watched = _Watched(
-            request,
-            urlparse_cached(request).hostname or "",
-            attempt.proxy,
-            attempt.cuts,
-            float(user_timeout),
-            self.clock(),
-        )
-        # Under the asyncio reactor a task is the cheapest thing to cancel; otherwise a Deferred.
-        download: asyncio.Future[Response] | Deferred[Response]
-        if is_asyncio_available():
-            download = asyncio.ensure_future(inner(request))
-        else:
-            download = deferred_from_coro(inner(request))
-        self._watched[download] = watched
-        self._arm()
+        # The gateway's downloader runs every download in a task of its own (downloader.py), so
+        # cancelling that task cuts this download and nothing else, without a task per download
+        # for the watch. Off the asyncio reactor, or outside a task, the download gets its own.
+        task = asyncio.current_task() if is_asyncio_available() else None
+        if task is None:
+            return await self._download_apart(inner, request, attempt.proxy, attempt.cuts)
+        watched = self._watch(request, attempt.proxy, attempt.cuts, task.cancel)
         try:
-            if isinstance(download, Deferred):
-                return await maybe_deferred_to_future(download)
-            return await download
-        except (CancelledError, asyncio.CancelledError):
+            return await inner(request)
+        except (Exception, asyncio.CancelledError):
             if watched.cut_at is None:
-                raise  # cancelled by someone else (the crawl stopping): not ours to explain
-            raise AttemptTimeout(
-                f"Getting {request.url} took longer than {watched.cut_at:.2f} seconds: scrapy-gateway's "
-                f"per-attempt timeout, from what this domain and proxy have shown (DOWNLOAD_TIMEOUT: "
-                f"{watched.user_timeout:g} s)"
-            ) from None
+                raise  # not cut by us (a failure of its own, or the crawl stopping): not ours to explain
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: the task is not being cancelled
+            if uncancel is not None:
+                uncancel()
+            raise self._timeout(watched) from None
         finally:
-            del self._watched[download]
+            self._watched.discard(watched)
+
+    async def _download_apart(self, inner: Download, request: Request, proxy: str, cuts: int) -> Response:
+        download: Deferred[Response] = deferred_from_coro(inner(request))
+        watched = self._watch(request, proxy, cuts, download.cancel)
+        try:
+            return await maybe_deferred_to_future(download)
+        except (Exception, asyncio.CancelledError):
+            # A cancelled Deferred reaches the handler as a Twisted failure, which Scrapy maps to
+            # DownloadFailedError: whatever it became, a download we cut failed because we cut it.
+            if watched.cut_at is None:
+                raise
+            raise self._timeout(watched) from None
+        finally:
+            self._watched.discard(watched)
+
+    def _watch(self, request: Request, proxy: str, cuts: int, cancel: Callable[[], object]) -> _Watched:
+        user_timeout = request.meta.get(m.DOWNLOAD_TIMEOUT) or self.default_timeout
+        domain = m.domain_of(request)
+        watched = _Watched(request, domain, proxy, cuts, float(user_timeout), self.clock(), cancel)
+        self._watched.add(watched)
+        if self._timer is None:
+            self._timer = call_later(TICK, self._tick)
+        return watched
+
+    @staticmethod
+    def _timeout(watched: _Watched) -> AttemptTimeout:
+        return AttemptTimeout(
+            f"Getting {watched.request.url} took longer than {watched.cut_at:.2f} seconds: scrapy-gateway's "
+            f"per-attempt timeout, from what this domain and proxy have shown (DOWNLOAD_TIMEOUT: "
+            f"{watched.user_timeout:g} s)"
+        )
 
     def _arm(self) -> None:
         if self._timer is None and self._watched:
@@ -104,7 +122,7 @@ class DeadlineWatch:
     def _tick(self) -> None:
         self._timer = None
         now = self.clock()
-        for download, watched in list(self._watched.items()):
+        for watched in list(self._watched):
             if watched.cut_at is not None or m.DOWNLOAD_LATENCY in watched.request.meta:
                 continue  # already cut, or its headers have arrived
             limit = self.core.attempt_timeout(
@@ -112,7 +130,7 @@ class DeadlineWatch:
             )
             if limit is not None and now - watched.started >= limit:
                 watched.cut_at = limit
-                download.cancel()
+                watched.cancel()
         self._arm()
 
     def stop(self) -> None:

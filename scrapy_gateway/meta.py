@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gateway.core.attempt import Attempt
+
+if TYPE_CHECKING:
+    from scrapy import Request
 
 # Public: set by users.
 SKIP = "gateway_skip"  # True: the gateway leaves this request alone (no proxy, no retry, no scoring)
@@ -36,3 +43,15 @@ ZYTE_API_AUTOMAP = "zyte_api_automap"  # scrapy-zyte-api; with ZYTE_API_TRANSPAR
 def attempt_of(meta: Mapping[str, Any]) -> Attempt | None:
     value = meta.get(ATTEMPT)
     return value if isinstance(value, Attempt) else None
+
+
+def domain_of(request: Request) -> str:
+    """The request's host name ("" if none): what the core keys a domain by."""
+    return _hostname(urlparse_cached(request).netloc)
+
+
+@lru_cache(maxsize=4096)
+def _hostname(netloc: str) -> str:
+    # ParseResult.hostname re-parses the netloc on every read; a crawl asks several times per
+    # request for a few hosts.
+    return urlsplit(f"//{netloc}").hostname or ""

@@ -94,7 +94,7 @@ class GatewayMiddleware:
             # Due later (back from a JOBDIR or redis queue): handed back, it waits in the room.
             return request
         attempt = m.attempt_of(meta) or self._first_attempt(meta)
-        domain = urlparse_cached(request).hostname or ""
+        domain = m.domain_of(request)
         now = self.runtime.now()
         proxy_key: str | None = None
         pinned = False
@@ -260,7 +260,7 @@ class GatewayMiddleware:
             self.core.released(attempt.proxy, domain, probe=attempt.probe, now=self.runtime.now())
 
     def _where(self, request: Request) -> tuple[str, str]:
-        domain = urlparse_cached(request).hostname or ""
+        domain = m.domain_of(request)
         return domain, str(request.meta.get(m.DOWNLOAD_SLOT, domain))
 
     def _cut_by_us(self, request: Request, response: Response) -> bool:

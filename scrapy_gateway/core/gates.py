@@ -201,9 +201,10 @@ class OutageGates:
             if scope is None:
                 scope = self._scope(key, now)
             scope.last_success = now
-            scope.failures = 0
-            scope.paths.clear()
-            scope.worked_paths.clear()
+            if scope.failures or scope.paths or scope.worked_paths:
+                scope.failures = 0
+                scope.paths.clear()
+                scope.worked_paths.clear()
             if self._pending:
                 self._pending.pop(key, None)
             if scope.opened_at is not None:

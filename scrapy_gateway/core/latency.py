@@ -55,7 +55,12 @@ class Latency:
             self.srtt, self.rttvar = sample, sample / 2
         self.samples += 1
         self.silences = 0
-        self._peak(sample, now)
+        # _peak(), inlined: this runs four times per good response.
+        peak, elapsed = self.peak, now - self.stamp
+        if peak != 0.0 and elapsed > 0.0:
+            peak *= math.exp(-elapsed / PEAK_TAU)
+        self.peak = sample if sample >= peak else peak + _PEAK_ALPHA * (sample - peak)
+        self.stamp = now
 
     def bound(self, at_least: float, now: float) -> None:
         """An attempt got no answer in `at_least` seconds (a timeout): only the peak learns it."""

@@ -182,8 +182,9 @@ class ProxyPool:
                 best_cost = cost * _MEMORY_HANDICAP
         remembered = best
         found = 0
+        draw, size = rng.random, len(order)  # random() * n: a third of randrange()'s cost
         for _ in range(_RANDOM_DRAWS):
-            record = order[rng.randrange(len(order))]
+            record = order[int(draw() * size)]
             if record is remembered or record is best:
                 continue  # two draws means two proxies, neither of them the remembered one
             cost = self._cost(record, domain, now, avoid, prior)
@@ -225,9 +226,10 @@ class ProxyPool:
     def _cost(self, record: ProxyRecord, domain: str, now: float, avoid: Collection[str], prior: float) -> float | None:
         """Expected seconds to a good answer through this proxy, or None if it cannot be chosen."""
         health = record.health
-        if record.proxy.key in avoid or not health.usable(now):
+        key = record.proxy.key
+        if (avoid and key in avoid) or not health.usable(now):
             return None
-        pair = self.pairs.get((record.proxy.key, domain))
+        pair = self.pairs.get((key, domain))
         success = 1.0 - health.score
         if pair is not None:
             if not pair.usable(now):

@@ -134,16 +134,18 @@ def _simulate(
     return used
 
 
-def test_half_the_pool_slow_carries_almost_nothing() -> None:
+@pytest.mark.parametrize("seed", range(1, 7))
+def test_half_the_pool_slow_carries_almost_nothing(seed: int) -> None:
     gateway, keys = _gateway(10)
     latency = {k: (1.5 if i < 5 else 0.02) for i, k in enumerate(keys)}
-    used = _simulate(gateway, latency, requests=2000, concurrency=8)
+    used = _simulate(gateway, latency, requests=2000, concurrency=8, seed=seed)
     slow = sum(used.get(k, 0) for k in keys[:5])
     # Blind two choices would send about a fifth of the requests (both draws slow) to them.
     assert slow <= 20, used
-    # Load still spreads over the fast ones it knows; once the slow first contacts have raised the
-    # price of exploring, the last fast one need not be tried at all.
-    assert sum(1 for k in keys[5:] if used.get(k, 0) > 300) >= 3, used
+    # Load still spreads over the fast ones it knows (once the slow first contacts have raised
+    # the price of exploring, the last fast ones need not be tried at all): none carries most.
+    fast = sorted((used.get(k, 0) for k in keys[5:]), reverse=True)
+    assert fast[1] > 300 and fast[0] <= 0.6 * sum(fast), used
 
 
 def test_equal_proxies_share_the_load() -> None:

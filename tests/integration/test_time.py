@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from demo_world import OriginSpec, ProxySpec, World
 
 from tests.conftest import gateway_settings, run_crawl
@@ -9,13 +10,18 @@ from tests.conftest import gateway_settings, run_crawl
 LONG_TIMEOUT = 60  # a DOWNLOAD_TIMEOUT no test may wait out
 
 
-def test_a_silent_proxy_is_cut_short_whatever_download_timeout_is(world: World) -> None:
+# Under the asyncio reactor the watch cancels the download's own task; under another reactor the
+# download runs as a Deferred of its own (deadlines.py): both must cut.
+@pytest.mark.parametrize("reactor", ["asyncio", "epoll"])
+def test_a_silent_proxy_is_cut_short_whatever_download_timeout_is(world: World, reactor: str) -> None:
     origin = world.add_origin("a", OriginSpec(service_time=0.02))
     hole = world.add_proxy("hole", ProxySpec(mode="blackhole"), host="127.0.1.1")
     good = [world.add_proxy(f"good{i}", ProxySpec(), host=f"127.0.1.{i + 2}") for i in range(3)]
     world.start()
     urls = [origin.url(f"/p/{i}") for i in range(60)]
     settings = gateway_settings([hole.url, *(p.url for p in good)], DOWNLOAD_TIMEOUT=LONG_TIMEOUT)
+    if reactor == "epoll":
+        settings["TWISTED_REACTOR"] = "twisted.internet.epollreactor.EPollReactor"
     result = run_crawl(settings, urls, timeout=LONG_TIMEOUT + 30)
     result.assert_each_request_ended_once(60)
     assert len(result.by_kind("callback")) == 60
