@@ -103,6 +103,24 @@ def _transport_rules(value: Any) -> tuple[TransportRule, ...]:
     return tuple(rules)
 
 
+def _state(value: Any) -> str:
+    """ "memory" (this process alone) or a Redis URL (a fleet of processes sharing state)."""
+    text = str(value).strip()
+    if text == "memory":
+        return text
+    scheme = text.split("://", 1)[0] if "://" in text else ""
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"expected 'memory' or a Redis URL (redis://host:port/db, rediss://, unix://), got {value!r}")
+    return text
+
+
+def _prefix(value: Any) -> str:
+    text = str(value)
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"expected a non-empty key prefix without spaces, got {value!r}")
+    return text
+
+
 def _optional_retries(value: Any) -> int | None:
     return None if value is None else _number(int, 0, 100)(value)
 
@@ -149,6 +167,10 @@ SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
     "GATEWAY_OUTAGE_STALL": (_POLICY.gates.stall_after, _number(float, 0.0)),
     # A provider's rotating endpoint (a new exit per request): None = a pool of one is one.
     "GATEWAY_ROTATING_ENDPOINTS": (_POLICY.rotating_endpoints, _optional_boolean),
+    # Fleet (fleet.py): "memory", or a Redis URL shared by every process of the fleet.
+    "GATEWAY_STATE": ("memory", _state),
+    "GATEWAY_STATE_PREFIX": ("scrapy-gateway", _prefix),  # one per fleet sharing a Redis
+    "GATEWAY_LEASE_TTL": (10.0, _number(float, 1.0, 3600.0)),  # seconds a dead process holds its share
 }
 
 
@@ -169,6 +191,9 @@ class GatewayConfig:
     retry_note: str  # how the user's Scrapy retry settings shaped the limits, for the start-up log
     default_ceiling: int  # a slot's concurrency unless DOWNLOAD_SLOTS names its own
     slot_ceilings: Mapping[str, int]
+    state: str = "memory"  # or a Redis URL (fleet.py)
+    state_prefix: str = "scrapy-gateway"
+    lease_ttl: float = 10.0
 
     def ceiling(self, slot: str) -> int:
         """The user's own concurrency limit of a download slot: the one the gateway never exceeds."""
@@ -233,6 +258,9 @@ class GatewayConfig:
             retry_note=retry_note,
             default_ceiling=default_ceiling,
             slot_ceilings=slot_ceilings,
+            state=v["GATEWAY_STATE"],
+            state_prefix=v["GATEWAY_STATE_PREFIX"],
+            lease_ttl=v["GATEWAY_LEASE_TTL"],
         )
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from scrapy.http import Response
 
     from scrapy_gateway.core.gateway import Gateway
+    from scrapy_gateway.fleet import FleetLeases
 
 TICK = 0.1  # seconds between looks at the downloads in flight: a cut comes at most this late
 
@@ -140,16 +141,36 @@ class DeadlineWatch:
 
 
 class WatchedHandlers:
-    """Scrapy's handler table with every download the gateway routes under a DeadlineWatch."""
+    """Scrapy's handler table with every download the gateway routes under a DeadlineWatch, and,
+    with a shared state, every download under a fleet-wide lease of its slot (fleet.py)."""
 
-    def __init__(self, handlers: Any, watch: DeadlineWatch) -> None:
+    def __init__(
+        self,
+        handlers: Any,
+        watch: DeadlineWatch,
+        fleet: FleetLeases | None = None,
+        slot_of: Callable[[Request], tuple[str, int]] | None = None,
+    ) -> None:
         self._handlers = handlers
         self._watch = watch
+        self._fleet = fleet
+        self._slot_of = slot_of
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._handlers, name)
 
     async def download_request_async(self, request: Request) -> Response:
+        fleet = self._fleet
+        if fleet is None or self._slot_of is None:
+            return await self._download(request)
+        slot, limit = self._slot_of(request)
+        lease = await fleet.acquire(slot, limit)
+        try:
+            return await self._download(request)
+        finally:
+            fleet.release(slot, lease)
+
+    async def _download(self, request: Request) -> Response:
         # When the transfer starts, after any wait in the slot's queue: what "sent" means for
         # the once-per-round-trip rule of the concurrency control and for a silent path's wait.
         request.meta[m.STARTED] = self._watch.clock()

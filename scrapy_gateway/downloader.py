@@ -10,7 +10,7 @@ Three changes, all small:
 3. A request due later that arrives without passing the scheduler waits in `fetch`, before the
    downloader counts it (see parking.py).
 4. Downloads run under the gateway's per-attempt timeouts: the handler table is wrapped in a
-   DeadlineWatch (see deadlines.py).
+   DeadlineWatch (see deadlines.py), and, with a shared state, under fleet-wide leases (fleet.py).
 
 A project with a Downloader of its own combines them as
 `class MyDownloader(GatewayDownloaderMixin, YourDownloader)`; the add-on does that by itself.
@@ -54,7 +54,9 @@ class GatewayDownloaderMixin(_Base):
         timeout = crawler.settings.getfloat("DOWNLOAD_TIMEOUT")
         self.gateway_deadlines = DeadlineWatch(runtime.core, runtime.clock, timeout)
         # Duck-typed: it forwards every other attribute to Scrapy's own table.
-        self.handlers = WatchedHandlers(self.handlers, self.gateway_deadlines)  # type: ignore[assignment]
+        self.handlers = WatchedHandlers(  # type: ignore[assignment]
+            self.handlers, self.gateway_deadlines, runtime.fleet, self._gateway_slot_of
+        )
         # A project's fetch(request, spider) still gets its spider, and the deprecation warning
         # Scrapy would have given it (the engine only sees this class's optional argument).
         self._fetch_needs_spider = argument_is_required(super().fetch, "spider")
@@ -72,6 +74,12 @@ class GatewayDownloaderMixin(_Base):
         if self.gateway_runtime.room.remaining(request) > 0.0 and not self.gateway_runtime.room.can_park(request):
             return deferred_from_coro(self._fetch_when_due(request))
         return self._fetch(request)
+
+    def _gateway_slot_of(self, request: Request) -> tuple[str, int]:
+        """The request's slot key and the limit this process holds there (the fleet's lease cap)."""
+        key = self.get_slot_key(request)
+        slot = self.slots.get(key)
+        return key, slot.concurrency if slot is not None else self.gateway_runtime.config.ceiling(key)
 
     async def _fetch_when_due(self, request: Request) -> Response | Request:
         await self.gateway_runtime.room.wait_here(request)

@@ -281,8 +281,14 @@ class GatewayMiddleware:
             return self._judge(request, classify_transport(TransportError.DROPPED, via_proxy=via_proxy))
         if not handled:
             domain, slot = self._where(request)
+            fleet = self.runtime.fleet
             events, new_limit = self.core.on_success(
-                attempt.proxy if attempt else None, domain, slot, self.runtime.now(), _latency(request)
+                attempt.proxy if attempt else None,
+                domain,
+                slot,
+                self.runtime.now(),
+                _latency(request),
+                weight=1.0 if fleet is None else float(fleet.holders(slot)),
             )
             self._events(events)
             if new_limit is not None:

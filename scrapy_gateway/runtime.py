@@ -14,12 +14,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request, signals
+from scrapy.exceptions import CloseSpider
+from scrapy.utils.asyncio import is_asyncio_available
 from scrapy.utils.misc import load_object
 
 from scrapy_gateway import jobstate
 from scrapy_gateway import meta as m
 from scrapy_gateway.config import ConfigError, GatewayConfig
 from scrapy_gateway.core.gateway import Gateway
+from scrapy_gateway.fleet import FleetLeases, FleetUnavailable
 from scrapy_gateway.masking import CredentialMask
 from scrapy_gateway.parking import WaitingRoom
 from scrapy_gateway.report import Reporter
@@ -59,9 +62,30 @@ class GatewayRuntime:
         # Set by the middleware: without it nothing reports clean responses, so a slow start
         # begun by the downloader alone would never grow past its first limit.
         self.judging = False
+        self.fleet = self._fleet() if self.config.enabled else None
         if self.config.enabled:
             crawler.signals.connect(self._opened, signal=signals.spider_opened)
             crawler.signals.connect(self._closed, signal=signals.spider_closed)
+            if self.fleet is not None:
+                crawler.signals.connect(self._join_fleet, signal=signals.spider_opened)
+                crawler.signals.connect(self._leave_fleet, signal=signals.spider_closed)
+
+    def _fleet(self) -> FleetLeases | None:
+        config = self.config
+        if config.state == "memory":
+            return None
+        if not is_asyncio_available():
+            raise ConfigError(
+                "GATEWAY_STATE: a Redis state needs Scrapy's asyncio reactor (TWISTED_REACTOR = "
+                "'twisted.internet.asyncioreactor.AsyncioSelectorReactor', Scrapy's default) or "
+                "TWISTED_REACTOR_ENABLED = False"
+            )
+        try:
+            import redis.asyncio  # noqa: F401
+        except ImportError:
+            message = "GATEWAY_STATE: a Redis state needs redis-py: pip install scrapy-gateway[redis]"
+            raise ConfigError(message) from None
+        return FleetLeases(config.state, config.state_prefix, config.lease_ttl, self.stats, self.clock)
 
     @classmethod
     def of(cls, crawler: Crawler) -> GatewayRuntime:
@@ -126,6 +150,18 @@ class GatewayRuntime:
                 "leaves them alone and scores no proxy for them",
                 {"handlers": ", ".join(self.own_route_handlers) or "scrapy_zyte_api"},
             )
+
+    async def _join_fleet(self) -> None:
+        assert self.fleet is not None
+        try:
+            await self.fleet.start()
+        except FleetUnavailable as exc:
+            logger.error("scrapy-gateway: %(error)s", {"error": exc})
+            raise CloseSpider("gateway_state_unavailable") from None
+
+    async def _leave_fleet(self) -> None:
+        assert self.fleet is not None
+        await self.fleet.close()
 
     def _closed(self) -> None:
         self.report.close()

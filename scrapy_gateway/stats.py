@@ -37,6 +37,9 @@ GATES_HELD = f"{PREFIX}/gates/held"  # times a request was held by an open gate
 GATES_STALLED = f"{PREFIX}/gates/stalled"  # requests ended because a gate stayed open too long
 GATES_MAX_SECONDS = f"{PREFIX}/gates/max_seconds"
 FORGIVEN = f"{PREFIX}/gates/forgiven"  # proxies re-admitted after a provider-wide outage
+FLEET_WAITS = f"{PREFIX}/fleet/lease_waits"  # downloads that waited for a fleet-wide lease
+FLEET_LOST = f"{PREFIX}/fleet/lost"  # times the shared state stopped answering mid-crawl
+FLEET_UNLEASED = f"{PREFIX}/fleet/unleased"  # downloads that went without a lease while it was lost
 
 
 def failure(kind: str) -> str:

@@ -144,8 +144,10 @@ class Gateway:
         slot: str,
         now: float,
         latency: float | None = None,
+        weight: float = 1.0,
     ) -> tuple[list[Event], int | None]:
-        """`latency`: how long the download took to its headers (Scrapy's download_latency)."""
+        """`latency`: how long the download took to its headers (Scrapy's download_latency);
+        `weight`: the clean responses it stands for in a fleet (ConcurrencyControl.clean)."""
         events: list[Event] = list(self.gates.success(self._scopes(domain, proxy is not None), now))
         seen = None
         if latency is not None and latency >= 0.0:
@@ -158,7 +160,7 @@ class Gateway:
             if seen is not None and pair is not None:
                 seen.path_observed(proxy, pair.latency)
         self.judge.success(proxy or DIRECT, domain, now)
-        return events, self.concurrency.clean(slot)
+        return events, self.concurrency.clean(slot, weight)
 
     def on_failure(
         self,

@@ -13,6 +13,7 @@ from scrapy.utils.misc import load_object
 from scrapy.utils.test import get_crawler
 
 from scrapy_gateway.config import SETTINGS, ConfigError, GatewayConfig
+from scrapy_gateway.fleet import masked_url
 from tests.conftest import ROOT, gateway_settings, run_crawl
 
 SECRET_A, SECRET_B = "s3cretAAA", "s3cretBBB"
@@ -54,6 +55,25 @@ def test_bad_settings_are_named() -> None:
     assert _gateway_error(GATEWAY_BACKOFF_BASE=5, GATEWAY_BACKOFF_MAX=1).startswith("GATEWAY_BACKOFF_MAX:")
     message = _gateway_error(GATEWAY_PROXIES=["http://u:hunter2@h:1", "socks5://u:hunter2@h:2"])
     assert message.startswith("GATEWAY_PROXIES, entry 2:") and "hunter2" not in message
+    assert _gateway_error(GATEWAY_STATE="127.0.0.1:6379").startswith("GATEWAY_STATE: expected 'memory' or a Redis URL")
+    assert _gateway_error(GATEWAY_STATE_PREFIX="my fleet").startswith("GATEWAY_STATE_PREFIX:")
+    assert _gateway_error(GATEWAY_LEASE_TTL=0).startswith("GATEWAY_LEASE_TTL:")
+    config = GatewayConfig.from_settings(Settings({"GATEWAY_STATE": "redis://:pw@127.0.0.1:6379/2"}))
+    assert config.state == "redis://:pw@127.0.0.1:6379/2"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw1@127.0.0.1:6379/2", "redis://:***@127.0.0.1:6379/2"),
+        ("redis://user:pw1@[::1]:6379/0", "redis://user:***@[::1]:6379/0"),
+        ("rediss://user@h:2/0", "rediss://user@h:2/0"),
+        ("unix:///run/redis.sock?db=1&password=pw1", "unix:///run/redis.sock?db=1&password=***"),
+        ("redis://h:1/0", "redis://h:1/0"),
+    ],
+)
+def test_the_redis_password_is_never_shown(url: str, shown: str) -> None:
+    assert masked_url(url) == shown
 
 
 def test_proxies_file_errors_name_the_entry(tmp_path: Path) -> None:

@@ -32,9 +32,10 @@ SQUID = "/usr/sbin/squid"
 SQUID_BASIC_AUTH = "/usr/lib/squid/basic_ncsa_auth"
 NGINX = "/usr/sbin/nginx"
 TINYPROXY = "/usr/bin/tinyproxy"
+REDIS = "/usr/bin/redis-server"
 
 # Binary -> the Debian 12 package that ships it.
-PACKAGES = {SQUID: "squid", SQUID_BASIC_AUTH: "squid", NGINX: "nginx", TINYPROXY: "tinyproxy"}
+PACKAGES = {SQUID: "squid", SQUID_BASIC_AUTH: "squid", NGINX: "nginx", TINYPROXY: "tinyproxy", REDIS: "redis-server"}
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
@@ -143,11 +144,13 @@ class RealServer:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def start(self) -> Self:
+    def start(self, port: int | None = None) -> Self:
+        """Start on a free port, or on `port` (a restart where clients already know the address)."""
         self.prepare()
         problems = []
-        for _attempt in range(3):
-            port = free_port()
+        wanted = port
+        for _attempt in range(3 if wanted is None else 1):
+            port = wanted or free_port()
             self.config_path.write_text(self.config(port))
             self.config_path.chmod(0o644)
             with self.output.open("ab") as out:
@@ -475,6 +478,38 @@ class Tinyproxy(RealServer):
 # -- the tests' handle: starts servers and stops every one of them ------------------------------------
 
 
+# -- redis -------------------------------------------------------------------------------------------
+
+
+class Redis(RealServer):
+    """redis-server in the foreground, in memory only (no RDB, no AOF), on 127.0.0.1."""
+
+    binary = REDIS
+    label = "redis"
+
+    def config(self, port: int) -> str:
+        return f"""
+bind {HOST}
+port {port}
+protected-mode yes
+save ""
+appendonly no
+dir {self.folder}
+logfile {self.folder}/redis.log
+"""
+
+    def command(self) -> list[str]:
+        return [REDIS, str(self.config_path)]
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def restart(self) -> None:
+        """Start again on the same port, after stop() or kill()."""
+        self.start(self.port)
+
+
 class Servers:
     """Starts real servers for one test; close() stops them all and removes their folders."""
 
@@ -498,6 +533,11 @@ class Servers:
 
     def tinyproxy(self) -> Tinyproxy:
         server = Tinyproxy()
+        self._start(server)
+        return server
+
+    def redis(self) -> Redis:
+        server = Redis()
         self._start(server)
         return server
 

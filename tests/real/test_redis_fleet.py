@@ -1,0 +1,189 @@
+"""Fleet state in a real redis-server: crawler processes share each slot's in-flight count.
+
+Several real crawler processes (subprocesses, each its own Scrapy) run side by side against one
+origin of the demo world, with GATEWAY_STATE pointing at a redis-server the test starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from demo_world import OriginSpec, ProxySpec, World
+from scrapy.statscollectors import MemoryStatsCollector
+from scrapy.utils.test import get_crawler
+
+from scrapy_gateway.fleet import FleetLeases
+from tests.conftest import ROOT, CrawlResult, gateway_settings, run_crawl
+from tests.harness.waits import wait_until
+from tests.real.servers import Redis, Servers, free_port
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    with Servers() as started:
+        yield started
+
+
+def _pool(world: World) -> list[str]:
+    """Three good proxies, then the world starts; their URLs."""
+    proxies = [world.add_proxy(f"p{i}", ProxySpec(), host=f"127.0.1.{i + 1}") for i in range(3)]
+    world.start()
+    return [p.url for p in proxies]
+
+
+def _fleet_settings(proxies: list[str], redis: Redis, **extra: Any) -> dict[str, Any]:
+    return gateway_settings(proxies, GATEWAY_STATE=redis.url, GATEWAY_STATE_PREFIX="test-fleet", **extra)
+
+
+def _crawl_side_by_side(settings: dict[str, Any], url_sets: list[list[str]]) -> list[CrawlResult]:
+    with ThreadPoolExecutor(len(url_sets)) as pool:
+        return list(pool.map(lambda urls: run_crawl(settings, urls, timeout=180), url_sets))
+
+
+def test_processes_share_the_per_domain_limit(world: World, servers: Servers) -> None:
+    redis = servers.redis()
+    origin = world.add_origin("a", OriginSpec(service_time=0.2))
+    proxies = _pool(world)
+    # Three processes, each allowed 2 in flight on the domain: together they hold 2, not 6.
+    url_sets = [[origin.url(f"/{p}/{i}") for i in range(20)] for p in range(3)]
+    results = _crawl_side_by_side(_fleet_settings(proxies, redis, CONCURRENT_REQUESTS_PER_DOMAIN=2), url_sets)
+    for result in results:
+        assert len(result.by_kind("callback")) == 20
+    served = world.snapshot()["origins"]["a"]
+    assert served["max_in_flight"] <= 2, served
+    # They did overlap: some of them waited for a lease the others held.
+    assert sum(r.stat("gateway/fleet/lease_waits") for r in results) > 0
+
+
+def test_a_process_killed_with_sigkill_returns_its_share(world: World, servers: Servers, tmp_path: Any) -> None:
+    redis = servers.redis()
+    origin = world.add_origin("a", OriginSpec(service_time=0.5))
+    proxies = _pool(world)
+    # A short lease life, so that the test waits seconds, not the default ten.
+    settings = _fleet_settings(proxies, redis, CONCURRENT_REQUESTS_PER_DOMAIN=2, GATEWAY_LEASE_TTL=2)
+    spec = tmp_path / "victim.json"
+    spec.write_text(json.dumps({"settings": settings, "urls": [origin.url(f"/victim/{i}") for i in range(50)]}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    harness = [sys.executable, str(ROOT / "tests" / "harness" / "run_crawl.py"), str(spec), str(tmp_path / "out.json")]
+    victim = subprocess.Popen(harness, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # It holds the fleet's two leases on the slot (two downloads in flight at the origin).
+        wait_until(lambda: world.snapshot()["origins"]["a"]["in_flight"] == 2, "the victim had 2 in flight")
+        victim.kill()  # SIGKILL: no release, no renewal, no goodbye
+        victim.wait(timeout=10)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    # The survivor gets the slot once the dead process's leases expire; without expiry it would
+    # wait for ever (and this crawl time out).
+    result = run_crawl(settings, [origin.url(f"/survivor/{i}") for i in range(10)], timeout=60)
+    assert len(result.by_kind("callback")) == 10
+    assert result.stat("gateway/fleet/lease_waits") >= 1  # it did find the dead process's leases
+    assert result.stat("gateway/fleet/lost") == 0
+
+
+def test_redis_lost_mid_crawl_loses_nothing_and_rejoins(world: World, servers: Servers) -> None:
+    redis = servers.redis()
+    origin = world.add_origin("a", OriginSpec(service_time=0.02))
+    proxies = _pool(world)
+    pages = 600  # at 2 in flight, several seconds: Redis comes back long before the end
+    urls = [origin.url(f"/p/{i}") for i in range(pages)]
+    settings = _fleet_settings(proxies, redis, CONCURRENT_REQUESTS_PER_DOMAIN=2)
+    with ThreadPoolExecutor(1) as pool:
+        crawl = pool.submit(run_crawl, settings, urls, timeout=180)
+
+        def served() -> int:
+            return int(world.snapshot()["origins"]["a"]["requests"])
+
+        wait_until(lambda: served() >= 30, "the crawl was under way")
+        redis.kill()
+        lost_at = served()
+        wait_until(lambda: served() >= lost_at + 30, "the crawl went on without Redis")
+        assert not crawl.done()
+        redis.restart()
+        result = crawl.result()
+    result.assert_each_request_ended_once(pages)
+    assert len(result.by_kind("callback")) == pages
+    assert result.stat("gateway/fleet/unleased") > 0  # it went on alone meanwhile
+    lost = [line for line in result.log.splitlines() if "lost the shared state" in line]
+    assert len(lost) == 1 and "WARNING" in lost[0], lost
+    assert result.stat("gateway/fleet/lost") == 1
+    assert "rejoined the fleet" in result.log
+
+
+def test_redis_unreachable_at_start_is_a_clear_error(world: World) -> None:
+    origin = world.add_origin("a", OriginSpec())
+    proxies = _pool(world)
+    nobody = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    settings = gateway_settings(proxies, GATEWAY_STATE=nobody)
+    result = run_crawl(settings, [origin.url(f"/p/{i}") for i in range(5)])
+    assert result.close_reason == "gateway_state_unavailable"
+    assert "GATEWAY_STATE: no answer from Redis at redis://:***@127.0.0.1" in result.log
+    assert "s3cret" not in result.log
+    assert world.snapshot()["origins"]["a"]["requests"] == 0
+
+
+def test_a_redis_state_needs_the_asyncio_reactor(world: World, servers: Servers) -> None:
+    redis = servers.redis()
+    origin = world.add_origin("a", OriginSpec())
+    proxies = _pool(world)
+    settings = _fleet_settings(proxies, redis, TWISTED_REACTOR="twisted.internet.epollreactor.EPollReactor")
+    result = run_crawl(settings, [origin.url("/p/0")])
+    assert "GATEWAY_STATE: a Redis state needs Scrapy's asyncio reactor" in result.log, result.log[-3000:]
+    assert world.snapshot()["origins"]["a"]["requests"] == 0
+
+
+def test_a_dead_holders_leases_expire(servers: Servers) -> None:
+    redis = servers.redis()
+
+    async def scenario() -> float:
+        stats = MemoryStatsCollector(get_crawler())
+        dead = FleetLeases(redis.url, "test-expiry", 1.0, stats, time.monotonic)
+        alive = FleetLeases(redis.url, "test-expiry", 1.0, stats, time.monotonic)
+        await dead.start()
+        await alive.start()
+        assert await dead.acquire("slot", 1) is not None
+        # The holder dies: no release, no renewal (as after SIGKILL).
+        assert dead._renewer is not None
+        dead._renewer.cancel()
+        started = time.monotonic()
+        lease = await asyncio.wait_for(alive.acquire("slot", 1), timeout=10)
+        waited = time.monotonic() - started
+        assert lease is not None
+        await alive.close()
+        await dead._client.aclose()
+        return waited
+
+    waited = asyncio.run(scenario())
+    # Not before the lease's time to live, and soon after it (the waiter asks every <= 75 ms).
+    assert 0.8 <= waited <= 3.0, waited
+
+
+def test_each_process_learns_how_many_share_a_slot(servers: Servers) -> None:
+    redis = servers.redis()
+
+    async def scenario() -> tuple[int, int, int]:
+        stats = MemoryStatsCollector(get_crawler())
+        one, two = (FleetLeases(redis.url, "test-holders", 5.0, stats, time.monotonic) for _ in range(2))
+        await one.start()
+        await two.start()
+        before = one.holders("slot")
+        await one.acquire("slot", 4)
+        await two.acquire("slot", 4)
+        await one.acquire("other", 4)
+        counts = before, two.holders("slot"), one.holders("other")
+        await one.close()
+        await two.close()
+        return counts
+
+    # Alone until Redis says otherwise; then two on "slot", one on "other".
+    assert asyncio.run(scenario()) == (1, 2, 1)
