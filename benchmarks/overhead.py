@@ -23,7 +23,7 @@ from benchmarks.runner import run_json_crawl
 from benchmarks.scenarios import urls
 
 ORIGINS = 4
-TARGET = 0.95
+TARGET = 0.97  # issue 8: an all-success crawl keeps >= 97 % of bare Scrapy's throughput
 
 
 def build() -> World:
