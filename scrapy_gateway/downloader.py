@@ -76,10 +76,9 @@ class GatewayDownloaderMixin(_Base):
         return self._fetch(request)
 
     def _gateway_slot_of(self, request: Request) -> tuple[str, int]:
-        """The request's slot key and the limit this process holds there (the fleet's lease cap)."""
+        """The request's slot key and the user's limit there (fleet.py: the fleet's ceiling)."""
         key = self.get_slot_key(request)
-        slot = self.slots.get(key)
-        return key, slot.concurrency if slot is not None else self.gateway_runtime.config.ceiling(key)
+        return key, self.gateway_runtime.config.ceiling(key)
 
     async def _fetch_when_due(self, request: Request) -> Response | Request:
         await self.gateway_runtime.room.wait_here(request)
@@ -95,7 +94,11 @@ class GatewayDownloaderMixin(_Base):
         runtime = self.gateway_runtime
         control = runtime.core.concurrency
         limit = control.limit(key)
-        if limit is None and runtime.judging:
+        if runtime.fleet is not None and runtime.fleet.shared and runtime.judging:
+            # The fleet's limit (fleet_limits.py), slow start's first one until Redis has said.
+            shared = runtime.fleet.limit(key) or control.initial
+            limit = min(shared, runtime.config.ceiling(key)) if shared else None
+        elif limit is None and runtime.judging:
             limit = control.begin(key, runtime.config.ceiling(key))  # slow start
         if limit is not None:
             slot.concurrency = limit

@@ -1,26 +1,26 @@
-"""Fleet-wide in-flight leases per download slot, in Redis (`GATEWAY_STATE = "redis://..."`).
+"""Fleet-wide in-flight leases and limits per download slot, in Redis (`GATEWAY_STATE`).
 
-Each crawler process keeps its own state and learns its own limits, as it does alone; what the
-fleet shares (this first step of it) is the count of requests in flight per download slot. A
-transfer starts only with a lease: a member of the sorted set `<prefix>:inflight:<slot>`, scored
-by its expiry on Redis's own clock (machines' clocks may disagree). One Lua script drops expired
-members and grants a lease while the set holds fewer than the caller's limit, which is its slot's
-concurrency: the user's CONCURRENT_REQUESTS_PER_DOMAIN, or what the process's concurrency control
-has learnt about the origin. So the fleet never has more in flight on a slot than the largest
-limit one of its processes holds, instead of the sum of them: four processes that have each
-learnt an origin's capacity N keep it at N (N + 1 while one probes above it), not at 4N.
+What the fleet shares (this first step of it): each download slot's in-flight count and its
+concurrency limit. A transfer starts only with a lease: a member of the sorted set
+`<prefix>:inflight:<slot>`, scored by its expiry on Redis's own clock (machines' clocks may
+disagree). One Lua script drops expired members and grants a lease while the set holds fewer than
+the slot's fleet limit, `<prefix>:limit:<slot>` (fleet_limits.py: ConcurrencyControl's AIMD run
+in Redis and fed by every process: clean responses in batches every 50 ms, overloads at once).
+So an origin of capacity N sees about N in flight from the whole fleet, not N per process, and
+the fleet learns N once, from all its traffic. Each process applies the fleet's limit to its own
+slot too. Blame, health and the rest stay per process.
 
 A request refused a lease waits (asyncio sleeps: nothing blocks) and asks again, from 5 ms up to
 20 ms apart. A finished download's lease stays with the process for 10 ms, for its next download
-on the same slot (up to 32 downloads per lease, then it goes back to the fleet): a busy slot costs
-Redis a round trip per lease, not per request. Leases are renewed every third of `ttl` while
-they are held; a process killed with SIGKILL returns its share when its leases expire, `ttl`
-seconds at most.
+on the same slot (up to 32 downloads per lease, then it goes back to the fleet; and none granted
+before the slot's limit last went down, so that a cut holds): a busy slot costs Redis a round trip
+per lease, not per request. Leases are renewed every third of `ttl` while they are held; a
+process killed with SIGKILL returns its share when its leases expire, `ttl` seconds at most.
 
-Redis lost mid-crawl: the process goes on alone (its local limits only), logs one WARNING, asks
-Redis again every second and logs when it has rejoined; no request waits on a dead Redis longer
-than one socket timeout, and none is lost. Redis unreachable at start-up is an error instead:
-a fleet that silently runs unshared would overload what it was set up to protect.
+Redis lost mid-crawl: the process goes on alone (its own limits, which it kept learning), logs one
+WARNING, asks Redis again every second and logs when it has rejoined; no request waits on a dead
+Redis longer than one socket timeout, and none is lost. Redis unreachable at start-up is an error
+instead: a fleet that silently runs unshared would overload what it was set up to protect.
 """
 
 from __future__ import annotations
@@ -35,26 +35,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from scrapy_gateway import stats as keys
+from scrapy_gateway.fleet_limits import CLEAN, LIMIT_FOR_LEASE, OVERLOAD
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
 
-logger = logging.getLogger("scrapy_gateway")
+    from scrapy_gateway.core.concurrency import ConcurrencyControl
 
-# The number of processes holding leases in KEYS[1] (lease ids are "<process token>:<n>").
-_HOLDERS = """
-local function holders(key)
-  local seen, count = {}, 0
-  for _, lease in ipairs(redis.call('ZRANGE', key, 0, -1)) do
-    local token = string.match(lease, '^[^:]+')
-    if not seen[token] then
-      seen[token] = true
-      count = count + 1
-    end
-  end
-  return count
-end
-"""
+logger = logging.getLogger("scrapy_gateway")
 
 # Redis's own clock (the fleet's machines may disagree), and the expired leases of KEYS[1] dropped.
 _EXPIRE = """
@@ -63,33 +51,35 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 """
 
-# KEYS[1]: the slot's lease set. ARGV: lease id, limit, ttl (seconds). {1 granted / 0 full, holders}.
+# KEYS: the slot's lease set, its limit. ARGV: lease id, ceiling, ttl (seconds), slow start's first
+# limit. {1 granted / 0 full, the fleet's limit, Redis time in ms}.
 _ACQUIRE = (
-    _HOLDERS
+    LIMIT_FOR_LEASE
     + _EXPIRE
     + """
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return {0, holders(KEYS[1])}
+local now_ms = math.floor(now * 1000)
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  return {0, limit, now_ms}
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000) + 1000)
-return {1, holders(KEYS[1])}
+return {1, limit, now_ms}
 """
 )
 
 # KEYS[1]: a slot's lease set. ARGV: ttl, then lease ids: extended only if still there (XX).
 _RENEW = (
-    _HOLDERS
-    + _EXPIRE
+    _EXPIRE
     + """
 for i = 2, #ARGV do
   redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
 end
 redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 1000) + 1000)
-return holders(KEYS[1])
+return 0
 """
 )
 
+_CLEANS_EVERY = 0.05  # seconds between reports of clean responses to the fleet's limits
 _FIRST_WAIT = 0.005  # seconds before a refused request asks again; doubles up to _MAX_WAIT
 _MAX_WAIT = 0.02
 _SPARE_FOR = 0.01  # seconds a finished download's lease waits for this process's next download
@@ -125,6 +115,7 @@ class FleetLeases:
         ttl: float,
         stats: StatsCollector,
         clock: Callable[[], float],
+        control: ConcurrencyControl,
         rng: random.Random | None = None,
     ) -> None:
         self.url = url
@@ -132,6 +123,7 @@ class FleetLeases:
         self.ttl = ttl
         self.stats = stats
         self.clock = clock
+        self.control = control  # the AIMD's parameters; the fleet's limits run them in Redis
         self.rng = rng or random.Random()
         self._token = uuid.uuid4().hex[:12]  # this process, in its lease ids
         self._numbers = itertools.count()
@@ -139,8 +131,18 @@ class FleetLeases:
         # slot -> held leases no download uses right now, with when they became spare
         self._spare: dict[str, list[tuple[str, float]]] = {}
         self._uses: dict[str, int] = {}  # lease -> downloads it has carried
+        # Leases granted since the slot's fleet limit last went down may pass to the next
+        # download here; older ones go back, so that a cut holds for the fleet (acquire counts).
+        self._epochs: dict[str, int] = {}  # slot -> cuts of its fleet limit seen
+        self._lease_epochs: dict[str, int] = {}  # lease -> its slot's epoch when granted
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._holders: dict[str, int] = {}  # slot -> processes holding leases there, last seen
+        self._limits: dict[str, int] = {}  # slot -> the fleet's limit, as Redis last said
+        self._ceilings: dict[str, int] = {}  # slot -> the user's limit there
+        self._cleans: dict[str, int] = {}  # slot -> clean responses not reported yet
+        self._offset = 0.0  # Redis time minus this process's clock, as of the last lease
+        # Called with (slot, limit) when the fleet's limit of a slot changes.
+        self.on_limit: Callable[[str, int], None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self._client: Any = None
         self._acquire: Any = None
         self._renew: Any = None
@@ -155,9 +157,12 @@ class FleetLeases:
         """Whether leases come from Redis now (False while it is lost)."""
         return self._client is not None and self._lost_since is None
 
-    def holders(self, slot: str) -> int:
-        """Processes of the fleet with downloads on `slot` when Redis last said (1: only this one)."""
-        return self._holders.get(slot, 1) if self.shared else 1
+    def limit(self, slot: str) -> int | None:
+        """The fleet's limit of `slot`, as Redis last said (None: not known, or Redis lost)."""
+        return self._limits.get(slot) if self.shared else None
+
+    def _limit_key(self, slot: str) -> str:
+        return f"{self.prefix}:limit:{slot}"
 
     def _key(self, slot: str) -> str:
         return f"{self.prefix}:inflight:{slot}"
@@ -186,16 +191,20 @@ class FleetLeases:
             ) from None
         self._acquire = self._client.register_script(_ACQUIRE)
         self._renew = self._client.register_script(_RENEW)
+        self._clean = self._client.register_script(CLEAN)
+        self._overload = self._client.register_script(OVERLOAD)
         self._renewer = asyncio.ensure_future(self._renew_loop())
+        self._reporter = asyncio.ensure_future(self._report_loop())
         logger.info(
             "scrapy-gateway: sharing per-slot in-flight counts through Redis at %(url)s (prefix %(prefix)r)",
             {"url": masked_url(self.url), "prefix": self.prefix},
         )
 
     async def close(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            self._renewer = None
+        for task in (self._renewer, self._reporter):
+            if task is not None:
+                task.cancel()
+        self._renewer = self._reporter = None
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
@@ -208,33 +217,40 @@ class FleetLeases:
         self._held.clear()
         self._spare.clear()
         self._uses.clear()
+        self._lease_epochs.clear()
         await asyncio.gather(*self._releases, return_exceptions=True)
         await self._client.aclose()
         self._client = None
 
     # -- leases ----------------------------------------------------------------------------
 
-    async def acquire(self, slot: str, limit: int) -> str | None:
-        """Wait for a lease on `slot`; None when the download goes without one (Redis lost)."""
+    async def acquire(self, slot: str, ceiling: int) -> str | None:
+        """Wait for a lease on `slot` (`ceiling`: the user's limit there); None when the download
+        goes without one (Redis lost)."""
         spare = self._spare.get(slot)
-        if spare and len(self._held[slot]) - len(spare) < limit:
+        if spare and len(self._held[slot]) - len(spare) < self._limits.get(slot, ceiling):
+            # (Spares all belong to the current epoch: a cut gives the older ones back.)
             # The lease of a download that just finished here: no round trip to Redis. Busy
             # slots pass their leases from one download to the next this way.
             return spare.pop()[0]
+        self._ceilings[slot] = ceiling
         lease = f"{self._token}:{next(self._numbers)}"
         wait, waited = _FIRST_WAIT, False
         while True:
             if not self.shared and not await self._rejoin():
                 self.stats.inc_value(keys.FLEET_UNLEASED)
                 return None
+            args = [lease, ceiling, self.ttl, self.control.initial]
             try:
-                granted, holders = await self._acquire(keys=[self._key(slot)], args=[lease, max(1, limit), self.ttl])
+                granted, limit, now_ms = await self._acquire(keys=[self._key(slot), self._limit_key(slot)], args=args)
             except self._errors as exc:
                 self._lose(exc)
                 continue
-            self._holders[slot] = max(1, int(holders))
+            self._offset = int(now_ms) / 1000.0 - self.clock()
+            self._learn(slot, int(limit))
             if granted:
                 self._held.setdefault(slot, set()).add(lease)
+                self._lease_epochs[lease] = self._epochs.get(slot, 0)
                 return lease
             if not waited:
                 waited = True
@@ -242,12 +258,61 @@ class FleetLeases:
             await asyncio.sleep(wait * self.rng.uniform(0.5, 1.5))
             wait = min(wait * 2.0, _MAX_WAIT)
 
+    # -- the fleet's limits ------------------------------------------------------------------
+
+    def clean(self, slot: str) -> None:
+        """A clean response on `slot`: reported with the others every _CLEANS_EVERY seconds."""
+        if self.shared:
+            self._cleans[slot] = self._cleans.get(slot, 0) + 1
+
+    def overloaded(self, slot: str, sent_at: float) -> None:
+        """An origin-blamed overload of a request that left at `sent_at` (this process's clock)."""
+        if not self.shared:
+            return
+        control = self.control
+        ceiling = self._ceilings.get(slot, 1)
+        args = [sent_at + self._offset, ceiling, control.minimum, control.beta, control.initial]
+        self._spawn(self._limit_call(slot, self._overload(keys=[self._limit_key(slot)], args=args)))
+
+    async def _limit_call(self, slot: str, command: Any) -> None:
+        limit = await self._call(command)
+        if limit is not None:
+            self._learn(slot, int(limit))
+
+    def _learn(self, slot: str, limit: int) -> None:
+        known = self._limits.get(slot)
+        if known != limit:
+            self._limits[slot] = limit
+            if known is not None and limit < known:
+                self._epochs[slot] = self._epochs.get(slot, 0) + 1
+                spare = self._spare.pop(slot, None)
+                if spare:
+                    self._give_back(slot, [lease for lease, _since in spare])
+            if self.on_limit is not None:
+                self.on_limit(slot, limit)
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_CLEANS_EVERY)
+            if not self.shared or not self._cleans:
+                continue
+            cleans, self._cleans = self._cleans, {}
+            for slot, count in cleans.items():
+                args = [count, self._ceilings.get(slot, 1), self.control.caution, self.control.initial]
+                await self._limit_call(slot, self._clean(keys=[self._limit_key(slot)], args=args))
+
+    def _spawn(self, command: Any) -> None:
+        task = asyncio.ensure_future(command)
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
     def release(self, slot: str, lease: str | None) -> None:
         """The download is over: keep the lease a moment for the next one here, or give it back."""
         if lease is None:
             return
         uses = self._uses.get(lease, 0) + 1
-        if self.shared and uses < _REUSES:
+        current = self._lease_epochs.get(lease) == self._epochs.get(slot, 0)
+        if self.shared and uses < _REUSES and current:
             self._uses[lease] = uses
             self._spare.setdefault(slot, []).append((lease, self.clock()))
             if self._flush_timer is None:
@@ -273,15 +338,14 @@ class FleetLeases:
         held = self._held.get(slot)
         for lease in leases:
             self._uses.pop(lease, None)
+            self._lease_epochs.pop(lease, None)
             if held is not None:
                 held.discard(lease)
         if held is not None and not held:
             del self._held[slot]
         if not self.shared:
             return  # they expire on their own
-        task = asyncio.ensure_future(self._call(self._client.zrem(self._key(slot), *leases)))
-        self._releases.add(task)
-        task.add_done_callback(self._releases.discard)
+        self._spawn(self._call(self._client.zrem(self._key(slot), *leases)))
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -327,12 +391,9 @@ class FleetLeases:
 
     async def _renew_loop(self) -> None:
         while True:
-            # Also how fresh `holders()` is: at least once a second.
-            await asyncio.sleep(min(self.ttl / 3.0, 1.0))
+            await asyncio.sleep(self.ttl / 3.0)
             if not self.shared:
                 continue
             for slot, leases in list(self._held.items()):
                 if leases:
-                    holders = await self._call(self._renew(keys=[self._key(slot)], args=[self.ttl, *leases]))
-                    if holders is not None:
-                        self._holders[slot] = max(1, int(holders))
+                    await self._call(self._renew(keys=[self._key(slot)], args=[self.ttl, *leases]))

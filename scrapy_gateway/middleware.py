@@ -72,6 +72,10 @@ class GatewayMiddleware:
         self.mask = runtime.mask
         runtime.judging = True
         crawler.signals.connect(self._downloaded, signal=signals.response_downloaded)
+        if runtime.fleet is not None:
+            # With a Redis state the fleet's limit rules each slot (fleet_limits.py): this
+            # process reports what it sees and applies what the fleet decided.
+            runtime.fleet.on_limit = self._fleet_limit
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -281,17 +285,14 @@ class GatewayMiddleware:
             return self._judge(request, classify_transport(TransportError.DROPPED, via_proxy=via_proxy))
         if not handled:
             domain, slot = self._where(request)
-            fleet = self.runtime.fleet
             events, new_limit = self.core.on_success(
-                attempt.proxy if attempt else None,
-                domain,
-                slot,
-                self.runtime.now(),
-                _latency(request),
-                weight=1.0 if fleet is None else float(fleet.holders(slot)),
+                attempt.proxy if attempt else None, domain, slot, self.runtime.now(), _latency(request)
             )
             self._events(events)
-            if new_limit is not None:
+            fleet = self.runtime.fleet
+            if fleet is not None and fleet.shared:
+                fleet.clean(slot)
+            elif new_limit is not None:  # alone, or while Redis is lost: this process's own limits
                 self._apply_limit(slot, new_limit, None)
             return None
         headers = {}
@@ -331,9 +332,16 @@ class GatewayMiddleware:
             now=self.runtime.now(),
             rng=self.runtime.rng,
         )
-        if verdict.new_limit is not None:
+        fleet = self.runtime.fleet
+        if fleet is not None and fleet.shared:
+            if verdict.overload:
+                fleet.overloaded(slot, attempt.sent_at if attempt.sent_at is not None else self.runtime.now())
+        elif verdict.new_limit is not None:
             self._apply_limit(slot, verdict.new_limit, verdict.fault)
         return verdict
+
+    def _fleet_limit(self, slot: str, limit: int) -> None:
+        self._apply_limit(slot, limit, None, fleet=True)
 
     def _act(self, request: Request, verdict: Verdict) -> Request | None:
         """Return the retry request, or None after giving up."""
@@ -380,14 +388,16 @@ class GatewayMiddleware:
         if verdict.next_attempt.asked_partial:
             meta.pop(m.DATALOSS, None)  # ours, not the user's: set again on the next attempt
 
-    def _apply_limit(self, slot: str, limit: int, fault: Fault | None) -> None:
+    def _apply_limit(self, slot: str, limit: int, fault: Fault | None, *, fleet: bool = False) -> None:
         engine = engine_of(self.crawler)
         downloader = engine.downloader if engine else None
         live = downloader.slots.get(slot) if downloader else None
         old = live.concurrency if live is not None else limit
         if live is not None:
             live.concurrency = limit
-        self.report.limit(slot, limit, old, fault)
+        if fleet and limit == old:
+            return
+        self.report.limit(slot, limit, old, fault, fleet=fleet)
 
 
 def _latency(request: Request) -> float | None:

@@ -131,10 +131,17 @@ class Reporter:
             case _:
                 assert_never(event)
 
-    def limit(self, slot: str, new: int, old: int, fault: Fault | None) -> None:
+    def limit(self, slot: str, new: int, old: int, fault: Fault | None, *, fleet: bool = False) -> None:
+        """`fleet`: the fleet's shared limit changed (fleet_limits.py), not this process's own."""
         self.stats.set_value(keys.concurrency_limit(slot), new)
         if new < old:
             self.stats.inc_value(keys.CONCURRENCY_DECREASES)
+            if fleet:
+                logger.info(
+                    "Concurrency of %(slot)s lowered from %(old)d to %(new)d: the fleet's limit, after overloads",
+                    {"slot": slot, "old": old, "new": new},
+                )
+                return
             logger.info(
                 "Concurrency of %(slot)s lowered from %(old)d to %(new)d after origin-blamed %(kind)s",
                 {"slot": slot, "old": old, "new": new, "kind": fault.kind if fault else "errors"},

@@ -85,7 +85,9 @@ class GatewayRuntime:
         except ImportError:
             message = "GATEWAY_STATE: a Redis state needs redis-py: pip install scrapy-gateway[redis]"
             raise ConfigError(message) from None
-        return FleetLeases(config.state, config.state_prefix, config.lease_ttl, self.stats, self.clock)
+        return FleetLeases(
+            config.state, config.state_prefix, config.lease_ttl, self.stats, self.clock, self.core.concurrency
+        )
 
     @classmethod
     def of(cls, crawler: Crawler) -> GatewayRuntime:

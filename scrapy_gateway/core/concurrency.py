@@ -113,21 +113,14 @@ class ConcurrencyControl:
         after = _effective(entry.value)
         return after if after != before else None
 
-    def clean(self, slot: str, weight: float = 1.0) -> int | None:
-        """A clean response on a throttled slot; return the new limit if it changed.
-
-        `weight`: how many clean responses this one stands for. A process of a fleet sharing the
-        slot (fleet.py) sees only its share of them, so its growth toward the last hurt point is
-        scaled up to the fleet's; the cautious probe above it is not, so that the fleet probes
-        as often as one process would, not once per process.
-        """
+    def clean(self, slot: str) -> int | None:
+        """A clean response on a throttled slot; return the new limit if it changed."""
         entry = self._limits.get(slot)
         if entry is None:
             return None
         before = _effective(entry.value)
-        step = weight if entry.starting else weight / max(entry.value, 1.0)
+        step = 1.0 if entry.starting else 1.0 / max(entry.value, 1.0)
         if not entry.starting and before + 1 >= _effective(entry.hurt_at):
-            step /= weight
             # The next step up is where the origin last overloaded: probe it slowly, and twice as
             # slowly each time the probe hurt again at the same place.
             step /= self.caution * 2**entry.repeats

@@ -62,6 +62,7 @@ class Verdict:
     delay: float = 0.0  # seconds the retry must wait
     budget_wait: float = 0.0  # the part of `delay` the retry budget imposed
     new_limit: int | None = None  # the domain's new concurrency limit, if it changed
+    overload: bool = False  # an origin-blamed overload (what a fleet's shared limit learns from)
     events: tuple[Event, ...] = ()
     next_attempt: Attempt | None = None  # the retry's attempt record, when `retry`
 
@@ -144,10 +145,8 @@ class Gateway:
         slot: str,
         now: float,
         latency: float | None = None,
-        weight: float = 1.0,
     ) -> tuple[list[Event], int | None]:
-        """`latency`: how long the download took to its headers (Scrapy's download_latency);
-        `weight`: the clean responses it stands for in a fleet (ConcurrencyControl.clean)."""
+        """`latency`: how long the download took to its headers (Scrapy's download_latency)."""
         events: list[Event] = list(self.gates.success(self._scopes(domain, proxy is not None), now))
         seen = None
         if latency is not None and latency >= 0.0:
@@ -160,7 +159,7 @@ class Gateway:
             if seen is not None and pair is not None:
                 seen.path_observed(proxy, pair.latency)
         self.judge.success(proxy or DIRECT, domain, now)
-        return events, self.concurrency.clean(slot, weight)
+        return events, self.concurrency.clean(slot)
 
     def on_failure(
         self,
@@ -213,7 +212,8 @@ class Gateway:
         # the domain has worked, history blames the origin only once three proxies have failed and
         # none has succeeded: an origin past its capacity from the first request answers every
         # request but one with a fast error, and each error would otherwise make room for the next.
-        if fault.throttles and fault.blame is Blame.ORIGIN and fault.retry_after is None and not gated:
+        overload = fault.throttles and fault.blame is Blame.ORIGIN and fault.retry_after is None and not gated
+        if overload:
             new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now)
         if any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events):
             new_limit = self.concurrency.outage(slot) or new_limit
@@ -234,6 +234,7 @@ class Gateway:
                     retry=True,
                     delay=max(0.0, hold.until - now),
                     new_limit=new_limit,
+                    overload=overload,
                     events=tuple(events),
                     next_attempt=attempt.waiting_on(hold.scope),
                 )
@@ -246,7 +247,7 @@ class Gateway:
         # Wrong credentials do not heal: without another proxy to rotate to, a retry cannot succeed.
         hopeless = fault.retires and not (attempt.rotating and len(self.pool) > 1)
         if hopeless or not fault.retryable or not attempt.can_retry(proxy_side=proxy_side):
-            return Verdict(fault, retry=False, new_limit=new_limit, events=tuple(events))
+            return Verdict(fault, retry=False, new_limit=new_limit, overload=overload, events=tuple(events))
         if self._fresh_path(attempt) and fault.blame is not Blame.ORIGIN:
             # The next proxy is a fresh path: no reason to wait, and the origin never saw this one.
             delay = budget_wait = 0.0
@@ -267,6 +268,7 @@ class Gateway:
             delay=delay,
             budget_wait=budget_wait,
             new_limit=new_limit,
+            overload=overload,
             events=tuple(events),
             next_attempt=attempt.increment(proxy_side=proxy_side, cut=cut),
         )

@@ -176,23 +176,3 @@ def test_an_outage_undoes_the_cuts_since_the_last_clean_response():
     control.overloaded(S, 8, sent_at=4.0, now=5.0)
     assert control.limit(S) < calm
     assert control.outage(S) == calm
-
-
-def test_a_fleet_process_grows_at_the_fleets_rate_but_probes_at_one_processs():
-    # It sees one clean response in four (four processes share the slot): each counts for four
-    # below the hurt point, and for one at it, so that the fleet does not probe four times as often.
-    alone, shared = (ConcurrencyControl(minimum=1, beta=0.5, caution=4.0) for _ in range(2))
-    for control in (alone, shared):
-        control.overloaded(S, 32, sent_at=0.0, now=1.0)  # 16, hurt at 32
-    steps = 0
-    while shared.limit(S) == 16:
-        shared.clean(S, weight=4.0)
-        steps += 1
-    assert steps in (2, 3) and cleans_to_leave(alone, S, 16) in (8, 9)
-    while shared.limit(S) < 31:
-        shared.clean(S, weight=4.0)
-    near = 0
-    while shared.limit(S) == 31:
-        shared.clean(S, weight=4.0)
-        near += 1
-    assert 4 * 29 <= near <= 4 * 32  # the cautious probe: as slow as for one process

@@ -21,7 +21,9 @@ from demo_world import OriginSpec, ProxySpec, World
 from scrapy.statscollectors import MemoryStatsCollector
 from scrapy.utils.test import get_crawler
 
+from scrapy_gateway.core.concurrency import ConcurrencyControl
 from scrapy_gateway.fleet import FleetLeases
+from scrapy_gateway.fleet_limits import CLEAN, OVERLOAD
 from tests.conftest import ROOT, CrawlResult, gateway_settings, run_crawl
 from tests.harness.waits import wait_until
 from tests.real.servers import Redis, Servers, free_port
@@ -31,6 +33,10 @@ from tests.real.servers import Redis, Servers, free_port
 def servers() -> Iterator[Servers]:
     with Servers() as started:
         yield started
+
+
+def _control() -> ConcurrencyControl:
+    return ConcurrencyControl(minimum=1, beta=0.7, initial=2)
 
 
 def _pool(world: World) -> list[str]:
@@ -147,8 +153,8 @@ def test_a_dead_holders_leases_expire(servers: Servers) -> None:
 
     async def scenario() -> float:
         stats = MemoryStatsCollector(get_crawler())
-        dead = FleetLeases(redis.url, "test-expiry", 1.0, stats, time.monotonic)
-        alive = FleetLeases(redis.url, "test-expiry", 1.0, stats, time.monotonic)
+        dead = FleetLeases(redis.url, "test-expiry", 1.0, stats, time.monotonic, _control())
+        alive = FleetLeases(redis.url, "test-expiry", 1.0, stats, time.monotonic, _control())
         await dead.start()
         await alive.start()
         assert await dead.acquire("slot", 1) is not None
@@ -168,22 +174,30 @@ def test_a_dead_holders_leases_expire(servers: Servers) -> None:
     assert 0.8 <= waited <= 3.0, waited
 
 
-def test_each_process_learns_how_many_share_a_slot(servers: Servers) -> None:
+@pytest.mark.parametrize("seed", range(8))
+def test_the_fleets_limit_follows_the_same_aimd_as_one_process(servers: Servers, seed: int) -> None:
+    # fleet_limits.py ports ConcurrencyControl to Lua: the same events must give the same limits.
     redis = servers.redis()
+    import random
 
-    async def scenario() -> tuple[int, int, int]:
-        stats = MemoryStatsCollector(get_crawler())
-        one, two = (FleetLeases(redis.url, "test-holders", 5.0, stats, time.monotonic) for _ in range(2))
-        await one.start()
-        await two.start()
-        before = one.holders("slot")
-        await one.acquire("slot", 4)
-        await two.acquire("slot", 4)
-        await one.acquire("other", 4)
-        counts = before, two.holders("slot"), one.holders("other")
-        await one.close()
-        await two.close()
-        return counts
+    import redis as redis_py
 
-    # Alone until Redis says otherwise; then two on "slot", one on "other".
-    assert asyncio.run(scenario()) == (1, 2, 1)
+    rng = random.Random(seed)
+    ceiling = rng.choice([4, 8, 16, 32])
+    control = ConcurrencyControl(minimum=1, beta=0.7, caution=32.0, initial=2)
+    client = redis_py.Redis.from_url(redis.url)
+    clean, overload = client.register_script(CLEAN), client.register_script(OVERLOAD)
+    key = f"test-aimd:{seed}"
+    control.begin("s", ceiling)
+    for step in range(400):
+        if rng.random() < 0.06:
+            # sent after the last cut (it cuts), or before it (it does not): Redis's clock decides
+            # the Lua side, so a stale one is sent at 0.
+            stale = rng.random() < 0.3
+            expected = control.overloaded("s", ceiling, sent_at=0.0 if stale else 1e12, now=float(step))
+            got = overload(keys=[key], args=[0.0 if stale else 1e12, ceiling, 1, 0.7, 2])
+        else:
+            expected = control.clean("s")
+            got = clean(keys=[key], args=[1, ceiling, 32.0, 2])
+        assert int(got) == (control.limit("s") or ceiling), (step, expected, got)
+    client.close()

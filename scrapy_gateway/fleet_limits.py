@@ -1,0 +1,136 @@
+"""The fleet's per-slot concurrency limit, in Redis: core/concurrency.py's AIMD, as Lua scripts.
+
+With a Redis state every process of the fleet feeds one limit per download slot: each overload
+any of them sees cuts it (once per round trip of the fleet), each clean response any of them gets
+grows it, so the fleet learns an origin's capacity once, from all its traffic, and probes above it
+as often as one process would. The algorithm is ConcurrencyControl's, step for step (slow start,
+the memory of where it hurt, the cautious probe, the step back), run inside Redis so that
+concurrent updates from several processes never interleave; tests/real/test_redis_fleet.py runs
+the same sequences of events through both and compares the limits after every step.
+
+State: the hash `<prefix>:limit:<slot>` (v: the limit as a real number, hurt, rep, cut: Redis time
+of the last cut, start: in slow start, settled), kept for ten minutes after its last change.
+"""
+
+from __future__ import annotations
+
+_NEVER = "1e308"  # "no limit known to hurt" (Lua 5.1's tonumber() cannot read inf)
+
+_STATE = (
+    """
+local NEVER = """
+    + _NEVER
+    + """
+local function eff(v)
+  return math.floor(v + 0.5)
+end
+
+local function load(key, ceiling, initial)
+  local h = redis.call('HMGET', key, 'v', 'hurt', 'rep', 'cut', 'start', 'settled', 'ceiling')
+  local s = {}
+  if h[1] then
+    s.v, s.hurt, s.rep = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
+    s.cut, s.start, s.settled, s.ceiling = tonumber(h[4]), tonumber(h[5]), tonumber(h[6]), tonumber(h[7])
+  else
+    s.hurt, s.rep, s.cut, s.settled, s.ceiling = NEVER, 0, -1, 0, ceiling
+    if initial > 0 and ceiling > initial then
+      s.v, s.start = initial, 1
+    else
+      s.v, s.start = ceiling, 0
+    end
+  end
+  return s
+end
+
+local function save(key, s)
+  redis.call('HSET', key, 'v', s.v, 'hurt', s.hurt, 'rep', s.rep, 'cut', s.cut, 'start', s.start,
+    'settled', s.settled, 'ceiling', s.ceiling)
+  redis.call('PEXPIRE', key, 600000)
+end
+
+local function clean(s, caution)
+  local before = eff(s.v)
+  local step = 1
+  if s.start == 0 then
+    step = 1 / math.max(s.v, 1)
+    if before + 1 >= eff(s.hurt) then
+      step = step / (caution * 2 ^ s.rep)
+    end
+  end
+  s.v = math.min(s.ceiling, s.v + step)
+  local after = eff(s.v)
+  if after > eff(s.hurt) then
+    s.hurt, s.rep = NEVER, 0
+  end
+  if after >= s.ceiling then
+    if s.start == 1 then
+      s.settled = s.settled + 1
+    end
+    if s.start == 0 or s.settled >= s.ceiling then
+      -- Fully recovered: the user's own limit, and nothing remembered.
+      s.v, s.start, s.settled, s.hurt, s.rep, s.cut = s.ceiling, 0, 0, NEVER, 0, -1
+    end
+  end
+end
+
+local function overload(s, sent_at, now, minimum, beta)
+  if sent_at < s.cut then
+    return
+  end
+  local before = eff(s.v)
+  if s.start == 1 then
+    s.start = 0
+    s.v = math.max(minimum, s.v / 2)
+    s.hurt, s.rep = s.v + 1, 0
+  elseif before >= eff(s.hurt) then
+    s.rep = math.min(s.rep + 1, 4)
+    s.v = math.max(minimum, eff(s.hurt) - 1)
+  else
+    s.rep, s.hurt = 0, s.v
+    s.v = math.max(minimum, s.v * beta)
+  end
+  s.cut = now
+end
+
+local function server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+)
+
+# KEYS[1]: the slot's limit. ARGV: clean responses, ceiling, caution, initial. The limit.
+CLEAN = (
+    _STATE
+    + """
+local s = load(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[4]))
+for _ = 1, tonumber(ARGV[1]) do
+  clean(s, tonumber(ARGV[3]))
+end
+save(KEYS[1], s)
+return eff(s.v)
+"""
+)
+
+# KEYS[1]: the slot's limit. ARGV: sent at (Redis time), ceiling, minimum, beta, initial. The limit.
+OVERLOAD = (
+    _STATE
+    + """
+local s = load(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[5]))
+overload(s, tonumber(ARGV[1]), server_now(), tonumber(ARGV[3]), tonumber(ARGV[4]))
+save(KEYS[1], s)
+return eff(s.v)
+"""
+)
+
+# KEYS[2]: the slot's limit (read; created if new): `limit` for the lease script (fleet.py).
+LIMIT_FOR_LEASE = (
+    _STATE
+    + """
+local limit_state = load(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[4]))
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  save(KEYS[2], limit_state)
+end
+local limit = math.min(eff(limit_state.v), tonumber(ARGV[2]))
+"""
+)
