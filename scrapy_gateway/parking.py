@@ -16,8 +16,9 @@ queue per gate instead of on a timer: every `_GATE_TICK` seconds the room hands 
 when the gate wants a probe, all of them when it closes (`release`), and all of them for one last
 try each (their record marked `final`) when it has stayed open past its stall limit.
 
-At close nothing is lost: with a JOBDIR, parked requests go into the scheduler's disk queue (and
-wait again on resume, since their record still carries `not_before`); without one each ends in its
+At close nothing is lost: with a JOBDIR, or a scheduler that keeps its queue between runs
+(scrapy-redis with SCHEDULER_PERSIST), parked requests go into the scheduler's queue (and wait
+again on resume, since their record still carries `not_before`); otherwise each ends in its
 errback with `RetryCancelled`, as does a request waiting in place once the spider starts closing.
 """
 
@@ -244,7 +245,7 @@ class WaitingRoom:
             return
         waiting, self._waiting = self._waiting, {}
         engine = engine_of(self.crawler)
-        persistent = job_dir(self.crawler.settings) is not None
+        persistent = job_dir(self.crawler.settings) is not None or _scheduler_persists(engine)
         stats = self.crawler.stats
         for request, timer in waiting.items():
             if timer is not None:
@@ -262,5 +263,13 @@ class WaitingRoom:
                     stats.inc_value(keys.WAITING_CANCELLED)
         logger.info(
             "scrapy-gateway: %(n)d waiting retries %(what)s at close",
-            {"n": len(waiting), "what": "saved to JOBDIR" if persistent else "sent to their errbacks"},
+            {"n": len(waiting), "what": "saved in the scheduler's queue" if persistent else "sent to their errbacks"},
         )
+
+
+def _scheduler_persists(engine: object) -> bool:
+    """A scheduler that keeps its queue across runs without a JOBDIR: scrapy-redis's with
+    SCHEDULER_PERSIST = True (its `persist`). Parked retries go into it (they are dont_filter, so
+    its dupefilter keeps them) and wait again in whichever process takes them next."""
+    scheduler = getattr(engine, "scheduler", None)
+    return getattr(scheduler, "persist", False) is True
