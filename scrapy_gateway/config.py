@@ -19,6 +19,7 @@ from scrapy_gateway.core.health import HealthRules
 from scrapy_gateway.core.latency import TimeoutRule
 from scrapy_gateway.core.proxies import Proxy, ProxyListError, parse_proxies, split_proxy_text
 from scrapy_gateway.handlers import TransportRule, rule
+from scrapy_gateway.masking import masked_url
 
 
 class ConfigError(ValueError):
@@ -108,9 +109,18 @@ def _state(value: Any) -> str:
     text = str(value).strip()
     if text == "memory":
         return text
+    shown = masked_url(text)
     scheme = text.split("://", 1)[0] if "://" in text else ""
     if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"expected 'memory' or a Redis URL (redis://host:port/db, rediss://, unix://), got {value!r}")
+        raise ValueError(f"expected 'memory' or a Redis URL (redis://host:port/db, rediss://, unix://), got {shown!r}")
+    try:
+        from redis.connection import parse_url  # optional: runtime.py names it when missing
+    except ImportError:
+        return text
+    try:
+        parse_url(text)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ValueError(f"not a Redis URL redis-py can read ({exc}): {shown!r}") from None
     return text
 
 

@@ -32,10 +32,10 @@ import random
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from scrapy_gateway import stats as keys
-from scrapy_gateway.fleet_limits import CLEAN, LIMIT_FOR_LEASE, OVERLOAD
+from scrapy_gateway.fleet_limits import CLEAN, LIMIT_FOR_LEASE, OUTAGE, OVERLOAD
+from scrapy_gateway.masking import masked_url
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
@@ -67,15 +67,21 @@ return {1, limit, now_ms}
 """
 )
 
-# KEYS[1]: a slot's lease set. ARGV: ttl, then lease ids: extended only if still there (XX).
+# KEYS[1]: a slot's lease set. ARGV: ttl, then lease ids: extended if still there; the number of
+# those that were not (Redis restarted empty, or they expired while this process stalled).
 _RENEW = (
     _EXPIRE
     + """
+local missing = 0
 for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+  else
+    missing = missing + 1
+  end
 end
 redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 1000) + 1000)
-return 0
+return missing
 """
 )
 
@@ -90,21 +96,6 @@ SOCKET_TIMEOUT = 1.0  # seconds a Redis command may take before Redis counts as 
 
 class FleetUnavailable(RuntimeError):
     """Redis did not answer at start-up; the message names GATEWAY_STATE (password masked)."""
-
-
-def masked_url(url: str) -> str:
-    """The Redis URL with its password (in the user part or a `password=` query) as ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = f"{parts.username}:***" if parts.username else ":***"
-        netloc = f"{user}@{netloc.rpartition('@')[2]}"
-    query = "&".join(
-        f"{name}=***" if name.lower() == "password" else f"{name}={value}" if sep else name
-        for name, sep, value in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    # By hand: urlunsplit drops the empty authority of unix:///path.
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 class FleetLeases:
@@ -137,8 +128,8 @@ class FleetLeases:
         self._lease_epochs: dict[str, int] = {}  # lease -> its slot's epoch when granted
         self._flush_timer: asyncio.TimerHandle | None = None
         self._limits: dict[str, int] = {}  # slot -> the fleet's limit, as Redis last said
-        self._ceilings: dict[str, int] = {}  # slot -> the user's limit there
-        self._cleans: dict[str, int] = {}  # slot -> clean responses not reported yet
+        self._cleans: dict[str, tuple[int, int]] = {}  # slot -> (clean responses not reported, ceiling)
+        self._orphans: dict[str, list[str]] = {}  # slot -> leases given back while Redis was lost
         self._offset = 0.0  # Redis time minus this process's clock, as of the last lease
         # Called with (slot, limit) when the fleet's limit of a slot changes.
         self.on_limit: Callable[[str, int], None] | None = None
@@ -193,6 +184,7 @@ class FleetLeases:
         self._renew = self._client.register_script(_RENEW)
         self._clean = self._client.register_script(CLEAN)
         self._overload = self._client.register_script(OVERLOAD)
+        self._outage = self._client.register_script(OUTAGE)
         self._renewer = asyncio.ensure_future(self._renew_loop())
         self._reporter = asyncio.ensure_future(self._report_loop())
         logger.info(
@@ -233,7 +225,6 @@ class FleetLeases:
             # The lease of a download that just finished here: no round trip to Redis. Busy
             # slots pass their leases from one download to the next this way.
             return spare.pop()[0]
-        self._ceilings[slot] = ceiling
         lease = f"{self._token}:{next(self._numbers)}"
         wait, waited = _FIRST_WAIT, False
         while True:
@@ -246,6 +237,10 @@ class FleetLeases:
             except self._errors as exc:
                 self._lose(exc)
                 continue
+            except asyncio.CancelledError:
+                # Redis may have granted it as the download was cancelled: nobody would give it back.
+                self._spawn(self._call(self._client.zrem(self._key(slot), lease)))
+                raise
             self._offset = int(now_ms) / 1000.0 - self.clock()
             self._learn(slot, int(limit))
             if granted:
@@ -260,19 +255,26 @@ class FleetLeases:
 
     # -- the fleet's limits ------------------------------------------------------------------
 
-    def clean(self, slot: str) -> None:
-        """A clean response on `slot`: reported with the others every _CLEANS_EVERY seconds."""
+    def clean(self, slot: str, ceiling: int) -> None:
+        """A clean response on `slot` (`ceiling`: the user's limit there): reported with the
+        others every _CLEANS_EVERY seconds."""
         if self.shared:
-            self._cleans[slot] = self._cleans.get(slot, 0) + 1
+            count = self._cleans.get(slot, (0, ceiling))[0]
+            self._cleans[slot] = (count + 1, ceiling)
 
-    def overloaded(self, slot: str, sent_at: float) -> None:
+    def overloaded(self, slot: str, ceiling: int, sent_at: float) -> None:
         """An origin-blamed overload of a request that left at `sent_at` (this process's clock)."""
         if not self.shared:
             return
         control = self.control
-        ceiling = self._ceilings.get(slot, 1)
         args = [sent_at + self._offset, ceiling, control.minimum, control.beta, control.initial]
         self._spawn(self._limit_call(slot, self._overload(keys=[self._limit_key(slot)], args=args)))
+
+    def outage(self, slot: str, ceiling: int) -> None:
+        """An outage gate opened on `slot`: the cuts since its last clean response were the outage's."""
+        if self.shared:
+            args = [ceiling, self.control.initial]
+            self._spawn(self._limit_call(slot, self._outage(keys=[self._limit_key(slot)], args=args)))
 
     async def _limit_call(self, slot: str, command: Any) -> None:
         limit = await self._call(command)
@@ -284,12 +286,16 @@ class FleetLeases:
         if known != limit:
             self._limits[slot] = limit
             if known is not None and limit < known:
-                self._epochs[slot] = self._epochs.get(slot, 0) + 1
-                spare = self._spare.pop(slot, None)
-                if spare:
-                    self._give_back(slot, [lease for lease, _since in spare])
+                self._new_epoch(slot)
             if self.on_limit is not None:
                 self.on_limit(slot, limit)
+
+    def _new_epoch(self, slot: str) -> None:
+        """The leases held on `slot` may no longer be passed on (a cut, or Redis lost them)."""
+        self._epochs[slot] = self._epochs.get(slot, 0) + 1
+        spare = self._spare.pop(slot, None)
+        if spare:
+            self._give_back(slot, [lease for lease, _since in spare])
 
     async def _report_loop(self) -> None:
         while True:
@@ -297,8 +303,8 @@ class FleetLeases:
             if not self.shared or not self._cleans:
                 continue
             cleans, self._cleans = self._cleans, {}
-            for slot, count in cleans.items():
-                args = [count, self._ceilings.get(slot, 1), self.control.caution, self.control.initial]
+            for slot, (count, ceiling) in cleans.items():
+                args = [count, ceiling, self.control.caution, self.control.initial]
                 await self._limit_call(slot, self._clean(keys=[self._limit_key(slot)], args=args))
 
     def _spawn(self, command: Any) -> None:
@@ -344,7 +350,8 @@ class FleetLeases:
         if held is not None and not held:
             del self._held[slot]
         if not self.shared:
-            return  # they expire on their own
+            self._orphans.setdefault(slot, []).extend(leases)  # given back once Redis answers
+            return
         self._spawn(self._call(self._client.zrem(self._key(slot), *leases)))
 
     # -- faults ----------------------------------------------------------------------------
@@ -361,6 +368,9 @@ class FleetLeases:
             return
         self._lost_since = self.clock()
         self._next_rejoin = self._lost_since + _REJOIN_EVERY
+        # Redis may come back without them: none of the leases held now carries another download.
+        for slot in list(self._held):
+            self._new_epoch(slot)
         self.stats.inc_value(keys.FLEET_LOST)
         logger.warning(
             "scrapy-gateway: lost the shared state at %(url)s (%(error)s): going on with this process's own "
@@ -387,6 +397,9 @@ class FleetLeases:
             {"url": masked_url(self.url), "seconds": now - self._lost_since},
         )
         self._lost_since = None
+        orphans, self._orphans = self._orphans, {}
+        for slot, leases in orphans.items():
+            self._spawn(self._call(self._client.zrem(self._key(slot), *leases)))
         return True
 
     async def _renew_loop(self) -> None:
@@ -396,4 +409,6 @@ class FleetLeases:
                 continue
             for slot, leases in list(self._held.items()):
                 if leases:
-                    await self._call(self._renew(keys=[self._key(slot)], args=[self.ttl, *leases]))
+                    missing = await self._call(self._renew(keys=[self._key(slot)], args=[self.ttl, *leases]))
+                    if missing:
+                        self._new_epoch(slot)  # uncounted leases must not carry more downloads

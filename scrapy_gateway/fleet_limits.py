@@ -9,7 +9,9 @@ concurrent updates from several processes never interleave; tests/real/test_redi
 the same sequences of events through both and compares the limits after every step.
 
 State: the hash `<prefix>:limit:<slot>` (v: the limit as a real number, hurt, rep, cut: Redis time
-of the last cut, start: in slow start, settled), kept for ten minutes after its last change.
+of the last cut, start: in slow start, settled, calm: the limit at the last clean response), kept
+for ten minutes after it was last used. The user's own limit is the caller's, never stored: a
+process started with another CONCURRENT_REQUESTS_PER_DOMAIN applies it at once.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ local function eff(v)
 end
 
 local function load(key, ceiling, initial)
-  local h = redis.call('HMGET', key, 'v', 'hurt', 'rep', 'cut', 'start', 'settled', 'ceiling')
-  local s = {}
+  local h = redis.call('HMGET', key, 'v', 'hurt', 'rep', 'cut', 'start', 'settled', 'calm')
+  local s = {ceiling = ceiling}  -- the caller's: a user who changed the limit gets it at once
   if h[1] then
-    s.v, s.hurt, s.rep = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
-    s.cut, s.start, s.settled, s.ceiling = tonumber(h[4]), tonumber(h[5]), tonumber(h[6]), tonumber(h[7])
+    s.v, s.hurt, s.rep = math.min(tonumber(h[1]), ceiling), tonumber(h[2]), tonumber(h[3])
+    s.cut, s.start, s.settled, s.calm = tonumber(h[4]), tonumber(h[5]), tonumber(h[6]), tonumber(h[7])
   else
-    s.hurt, s.rep, s.cut, s.settled, s.ceiling = NEVER, 0, -1, 0, ceiling
+    s.hurt, s.rep, s.cut, s.settled, s.calm = NEVER, 0, -1, 0, NEVER
     if initial > 0 and ceiling > initial then
       s.v, s.start = initial, 1
     else
@@ -44,8 +46,13 @@ end
 
 local function save(key, s)
   redis.call('HSET', key, 'v', s.v, 'hurt', s.hurt, 'rep', s.rep, 'cut', s.cut, 'start', s.start,
-    'settled', s.settled, 'ceiling', s.ceiling)
+    'settled', s.settled, 'calm', s.calm)
   redis.call('PEXPIRE', key, 600000)
+end
+
+local function recovered(s)
+  -- Back at the user's own limit, and nothing remembered (Python forgets the slot).
+  s.v, s.start, s.settled, s.hurt, s.rep, s.cut, s.calm = s.ceiling, 0, 0, NEVER, 0, -1, NEVER
 end
 
 local function clean(s, caution)
@@ -58,6 +65,7 @@ local function clean(s, caution)
     end
   end
   s.v = math.min(s.ceiling, s.v + step)
+  s.calm = s.v
   local after = eff(s.v)
   if after > eff(s.hurt) then
     s.hurt, s.rep = NEVER, 0
@@ -67,8 +75,7 @@ local function clean(s, caution)
       s.settled = s.settled + 1
     end
     if s.start == 0 or s.settled >= s.ceiling then
-      -- Fully recovered: the user's own limit, and nothing remembered.
-      s.v, s.start, s.settled, s.hurt, s.rep, s.cut = s.ceiling, 0, 0, NEVER, 0, -1
+      recovered(s)
     end
   end
 end
@@ -90,6 +97,15 @@ local function overload(s, sent_at, now, minimum, beta)
     s.v = math.max(minimum, s.v * beta)
   end
   s.cut = now
+end
+
+local function outage(s)
+  -- An outage gate opened: the cuts since the last clean response were the outage's.
+  s.v = math.min(s.ceiling, math.max(s.v, s.calm))
+  s.hurt, s.rep, s.cut = NEVER, 0, -1
+  if eff(s.v) >= s.ceiling then
+    recovered(s)
+  end
 end
 
 local function server_now()
@@ -123,14 +139,28 @@ return eff(s.v)
 """
 )
 
-# KEYS[2]: the slot's limit (read; created if new): `limit` for the lease script (fleet.py).
+# KEYS[1]: the slot's limit. ARGV: ceiling, initial. The limit.
+OUTAGE = (
+    _STATE
+    + """
+local s = load(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+outage(s)
+save(KEYS[1], s)
+return eff(s.v)
+"""
+)
+
+# KEYS[2]: the slot's limit (read; created if new; kept while leased): `limit` for fleet.py's
+# lease script.
 LIMIT_FOR_LEASE = (
     _STATE
     + """
 local limit_state = load(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[4]))
 if redis.call('EXISTS', KEYS[2]) == 0 then
   save(KEYS[2], limit_state)
+else
+  redis.call('PEXPIRE', KEYS[2], 600000)
 end
-local limit = math.min(eff(limit_state.v), tonumber(ARGV[2]))
+local limit = eff(limit_state.v)
 """
 )

@@ -26,7 +26,7 @@ import json
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, quote_plus, unquote
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from scrapy.core.downloader.handlers.http11 import TunnelError
 from scrapy.exceptions import (
@@ -370,3 +370,21 @@ class _ExceptionMasker:
         if self.secrets.leaks(_safe(repr, value)) or self.secrets.leaks(_safe(str, value)):
             return self.secrets.text(_safe(str, value))  # an object of its own kind: its masked text
         return value
+
+
+def masked_url(url: str) -> str:
+    """The Redis URL with its password (in the user part or a `password=` query) as ***."""
+    parts = urlsplit(url)
+    if "@" in url and "@" not in parts.netloc:
+        # Not a URL urlsplit can read (redis:/:pw@host): whatever comes before the host is hidden.
+        return f"{url.split(':', 1)[0]}:***@{url.rpartition('@')[2]}"
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = f"{parts.username}:***" if parts.username else ":***"
+        netloc = f"{user}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{name}=***" if name.lower() == "password" else f"{name}={value}" if sep else name
+        for name, sep, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    # By hand: urlunsplit drops the empty authority of unix:///path.
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")

@@ -291,7 +291,7 @@ class GatewayMiddleware:
             self._events(events)
             fleet = self.runtime.fleet
             if fleet is not None and fleet.shared:
-                fleet.clean(slot)
+                fleet.clean(slot, self.config.ceiling(slot))
             elif new_limit is not None:  # alone, or while Redis is lost: this process's own limits
                 self._apply_limit(slot, new_limit, None)
             return None
@@ -334,8 +334,12 @@ class GatewayMiddleware:
         )
         fleet = self.runtime.fleet
         if fleet is not None and fleet.shared:
-            if verdict.overload:
-                fleet.overloaded(slot, attempt.sent_at if attempt.sent_at is not None else self.runtime.now())
+            ceiling = self.config.ceiling(slot)
+            if verdict.outage:
+                fleet.outage(slot, ceiling)
+            elif verdict.overload:
+                sent_at = attempt.sent_at if attempt.sent_at is not None else self.runtime.now()
+                fleet.overloaded(slot, ceiling, sent_at)
         elif verdict.new_limit is not None:
             self._apply_limit(slot, verdict.new_limit, verdict.fault)
         return verdict

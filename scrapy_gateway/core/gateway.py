@@ -63,6 +63,7 @@ class Verdict:
     budget_wait: float = 0.0  # the part of `delay` the retry budget imposed
     new_limit: int | None = None  # the domain's new concurrency limit, if it changed
     overload: bool = False  # an origin-blamed overload (what a fleet's shared limit learns from)
+    outage: bool = False  # an outage gate opened on the slot: its cuts since it last worked are undone
     events: tuple[Event, ...] = ()
     next_attempt: Attempt | None = None  # the retry's attempt record, when `retry`
 
@@ -215,7 +216,8 @@ class Gateway:
         overload = fault.throttles and fault.blame is Blame.ORIGIN and fault.retry_after is None and not gated
         if overload:
             new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now)
-        if any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events):
+        outage = any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events)
+        if outage:
             new_limit = self.concurrency.outage(slot) or new_limit
         # A Retry-After keeps its own schedule; the gate never sends it early.
         if (
@@ -235,6 +237,7 @@ class Gateway:
                     delay=max(0.0, hold.until - now),
                     new_limit=new_limit,
                     overload=overload,
+                    outage=outage,
                     events=tuple(events),
                     next_attempt=attempt.waiting_on(hold.scope),
                 )
@@ -247,7 +250,9 @@ class Gateway:
         # Wrong credentials do not heal: without another proxy to rotate to, a retry cannot succeed.
         hopeless = fault.retires and not (attempt.rotating and len(self.pool) > 1)
         if hopeless or not fault.retryable or not attempt.can_retry(proxy_side=proxy_side):
-            return Verdict(fault, retry=False, new_limit=new_limit, overload=overload, events=tuple(events))
+            return Verdict(
+                fault, retry=False, new_limit=new_limit, overload=overload, outage=outage, events=tuple(events)
+            )
         if self._fresh_path(attempt) and fault.blame is not Blame.ORIGIN:
             # The next proxy is a fresh path: no reason to wait, and the origin never saw this one.
             delay = budget_wait = 0.0
@@ -269,6 +274,7 @@ class Gateway:
             budget_wait=budget_wait,
             new_limit=new_limit,
             overload=overload,
+            outage=outage,
             events=tuple(events),
             next_attempt=attempt.increment(proxy_side=proxy_side, cut=cut),
         )

@@ -13,7 +13,7 @@ from scrapy.utils.misc import load_object
 from scrapy.utils.test import get_crawler
 
 from scrapy_gateway.config import SETTINGS, ConfigError, GatewayConfig
-from scrapy_gateway.fleet import masked_url
+from scrapy_gateway.masking import masked_url
 from tests.conftest import ROOT, gateway_settings, run_crawl
 
 SECRET_A, SECRET_B = "s3cretAAA", "s3cretBBB"
@@ -57,6 +57,9 @@ def test_bad_settings_are_named() -> None:
     assert message.startswith("GATEWAY_PROXIES, entry 2:") and "hunter2" not in message
     assert _gateway_error(GATEWAY_STATE="127.0.0.1:6379").startswith("GATEWAY_STATE: expected 'memory' or a Redis URL")
     assert _gateway_error(GATEWAY_STATE_PREFIX="my fleet").startswith("GATEWAY_STATE_PREFIX:")
+    message = _gateway_error(GATEWAY_STATE="redis://:hunter2@h:notaport/0")
+    assert message.startswith("GATEWAY_STATE: not a Redis URL") and "hunter2" not in message, message
+    assert "hunter2" not in _gateway_error(GATEWAY_STATE="redis:/:hunter2@h")
     assert _gateway_error(GATEWAY_LEASE_TTL=0).startswith("GATEWAY_LEASE_TTL:")
     config = GatewayConfig.from_settings(Settings({"GATEWAY_STATE": "redis://:pw@127.0.0.1:6379/2"}))
     assert config.state == "redis://:pw@127.0.0.1:6379/2"

@@ -23,7 +23,7 @@ from scrapy.utils.test import get_crawler
 
 from scrapy_gateway.core.concurrency import ConcurrencyControl
 from scrapy_gateway.fleet import FleetLeases
-from scrapy_gateway.fleet_limits import CLEAN, OVERLOAD
+from scrapy_gateway.fleet_limits import CLEAN, OUTAGE, OVERLOAD
 from tests.conftest import ROOT, CrawlResult, gateway_settings, run_crawl
 from tests.harness.waits import wait_until
 from tests.real.servers import Redis, Servers, free_port
@@ -187,10 +187,14 @@ def test_the_fleets_limit_follows_the_same_aimd_as_one_process(servers: Servers,
     control = ConcurrencyControl(minimum=1, beta=0.7, caution=32.0, initial=2)
     client = redis_py.Redis.from_url(redis.url)
     clean, overload = client.register_script(CLEAN), client.register_script(OVERLOAD)
+    outage = client.register_script(OUTAGE)
     key = f"test-aimd:{seed}"
     control.begin("s", ceiling)
     for step in range(400):
-        if rng.random() < 0.06:
+        if rng.random() < 0.01:
+            expected = control.outage("s")
+            got = outage(keys=[key], args=[ceiling, 2])
+        elif rng.random() < 0.06:
             # sent after the last cut (it cuts), or before it (it does not): Redis's clock decides
             # the Lua side, so a stale one is sent at 0.
             stale = rng.random() < 0.3
@@ -201,3 +205,49 @@ def test_the_fleets_limit_follows_the_same_aimd_as_one_process(servers: Servers,
             got = clean(keys=[key], args=[1, ceiling, 32.0, 2])
         assert int(got) == (control.limit("s") or ceiling), (step, expected, got)
     client.close()
+
+
+def test_the_users_limit_is_each_callers_own(servers: Servers) -> None:
+    redis = servers.redis()
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url)
+    clean, overload = client.register_script(CLEAN), client.register_script(OVERLOAD)
+    for _ in range(40):
+        assert int(clean(keys=["test-ceiling"], args=[1, 8, 32.0, 2])) <= 8
+    assert int(clean(keys=["test-ceiling"], args=[1, 8, 32.0, 2])) == 8
+    # A process started with a higher limit grows past the old one; a lower one applies at once.
+    grown = [int(clean(keys=["test-ceiling"], args=[1, 32, 32.0, 2])) for _ in range(200)]
+    assert max(grown) > 8
+    assert int(clean(keys=["test-ceiling"], args=[1, 4, 32.0, 2])) == 4
+    assert int(overload(keys=["test-ceiling"], args=[1e12, 4, 1, 0.7, 2])) == 3  # 4 * 0.7, rounded
+    client.close()
+
+
+def test_leases_redis_lost_carry_no_more_downloads(servers: Servers) -> None:
+    redis = servers.redis()
+    import redis as redis_py
+
+    async def scenario() -> bool:
+        stats = MemoryStatsCollector(get_crawler())
+        a, b = (FleetLeases(redis.url, "test-lost", 1.0, stats, time.monotonic, _control()) for _ in range(2))
+        await a.start()
+        await b.start()
+        held = [await a.acquire("slot", 2), await a.acquire("slot", 2)]
+        redis_py.Redis.from_url(redis.url).flushall()  # as a restart without persistence would
+        deadline = time.monotonic() + 10
+        while not a._epochs.get("slot") and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # a's renewal finds its leases gone
+        assert await b.acquire("slot", 2) is not None and await b.acquire("slot", 2) is not None
+        for lease in held:
+            a.release("slot", lease)
+        try:
+            await asyncio.wait_for(a.acquire("slot", 2), timeout=0.5)
+            went = True  # a third and fourth download with b's two: the fleet past its limit
+        except asyncio.TimeoutError:
+            went = False
+        await a.close()
+        await b.close()
+        return went
+
+    assert asyncio.run(scenario()) is False
