@@ -20,7 +20,7 @@ def servers() -> Iterator[Servers]:
 def test_retries_waiting_at_a_stop_survive_in_the_persistent_queue(world: World, servers: Servers) -> None:
     redis = servers.redis()
     # Every page's first hit: 503 with Retry-After 5 s, so every retry is waiting when the crawl
-    # is stopped after 1.5 s.
+    # is stopped after 2.5 s.
     origin = world.add_origin("a", OriginSpec(retry_after=5.0))
     proxies = [world.add_proxy(f"p{i}", ProxySpec(), host=f"127.0.1.{i + 1}") for i in range(3)]
     world.start()
@@ -30,7 +30,7 @@ def test_retries_waiting_at_a_stop_survive_in_the_persistent_queue(world: World,
         DUPEFILTER_CLASS="scrapy_redis.dupefilter.RFPDupeFilter",
         SCHEDULER_PERSIST=True,
         REDIS_URL=redis.url,
-        CLOSESPIDER_TIMEOUT=1.5,
+        CLOSESPIDER_TIMEOUT=2.5,
     )
     urls = [origin.url(f"/p/{i}") for i in range(10)]
     stopped = run_crawl(settings, urls, dont_filter=False)
