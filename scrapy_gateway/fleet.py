@@ -143,6 +143,23 @@ class FleetLeases:
         self._renewer: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[Any]] = set()
 
+    # For fleet_waiting.py, which shares this connection and its fault handling.
+    @property
+    def token(self) -> str:
+        return self._token
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    async def call(self, command: Any) -> Any:
+        """Await a Redis command; None (and the state counted lost) if Redis fails."""
+        return await self._call(command)
+
+    def spawn(self, command: Any) -> None:
+        """Run a Redis command without waiting for it (kept until done, awaited at close)."""
+        self._spawn(command)
+
     @property
     def shared(self) -> bool:
         """Whether leases come from Redis now (False while it is lost)."""

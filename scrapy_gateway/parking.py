@@ -16,7 +16,8 @@ queue per gate instead of on a timer: every `_GATE_TICK` seconds the room hands 
 when the gate wants a probe, all of them when it closes (`release`), and all of them for one last
 try each (their record marked `final`) when it has stayed open past its stall limit.
 
-At close nothing is lost: with a JOBDIR, or a scheduler that keeps its queue between runs
+At close nothing is lost: with a Redis state, what Redis keeps for the fleet stays there
+(fleet_waiting.py); else with a JOBDIR, or a scheduler that keeps its queue between runs
 (scrapy-redis with SCHEDULER_PERSIST), parked requests go into the scheduler's queue (and wait
 again on resume, since their record still carries `not_before`); otherwise each ends in its
 errback with `RetryCancelled`, as does a request waiting in place once the spider starts closing.
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
     from scrapy_gateway.core.gates import OutageGates
+    from scrapy_gateway.fleet_waiting import SharedWaiting
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class WaitingRoom:
         self._gate_timer: CallLaterResult | None = None
         self._in_place = 0
         self._closing = False
+        self.shared: SharedWaiting | None = None  # with a Redis state: what waits is kept there too
         crawler.signals.connect(self._on_scheduled, signal=signals.request_scheduled)
         crawler.signals.connect(self._on_idle, signal=signals.spider_idle)
 
@@ -116,6 +119,7 @@ class WaitingRoom:
         if delay <= 0.0 or self._closing:
             return
         self._waiting[request] = call_later(delay, self._release, request)
+        self._share(request)
         stats = self.crawler.stats
         if stats is not None:
             stats.max_value(keys.WAITING_MAX, len(self))
@@ -153,8 +157,13 @@ class WaitingRoom:
 
     # -- held by outage gates ---------------------------------------------------------------
 
+    def _share(self, request: Request) -> None:
+        if self.shared is not None and self.crawler.spider is not None:
+            self.shared.park(request, self.crawler.spider)
+
     def _hold(self, scope: str, request: Request) -> None:
         self._held.setdefault(scope, []).append(request)
+        self._share(request)
         stats = self.crawler.stats
         if stats is not None:
             stats.max_value(keys.WAITING_MAX, len(self))
@@ -184,6 +193,8 @@ class WaitingRoom:
 
     def _hand_back(self, request: Request) -> None:
         """To the engine, due now and waiting on no gate."""
+        if self.shared is not None:
+            self.shared.unpark(request)
         attempt = attempt_of(request.meta)
         if attempt is not None:
             request.meta[ATTEMPT] = replace(attempt, held=None, not_before=None)
@@ -247,9 +258,15 @@ class WaitingRoom:
         engine = engine_of(self.crawler)
         persistent = job_dir(self.crawler.settings) is not None or _scheduler_persists(engine)
         stats = self.crawler.stats
+        kept = 0
         for request, timer in waiting.items():
             if timer is not None:
                 timer.cancel()
+            if self.shared is not None and self.shared.kept(request):
+                kept += 1  # in Redis: the fleet's next process takes it (fleet_waiting.py)
+                if stats is not None:
+                    stats.inc_value(keys.WAITING_PERSISTED)
+                continue
             if engine is None:
                 continue
             if persistent and engine.scheduler is not None:
@@ -261,10 +278,16 @@ class WaitingRoom:
                 engine.scraper.enqueue_scrape(failure, request)
                 if stats is not None:
                     stats.inc_value(keys.WAITING_CANCELLED)
-        logger.info(
-            "scrapy-gateway: %(n)d waiting retries %(what)s at close",
-            {"n": len(waiting), "what": "saved in the scheduler's queue" if persistent else "sent to their errbacks"},
-        )
+        if kept:
+            logger.info("scrapy-gateway: %(n)d waiting retries left in the fleet's Redis at close", {"n": kept})
+        if len(waiting) > kept:
+            logger.info(
+                "scrapy-gateway: %(n)d waiting retries %(what)s at close",
+                {
+                    "n": len(waiting) - kept,
+                    "what": "saved in the scheduler's queue" if persistent else "sent to their errbacks",
+                },
+            )
 
 
 def _scheduler_persists(engine: object) -> bool:

@@ -7,6 +7,7 @@ and randomness live here and are injectable, so the adapters can be unit-tested 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -20,9 +21,11 @@ from scrapy.utils.misc import load_object
 
 from scrapy_gateway import jobstate
 from scrapy_gateway import meta as m
+from scrapy_gateway.compat import engine_of, is_closing
 from scrapy_gateway.config import ConfigError, GatewayConfig
 from scrapy_gateway.core.gateway import Gateway
 from scrapy_gateway.fleet import FleetLeases, FleetUnavailable
+from scrapy_gateway.fleet_waiting import ADOPT_EVERY, SharedWaiting
 from scrapy_gateway.masking import CredentialMask
 from scrapy_gateway.parking import WaitingRoom
 from scrapy_gateway.report import Reporter
@@ -63,6 +66,9 @@ class GatewayRuntime:
         # begun by the downloader alone would never grow past its first limit.
         self.judging = False
         self.fleet = self._fleet() if self.config.enabled else None
+        self.waiting = None if self.fleet is None else SharedWaiting(self.fleet, crawler.spidercls.name)
+        self.room.shared = self.waiting
+        self._adopter: asyncio.Task[None] | None = None
         if self.config.enabled:
             crawler.signals.connect(self._opened, signal=signals.spider_opened)
             crawler.signals.connect(self._closed, signal=signals.spider_closed)
@@ -154,15 +160,38 @@ class GatewayRuntime:
             )
 
     async def _join_fleet(self) -> None:
-        assert self.fleet is not None
+        assert self.fleet is not None and self.waiting is not None
         try:
             await self.fleet.start()
         except FleetUnavailable as exc:
             logger.error("scrapy-gateway: %(error)s", {"error": exc})
             raise CloseSpider("gateway_state_unavailable") from None
+        await self.waiting.start()
+        await self._adopt()
+        self._adopter = asyncio.ensure_future(self._adopt_loop())
+
+    async def _adopt(self) -> None:
+        """Schedule the waiting retries of processes that are gone (they wait here again)."""
+        assert self.waiting is not None
+        engine, spider = engine_of(self.crawler), self.crawler.spider
+        if engine is None or spider is None or is_closing(self.crawler):
+            return
+        for request in await self.waiting.adopt(spider):
+            engine.crawl(request)
+
+    async def _adopt_loop(self) -> None:
+        assert self.fleet is not None and self.waiting is not None
+        while True:
+            await asyncio.sleep(min(ADOPT_EVERY, self.fleet.ttl / 3.0))
+            await self.waiting.keep_alive()
+            await self._adopt()
 
     async def _leave_fleet(self) -> None:
-        assert self.fleet is not None
+        assert self.fleet is not None and self.waiting is not None
+        if self._adopter is not None:
+            self._adopter.cancel()
+            self._adopter = None
+        await self.waiting.leave()
         await self.fleet.close()
 
     def _closed(self) -> None:

@@ -50,6 +50,15 @@ def _fleet_settings(proxies: list[str], redis: Redis, **extra: Any) -> dict[str,
     return gateway_settings(proxies, GATEWAY_STATE=redis.url, GATEWAY_STATE_PREFIX="test-fleet", **extra)
 
 
+def _start_crawl(settings: dict[str, Any], urls: list[str], folder: Any) -> subprocess.Popen[bytes]:
+    """A crawl in a subprocess that the test may SIGKILL (run_crawl waits for its end)."""
+    spec = folder / "victim.json"
+    spec.write_text(json.dumps({"settings": settings, "urls": urls}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    harness = [sys.executable, str(ROOT / "tests" / "harness" / "run_crawl.py"), str(spec), str(folder / "out.json")]
+    return subprocess.Popen(harness, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _crawl_side_by_side(settings: dict[str, Any], url_sets: list[list[str]]) -> list[CrawlResult]:
     with ThreadPoolExecutor(len(url_sets)) as pool:
         return list(pool.map(lambda urls: run_crawl(settings, urls, timeout=180), url_sets))
@@ -76,11 +85,7 @@ def test_a_process_killed_with_sigkill_returns_its_share(world: World, servers: 
     proxies = _pool(world)
     # A short lease life, so that the test waits seconds, not the default ten.
     settings = _fleet_settings(proxies, redis, CONCURRENT_REQUESTS_PER_DOMAIN=2, GATEWAY_LEASE_TTL=2)
-    spec = tmp_path / "victim.json"
-    spec.write_text(json.dumps({"settings": settings, "urls": [origin.url(f"/victim/{i}") for i in range(50)]}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    harness = [sys.executable, str(ROOT / "tests" / "harness" / "run_crawl.py"), str(spec), str(tmp_path / "out.json")]
-    victim = subprocess.Popen(harness, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = _start_crawl(settings, [origin.url(f"/victim/{i}") for i in range(50)], tmp_path)
     try:
         # It holds the fleet's two leases on the slot (two downloads in flight at the origin).
         wait_until(lambda: world.snapshot()["origins"]["a"]["in_flight"] == 2, "the victim had 2 in flight")
@@ -251,3 +256,54 @@ def test_leases_redis_lost_carry_no_more_downloads(servers: Servers) -> None:
         return went
 
     assert asyncio.run(scenario()) is False
+
+
+def test_retries_waiting_in_a_process_killed_with_sigkill_are_taken_over(
+    world: World, servers: Servers, tmp_path: Any
+) -> None:
+    redis = servers.redis()
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url)
+    # Every page's first hit: 503 with Retry-After 4 s, so all ten retries wait in the victim.
+    origin = world.add_origin("a", OriginSpec(retry_after=4.0))
+    proxies = _pool(world)
+    settings = _fleet_settings(proxies, redis, GATEWAY_LEASE_TTL=2)
+    urls = [origin.url(f"/victim/{i}") for i in range(10)]
+    victim = _start_crawl(settings, urls, tmp_path)
+    waiting = ["test-fleet:waiting:probe"]  # the harness spider is called "probe"
+    try:
+        wait_until(lambda: client.zcard(waiting[0]) == 10, "the victim's ten retries were waiting in Redis")
+        victim.kill()
+        victim.wait(timeout=10)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    wait_until(lambda: not client.keys("test-fleet:alive:*"), "the victim's alive key expired")
+    # Another process of the fleet, with a page of its own: it takes the ten over.
+    result = run_crawl(settings, [origin.url("/survivor/0")], timeout=60)
+    fetched = sorted(o["url"] for o in result.by_kind("callback"))
+    assert fetched == sorted([*urls, origin.url("/survivor/0")]), fetched
+    assert "took over 10 waiting retries" in result.log
+    assert client.zcard(waiting[0]) == 0
+    assert world.snapshot()["origins"]["a"]["early"] == 0  # their Retry-After kept
+    client.close()
+
+
+def test_a_stopped_crawl_leaves_its_waiting_retries_to_the_next_run(world: World, servers: Servers) -> None:
+    redis = servers.redis()
+    origin = world.add_origin("a", OriginSpec(retry_after=5.0))
+    proxies = _pool(world)
+    settings = _fleet_settings(proxies, redis, CLOSESPIDER_TIMEOUT=2.5)
+    urls = [origin.url(f"/p/{i}") for i in range(10)]
+    stopped = run_crawl(settings, urls)
+    assert stopped.close_reason == "closespider_timeout"
+    assert stopped.by_kind("errback") == []  # left in Redis, not given up on
+    left = stopped.stat("gateway/waiting/persisted")
+    assert left == 10 - len(stopped.by_kind("callback")) and left > 0
+    assert "waiting retries left in the fleet's Redis at close" in stopped.log
+    # The next run (its own pages elsewhere) takes them at once: the closing process said goodbye.
+    resumed = run_crawl({**settings, "CLOSESPIDER_TIMEOUT": 60}, [origin.url("/next/0")])
+    done = [o["url"] for o in stopped.by_kind("callback") + resumed.by_kind("callback")]
+    assert sorted(done) == sorted([*urls, origin.url("/next/0")])
+    assert world.snapshot()["origins"]["a"]["early"] == 0
