@@ -117,6 +117,8 @@ class WaitingRoom:
                 request.meta[ATTEMPT] = attempt = replace(attempt, held=None, not_before=None)
         delay = self.remaining(request)
         if delay <= 0.0 or self._closing:
+            if self.shared is not None:
+                self.shared.unpark(request)  # one taken over from a gone process goes now
             return
         self._waiting[request] = call_later(delay, self._release, request)
         self._share(request)

@@ -302,8 +302,18 @@ def test_a_stopped_crawl_leaves_its_waiting_retries_to_the_next_run(world: World
     left = stopped.stat("gateway/waiting/persisted")
     assert left == 10 - len(stopped.by_kind("callback")) and left > 0
     assert "waiting retries left in the fleet's Redis at close" in stopped.log
-    # The next run (its own pages elsewhere) takes them at once: the closing process said goodbye.
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url)
+    due = [score for _, score in client.zrange("test-fleet:waiting:probe", 0, -1, withscores=True)]
+    assert len(due) == left
+    # Resumed once they are all due: the next run (its own pages elsewhere) takes them over at once
+    # (the closing process said goodbye), sends them, and nothing stays behind in Redis.
+    wait_until(lambda: time.time() > max(due), "the saved retries were due")
     resumed = run_crawl({**settings, "CLOSESPIDER_TIMEOUT": 60}, [origin.url("/next/0")])
     done = [o["url"] for o in stopped.by_kind("callback") + resumed.by_kind("callback")]
     assert sorted(done) == sorted([*urls, origin.url("/next/0")])
     assert world.snapshot()["origins"]["a"]["early"] == 0
+    assert client.zcard("test-fleet:waiting:probe") == 0
+    assert client.hlen("test-fleet:waiting:probe:data") == 0
+    client.close()
