@@ -133,6 +133,7 @@ class FleetLeases:
         self._offset = 0.0  # Redis time minus this process's clock, as of the last lease
         # Called with (slot, limit) when the fleet's limit of a slot changes.
         self.on_limit: Callable[[str, int], None] | None = None
+        self.on_rejoin: Callable[[], None] | None = None  # called when Redis answers again
         self._reporter: asyncio.Task[None] | None = None
         self._client: Any = None
         self._acquire: Any = None
@@ -141,7 +142,7 @@ class FleetLeases:
         self._lost_since: float | None = None
         self._next_rejoin = 0.0
         self._renewer: asyncio.Task[None] | None = None
-        self._releases: set[asyncio.Task[Any]] = set()
+        self._releases: set[asyncio.Future[Any]] = set()
 
     # For fleet_waiting.py, which shares this connection and its fault handling.
     @property
@@ -159,6 +160,11 @@ class FleetLeases:
     def spawn(self, command: Any) -> None:
         """Run a Redis command without waiting for it (kept until done, awaited at close)."""
         self._spawn(command)
+
+    def track(self, task: asyncio.Future[Any]) -> None:
+        """A task of Redis writes that close() must wait for."""
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     @property
     def shared(self) -> bool:
@@ -417,6 +423,8 @@ class FleetLeases:
         orphans, self._orphans = self._orphans, {}
         for slot, leases in orphans.items():
             self._spawn(self._call(self._client.zrem(self._key(slot), *leases)))
+        if self.on_rejoin is not None:
+            self.on_rejoin()
         return True
 
     async def _renew_loop(self) -> None:

@@ -18,9 +18,11 @@ another process as well: the page is then fetched twice, never lost.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import pickle
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
@@ -41,7 +43,7 @@ ADOPT_EVERY = 1.0  # seconds between looks for the waiting retries of processes 
 # entries to take. A flat list: id, data, id, data, ...
 _ADOPT = """
 local out = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 499)) do
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 4999)) do
   local owner = redis.call('HGET', KEYS[2], id .. ':owner')
   if owner ~= ARGV[1] and (not owner or redis.call('EXISTS', ARGV[2] .. owner) == 0) then
     local data = redis.call('HGET', KEYS[2], id)
@@ -71,6 +73,10 @@ class SharedWaiting:
         self._ids: WeakKeyDictionary[Request, str] = WeakKeyDictionary()
         self._stored: set[str] = set()  # ids Redis has confirmed
         self._adopt: Any = None
+        self._unshareable_told = False
+        self._writes: dict[str, asyncio.Future[None]] = {}  # entry -> its last write, in flight
+        self._orphans: set[str] = set()  # entries handed back while Redis was lost
+        self._live: set[str] = set()  # entries of requests waiting here now
 
     @property
     def _alive_key(self) -> str:
@@ -85,24 +91,61 @@ class SharedWaiting:
         await self.fleet.call(self.fleet.client.set(self._alive_key, 1, px=ttl_ms))
 
     # -- the room's side ---------------------------------------------------------------------
+    #
+    # Every write of an entry waits for the one before it (`_writes`), so that its removal never
+    # reaches Redis before its storing; `_stored` holds the entries Redis has confirmed.
 
     def park(self, request: Request, spider: Spider, *, entry: str | None = None) -> None:
         """The room keeps `request` until its attempt's `not_before`: keep it in Redis too."""
         attempt = attempt_of(request.meta)
         if not self.fleet.shared or attempt is None or attempt.not_before is None:
             return
+        try:
+            data = pickle.dumps(request.to_dict(spider=spider), protocol=4)
+        except (ValueError, TypeError, AttributeError, pickle.PicklingError) as exc:
+            # A callback that is not the spider's method, or meta that does not pickle: it waits
+            # in this process only, as without a Redis state (a JOBDIR could not keep it either).
+            if not self._unshareable_told:
+                self._unshareable_told = True
+                logger.warning(
+                    "scrapy-gateway: a waiting retry cannot be kept in Redis (%(error)s); such retries "
+                    "wait in this process only",
+                    {"error": exc.__class__.__name__},
+                )
+            return
         entry = entry or self._ids.get(request) or f"{self.fleet.token}:w{next(self._numbers)}"
         self._ids[request] = entry
-        data = pickle.dumps(request.to_dict(spider=spider), protocol=4)
-        self.fleet.spawn(self._store(entry, data, attempt.not_before))
+        self._live.add(entry)
+        self._write(entry, self._store(entry, data, attempt.not_before))
+
+    def _write(self, entry: str, command: Coroutine[Any, Any, None]) -> None:
+        before = self._writes.get(entry)
+
+        async def in_order() -> None:
+            if before is not None:
+                await asyncio.gather(before, return_exceptions=True)
+            await command
+
+        task = asyncio.ensure_future(in_order())
+        self._writes[entry] = task
+        task.add_done_callback(lambda done: self._writes.pop(entry, None) if self._writes.get(entry) is done else None)
+        self.fleet.track(task)
 
     async def _store(self, entry: str, data: bytes, due: float) -> None:
         client = self.fleet.client
         pipe = client.pipeline(transaction=True)
         pipe.hset(self._data_key, mapping={entry: data, f"{entry}:owner": self.fleet.token})
         pipe.zadd(self._due_key, {entry: due})
-        if await self.fleet.call(pipe.execute()) is not None:
+        if await self.fleet.call(pipe.execute()) is not None and entry in self._live:
             self._stored.add(entry)
+
+    async def _remove(self, entry: str) -> None:
+        client = self.fleet.client
+        pipe = client.pipeline(transaction=True)
+        pipe.zrem(self._due_key, entry)
+        pipe.hdel(self._data_key, entry, f"{entry}:owner")
+        if await self.fleet.call(pipe.execute()) is None:
+            self._orphans.add(entry)  # removed once Redis answers again
 
     def unpark(self, request: Request) -> None:
         """The room handed `request` back (or ended it): it waits nowhere any more."""
@@ -110,18 +153,35 @@ class SharedWaiting:
         if entry is None:
             return
         self._stored.discard(entry)
+        self._live.discard(entry)
         if not self.fleet.shared:
-            return  # a later adoption finds this process alive, or finds nothing of use
-        client = self.fleet.client
-        pipe = client.pipeline(transaction=True)
-        pipe.zrem(self._due_key, entry)
-        pipe.hdel(self._data_key, entry, f"{entry}:owner")
-        self.fleet.spawn(self.fleet.call(pipe.execute()))
+            self._orphans.add(entry)
+            return
+        self._write(entry, self._remove(entry))
 
     def kept(self, request: Request) -> bool:
         """Whether Redis holds `request` for the fleet (so the room need not end it at close)."""
         entry = self._ids.get(request)
         return self.fleet.shared and entry is not None and entry in self._stored
+
+    def rejoined(self, spider: Spider | None, waiting: list[Request]) -> None:
+        """Redis answers again, perhaps restarted empty: store again what waits here (`waiting`,
+        the room's, also what was parked meanwhile), and remove what was handed back meanwhile."""
+        self._stored.clear()
+        orphans, self._orphans = self._orphans, set()
+        for entry in orphans:
+            self._write(entry, self._remove(entry))
+        if spider is not None:
+            for request in waiting:
+                self.park(request, spider)
+
+    def forget(self, requests: list[Request]) -> None:
+        """Adopted but not scheduled (the crawl is closing): left in Redis as they are."""
+        for request in requests:
+            entry = self._ids.pop(request, None)
+            if entry is not None:
+                self._stored.discard(entry)
+                self._live.discard(entry)
 
     async def leave(self) -> None:
         """Closing: the fleet may take what this process leaves waiting, now."""
@@ -143,9 +203,11 @@ class SharedWaiting:
             try:
                 request = request_from_dict(pickle.loads(data), spider=spider)  # the fleet's own entries
             except Exception:  # an entry of another version, or a spider changed since: dropped, said
-                logger.warning("scrapy-gateway: a waiting retry left by another process could not be read")
+                logger.warning("scrapy-gateway: a waiting retry left by another process could not be read: dropped")
+                self._write(entry, self._remove(entry))
                 continue
             self._ids[request] = entry
+            self._live.add(entry)
             self._stored.add(entry)
             requests.append(request)
         if requests:

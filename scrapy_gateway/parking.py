@@ -81,6 +81,15 @@ class WaitingRoom:
         crawler.signals.connect(self._on_scheduled, signal=signals.request_scheduled)
         crawler.signals.connect(self._on_idle, signal=signals.spider_idle)
 
+    def parked(self) -> list[Request]:
+        """The requests waiting here on a timer or a gate."""
+        return [*self._waiting, *(r for held in self._held.values() for r in held)]
+
+    @property
+    def closing(self) -> bool:
+        """flush() has run: nothing is parked any more."""
+        return self._closing
+
     def __len__(self) -> int:
         return len(self._waiting) + self._in_place + sum(len(held) for held in self._held.values())
 
@@ -160,7 +169,8 @@ class WaitingRoom:
     # -- held by outage gates ---------------------------------------------------------------
 
     def _share(self, request: Request) -> None:
-        if self.shared is not None and self.crawler.spider is not None:
+        # Not once the crawl is closing: flush() could not know whether Redis got it in time.
+        if self.shared is not None and self.crawler.spider is not None and not is_closing(self.crawler):
             self.shared.park(request, self.crawler.spider)
 
     def _hold(self, scope: str, request: Request) -> None:
@@ -264,11 +274,13 @@ class WaitingRoom:
         for request, timer in waiting.items():
             if timer is not None:
                 timer.cancel()
-            if self.shared is not None and self.shared.kept(request):
-                kept += 1  # in Redis: the fleet's next process takes it (fleet_waiting.py)
-                if stats is not None:
-                    stats.inc_value(keys.WAITING_PERSISTED)
-                continue
+            if self.shared is not None:
+                if self.shared.kept(request):
+                    kept += 1  # in Redis: the fleet's next process takes it (fleet_waiting.py)
+                    if stats is not None:
+                        stats.inc_value(keys.WAITING_PERSISTED)
+                    continue
+                self.shared.unpark(request)  # not confirmed in time: ended here, so removed there
             if engine is None:
                 continue
             if persistent and engine.scheduler is not None:

@@ -167,6 +167,8 @@ class GatewayRuntime:
             logger.error("scrapy-gateway: %(error)s", {"error": exc})
             raise CloseSpider("gateway_state_unavailable") from None
         await self.waiting.start()
+        waiting = self.waiting
+        self.fleet.on_rejoin = lambda: waiting.rejoined(self.crawler.spider, self.room.parked())
         await self._adopt()
         self._adopter = asyncio.ensure_future(self._adopt_loop())
 
@@ -176,15 +178,24 @@ class GatewayRuntime:
         engine, spider = engine_of(self.crawler), self.crawler.spider
         if engine is None or spider is None or is_closing(self.crawler):
             return
-        for request in await self.waiting.adopt(spider):
+        adopted = await self.waiting.adopt(spider)
+        if is_closing(self.crawler) or self.room.closing:
+            # Closing meanwhile: they stay in Redis, owned by this process until it says goodbye
+            # (a moment from now), then the fleet's next process takes them.
+            self.waiting.forget(adopted)
+            return
+        for request in adopted:
             engine.crawl(request)
 
     async def _adopt_loop(self) -> None:
         assert self.fleet is not None and self.waiting is not None
         while True:
             await asyncio.sleep(min(ADOPT_EVERY, self.fleet.ttl / 3.0))
-            await self.waiting.keep_alive()
-            await self._adopt()
+            try:
+                await self.waiting.keep_alive()
+                await self._adopt()
+            except Exception:  # a bug here must not stop the renewal: the fleet would take over
+                logger.exception("scrapy-gateway: keeping this process's waiting retries in Redis failed")
 
     async def _leave_fleet(self) -> None:
         assert self.fleet is not None and self.waiting is not None

@@ -317,3 +317,50 @@ def test_a_stopped_crawl_leaves_its_waiting_retries_to_the_next_run(world: World
     assert client.zcard("test-fleet:waiting:probe") == 0
     assert client.hlen("test-fleet:waiting:probe:data") == 0
     client.close()
+
+
+def test_a_retry_parked_while_the_crawl_closes_ends_once(world: World, servers: Servers) -> None:
+    redis = servers.redis()
+    # Pages take 1 s: the crawl is closing (0.5 s) when their 503 + Retry-After come back.
+    origin = world.add_origin("a", OriginSpec(retry_after=5.0, service_time=1.0))
+    proxies = _pool(world)
+    settings = _fleet_settings(proxies, redis, CLOSESPIDER_TIMEOUT=0.5)
+    urls = [origin.url(f"/p/{i}") for i in range(8)]
+    stopped = run_crawl(settings, urls)
+    resumed = run_crawl({**settings, "CLOSESPIDER_TIMEOUT": 60}, [origin.url("/next/0")])
+    ended = [o["url"] for o in stopped.outcomes + resumed.outcomes]
+    # Each page ends once: an errback in the closing run is never followed by a fetch later.
+    assert sorted(ended) == sorted(set(ended)), sorted(ended)
+    assert set(ended) >= {origin.url("/next/0")}
+
+
+def test_waiting_retries_are_stored_again_after_redis_restarts_empty(
+    world: World, servers: Servers, tmp_path: Any
+) -> None:
+    redis = servers.redis()
+    import redis as redis_py
+
+    slow = world.add_origin("a", OriginSpec(retry_after=30.0))
+    busy = world.add_origin("b", OriginSpec(service_time=0.2))
+    proxies = _pool(world)
+    settings = _fleet_settings(proxies, redis, CLOSESPIDER_TIMEOUT=6)
+    urls = [slow.url(f"/p/{i}") for i in range(5)] + [busy.url(f"/q/{i}") for i in range(200)]
+    victim = _start_crawl(settings, urls, tmp_path)
+    try:
+        client = redis_py.Redis.from_url(redis.url)
+        wait_until(lambda: client.zcard("test-fleet:waiting:probe") == 5, "five retries were waiting in Redis")
+        client.close()
+        redis.stop()  # and back at once, empty, as after a restart without persistence
+        redis.restart()
+        victim.wait(timeout=60)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    out = json.loads((tmp_path / "out.json").read_text())
+    left = out["stats"].get("gateway/waiting/persisted", 0)
+    given_up = [o for o in out["outcomes"] if "/p/" in o["url"]]
+    client = redis_py.Redis.from_url(redis.url)
+    # The five end once: left in Redis again (stored anew on rejoin), or sent to their errbacks.
+    assert left + len(given_up) == 5, (left, given_up, out["stats"])
+    assert client.zcard("test-fleet:waiting:probe") == left
+    client.close()
