@@ -8,7 +8,9 @@ the slot's fleet limit, `<prefix>:limit:<slot>` (fleet_limits.py: ConcurrencyCon
 in Redis and fed by every process: clean responses in batches every 50 ms, overloads at once).
 So an origin of capacity N sees about N in flight from the whole fleet, not N per process, and
 the fleet learns N once, from all its traffic. Each process applies the fleet's limit to its own
-slot too. Blame, health and the rest stay per process.
+slot too. The proxies a process takes out (ejections, retirements, bans) are published in the
+stream `<prefix>:proxies`; the others take them out too, for what is left of the cooldown
+(ProxyPool.learned). Blame, scores and the rest stay per process.
 
 A request refused a lease waits (asyncio sleeps: nothing blocks) and asks again, from 5 ms up to
 20 ms apart. A finished download's lease stays with the process for 10 ms, for its next download
@@ -34,6 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from scrapy_gateway import stats as keys
+from scrapy_gateway.core.events import Ejected, Event, PairEjected, Retired
 from scrapy_gateway.fleet_limits import CLEAN, LIMIT_FOR_LEASE, OUTAGE, OVERLOAD
 from scrapy_gateway.masking import masked_url
 
@@ -86,6 +89,9 @@ return missing
 )
 
 _CLEANS_EVERY = 0.05  # seconds between reports of clean responses to the fleet's limits
+_PROXY_NEWS_EVERY = 0.5  # seconds between looks at what other processes learnt about proxies
+_PROXY_NEWS_KEPT = 10_000  # entries of that stream Redis keeps (approximately)
+_PROXY_NEWS_HISTORY = 3600.0  # seconds back a starting process reads (cooldowns last up to this)
 _FIRST_WAIT = 0.005  # seconds before a refused request asks again; doubles up to _MAX_WAIT
 _MAX_WAIT = 0.02
 _SPARE_FOR = 0.01  # seconds a finished download's lease waits for this process's next download
@@ -134,6 +140,10 @@ class FleetLeases:
         # Called with (slot, limit) when the fleet's limit of a slot changes.
         self.on_limit: Callable[[str, int], None] | None = None
         self.on_rejoin: Callable[[], None] | None = None  # called when Redis answers again
+        # Called with (event, seconds of it left) for each proxy another process took out.
+        self.on_proxy_news: Callable[[Event, float], None] | None = None
+        self._news_seen = "0-0"
+        self._newsreader: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._client: Any = None
         self._acquire: Any = None
@@ -208,18 +218,24 @@ class FleetLeases:
         self._clean = self._client.register_script(CLEAN)
         self._overload = self._client.register_script(OVERLOAD)
         self._outage = self._client.register_script(OUTAGE)
+        seconds, micros = await self._client.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        self._offset = now_ms / 1000.0 - self.clock()
+        self._news_seen = f"{max(0, now_ms - int(_PROXY_NEWS_HISTORY * 1000))}-0"
         self._renewer = asyncio.ensure_future(self._renew_loop())
         self._reporter = asyncio.ensure_future(self._report_loop())
+        await self._read_news()
+        self._newsreader = asyncio.ensure_future(self._news_loop())
         logger.info(
             "scrapy-gateway: sharing per-slot in-flight counts through Redis at %(url)s (prefix %(prefix)r)",
             {"url": masked_url(self.url), "prefix": self.prefix},
         )
 
     async def close(self) -> None:
-        for task in (self._renewer, self._reporter):
+        for task in (self._renewer, self._reporter, self._newsreader):
             if task is not None:
                 task.cancel()
-        self._renewer = self._reporter = None
+        self._renewer = self._reporter = self._newsreader = None
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
@@ -376,6 +392,68 @@ class FleetLeases:
             self._orphans.setdefault(slot, []).extend(leases)  # given back once Redis answers
             return
         self._spawn(self._call(self._client.zrem(self._key(slot), *leases)))
+
+    # -- what the fleet learns about proxies -------------------------------------------------
+
+    @property
+    def _news_key(self) -> str:
+        return f"{self.prefix}:proxies"
+
+    def publish_proxy_news(self, event: Event) -> None:
+        """This process took a proxy (or a pair) out: the fleet's other processes take it out too."""
+        if not self.shared:
+            return
+        if isinstance(event, Ejected):
+            fields = {"kind": "ejected", "proxy": event.proxy, "domain": "", "cause": event.cause, "s": event.seconds}
+        elif isinstance(event, PairEjected):
+            fields = {"kind": "pair", "proxy": event.proxy, "domain": event.domain, "cause": event.cause}
+            fields["s"] = event.seconds
+        elif isinstance(event, Retired):
+            fields = {"kind": "retired", "proxy": event.proxy, "domain": "", "cause": event.cause, "s": 0.0}
+        else:
+            return
+        fields["by"] = self._token
+        self._spawn(self._call(self._client.xadd(self._news_key, fields, maxlen=_PROXY_NEWS_KEPT, approximate=True)))
+
+    async def _news_loop(self) -> None:
+        while True:
+            await self._read_news()  # the first time before the crawl's first request
+            await asyncio.sleep(_PROXY_NEWS_EVERY)
+
+    async def _read_news(self) -> None:
+        if not self.shared or self.on_proxy_news is None:
+            return
+        while True:
+            found = await self._call(self._client.xread({self._news_key: self._news_seen}, count=500))
+            taken = 0
+            for _stream, entries in found or ():
+                for entry_id, fields in entries:
+                    self._news_seen = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                    self._take_news(self._news_seen, fields)
+                    taken += 1
+            if taken < 500:
+                return
+
+    def _take_news(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        try:
+            by, kind = fields[b"by"].decode(), fields[b"kind"].decode()
+            proxy, domain, cause = fields[b"proxy"].decode(), fields[b"domain"].decode(), fields[b"cause"].decode()
+            seconds, at_ms = float(fields[b"s"]), int(entry_id.split("-", 1)[0])
+        except (KeyError, ValueError, UnicodeDecodeError):
+            return  # not an entry of this version: ignored
+        if by == self._token or self.on_proxy_news is None:
+            return
+        age = (self.clock() + self._offset) - at_ms / 1000.0  # on Redis's clock
+        event: Event
+        if kind == "ejected":
+            event = Ejected(proxy, cause, seconds)
+        elif kind == "pair":
+            event = PairEjected(proxy, domain, cause, seconds)
+        elif kind == "retired":
+            event = Retired(proxy, cause)
+        else:
+            return
+        self.on_proxy_news(event, seconds - age)
 
     # -- faults ----------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from scrapy_gateway import stats as keys
 from scrapy_gateway.compat import engine_of
 from scrapy_gateway.config import ConfigError
 from scrapy_gateway.core.attempt import Attempt
-from scrapy_gateway.core.events import Event, GateClosed
+from scrapy_gateway.core.events import Ejected, Event, GateClosed, PairEjected, Retired
 from scrapy_gateway.core.faults import Fault, TransportError, classify_status, classify_transport
 from scrapy_gateway.core.gates import PROVIDER, Hold
 from scrapy_gateway.core.gateway import Verdict
@@ -74,8 +74,10 @@ class GatewayMiddleware:
         crawler.signals.connect(self._downloaded, signal=signals.response_downloaded)
         if runtime.fleet is not None:
             # With a Redis state the fleet's limit rules each slot (fleet_limits.py): this
-            # process reports what it sees and applies what the fleet decided.
+            # process reports what it sees and applies what the fleet decided; and the proxies
+            # another process took out are out here too.
             runtime.fleet.on_limit = self._fleet_limit
+            runtime.fleet.on_proxy_news = self._fleet_proxy_news
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -197,6 +199,20 @@ class GatewayMiddleware:
         for event in events:
             if isinstance(event, GateClosed):
                 self.room.release(event.scope)
+
+    def _share_news(self, events: tuple[Event, ...]) -> None:
+        """With a Redis state, the proxies and pairs this process took out are out for the fleet."""
+        fleet = self.runtime.fleet
+        if fleet is not None:
+            for event in events:
+                if isinstance(event, Ejected | PairEjected | Retired):
+                    fleet.publish_proxy_news(event)
+
+    def _fleet_proxy_news(self, event: Event, seconds_left: float) -> None:
+        if self.core.gates.is_open(PROVIDER):
+            return  # the pool is innocent of a provider-wide outage, whoever saw it
+        if self.core.pool.learned(event, self.runtime.now(), seconds_left=seconds_left):
+            self.report.learned(event, seconds_left)
 
     def _close_crawl(self, reason: str) -> None:
         engine = engine_of(self.crawler)
@@ -363,6 +379,7 @@ class GatewayMiddleware:
                 logger=self._retry_logger,  # type: ignore[arg-type]
             )
         self.report.failure(verdict, retried=retry is not None)
+        self._share_news(verdict.events)
         if retry is None or verdict.next_attempt is None:
             meta[m.DONT_RETRY] = True  # the gateway gave up: RetryMiddleware must not try again
             return None

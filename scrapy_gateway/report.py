@@ -74,6 +74,27 @@ class Reporter:
                 self.stats.inc_value(keys.BUDGET_EXHAUSTED)
         self.events(verdict.events)
 
+    def learned(self, event: Event, seconds_left: float) -> None:
+        """A proxy (or pair) another process of the fleet took out is out here too (fleet.py)."""
+        self.stats.inc_value(keys.FLEET_LEARNED)
+        match event:
+            case Ejected(proxy, cause, _):
+                where = ""
+            case PairEjected(proxy, domain, cause, _):
+                where = f" for {domain} only"
+            case Retired(proxy, cause):
+                logger.warning(
+                    "Proxy %(proxy)s retired for the rest of the crawl: another process of the fleet saw %(cause)s",
+                    {"proxy": proxy, "cause": cause},
+                )
+                return
+            case _:
+                return
+        logger.info(
+            "Proxy %(proxy)s out of rotation%(where)s for %(s).0fs: another process of the fleet saw %(cause)s",
+            {"proxy": proxy, "where": where, "s": seconds_left, "cause": cause},
+        )
+
     def events(self, events: Iterable[Event]) -> None:
         for event in events:
             self.event(event)

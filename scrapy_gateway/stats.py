@@ -40,6 +40,7 @@ FORGIVEN = f"{PREFIX}/gates/forgiven"  # proxies re-admitted after a provider-wi
 FLEET_WAITS = f"{PREFIX}/fleet/lease_waits"  # downloads that waited for a fleet-wide lease
 FLEET_LOST = f"{PREFIX}/fleet/lost"  # times the shared state stopped answering mid-crawl
 FLEET_UNLEASED = f"{PREFIX}/fleet/unleased"  # downloads that went without a lease while it was lost
+FLEET_LEARNED = f"{PREFIX}/fleet/learned"  # proxies or pairs taken out because another process did
 
 
 def failure(kind: str) -> str:

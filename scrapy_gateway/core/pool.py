@@ -385,6 +385,30 @@ class ProxyPool:
             return [Retired(key, fault.kind)]
         return [Ejected(key, fault.kind, record.health.until - now)]
 
+    def learned(self, event: Event, now: float, *, seconds_left: float = 0.0) -> bool:
+        """Another process of the fleet took this proxy (or pair) out: take it out here too, for
+        what is left of its cooldown. Never past the soft-ejection cap (its evidence is not this
+        process's own), never counted as this process's ejection (retirement stays its own
+        count), and a proxy in probation or already out is left as it is. True if it changed."""
+        if isinstance(event, Retired | Ejected):
+            record = self.records.get(event.proxy)
+            if record is None or record.health.state is not State.ACTIVE or record.health.probation:
+                return False
+            if isinstance(event, Retired):
+                record.health.retire()
+                return True
+            if seconds_left <= 0.0 or self._out_share_after_one_more() > self.max_ejected_ratio:
+                return False
+            record.health.state, record.health.until, record.health.ejected_at = State.EJECTED, now + seconds_left, now
+            return True
+        if isinstance(event, PairEjected) and event.proxy in self.records and seconds_left > 0.0:
+            pair = self.pair(event.proxy, event.domain)
+            if pair.state is not State.ACTIVE or pair.probation:
+                return False
+            pair.state, pair.until, pair.ejected_at = State.EJECTED, now + seconds_left, now
+            return True
+        return False
+
     def forgive(self, since: float) -> int:
         """Re-admit the proxies ejected since `since` (a provider-wide outage); how many."""
         forgiven = 0

@@ -14,7 +14,7 @@ from scrapy_gateway.core.faults import Blame, Fault, TransportError, classify_tr
 from scrapy_gateway.core.gateway import Gateway, Policy
 from scrapy_gateway.core.health import Health, HealthRules, State
 from scrapy_gateway.core.pool import Exhausted, Pick, ProxyPool, Wait
-from scrapy_gateway.core.proxies import parse_proxy
+from scrapy_gateway.core.proxies import parse_proxies, parse_proxy
 
 RULES = HealthRules()  # alpha 0.3, eject at 0.6 or 3 in a row, cooldown 10 s doubling to 300 s, retire after 6
 HARD = Fault("proxy_refused", Blame.PROXY, hard=True)
@@ -523,3 +523,22 @@ def test_dead_proxies_waste_few_attempts():
     assert successes == 2000
     assert wasted / successes < 0.05
     assert wasted >= 6  # every dead proxy had to be found once
+
+
+def test_what_another_process_learnt_takes_a_proxy_out_here_too() -> None:
+    pool = ProxyPool(parse_proxies([f"http://10.0.0.{i}:8000" for i in range(1, 11)], source="t"), HealthRules())
+    keys = [r.proxy.key for r in pool]
+    assert pool.learned(Ejected(keys[0], "http_502", 10.0), now=100.0, seconds_left=4.0)
+    assert not pool.records[keys[0]].health.usable(103.9)
+    assert pool.records[keys[0]].health.usable(104.1)  # back on probation when what was left is over
+    assert pool.records[keys[0]].health.ejections == 0  # the other process's, not counted here
+    assert not pool.learned(Ejected(keys[1], "http_502", 10.0), now=100.0, seconds_left=0.0)  # over already
+    assert pool.learned(PairEjected(keys[2], "shop.example", "http_403", 30.0), now=100.0, seconds_left=30.0)
+    assert not pool.pair(keys[2], "shop.example").usable(110.0)
+    assert pool.records[keys[2]].health.usable(110.0)  # banned on that domain only
+    assert pool.learned(Retired(keys[3], "proxy_auth"), now=100.0)
+    # Never past the soft-ejection cap: with half the pool out (the retired one and these four;
+    # the first is back on probation), another's ejection is not taken.
+    for key in keys[4:8]:
+        assert pool.learned(Ejected(key, "http_502", 10.0), now=100.0, seconds_left=10.0)
+    assert not pool.learned(Ejected(keys[8], "http_502", 10.0), now=100.0, seconds_left=10.0)

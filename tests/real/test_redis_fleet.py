@@ -364,3 +364,27 @@ def test_waiting_retries_are_stored_again_after_redis_restarts_empty(
     assert left + len(given_up) == 5, (left, given_up, out["stats"])
     assert client.zcard("test-fleet:waiting:probe") == left
     client.close()
+
+
+def test_a_proxy_one_process_took_out_is_out_for_the_fleet(world: World, servers: Servers) -> None:
+    redis = servers.redis()
+    origin = world.add_origin("a", OriginSpec(service_time=0.02))
+    # A proxy that refuses connections: its first refusal takes it out (a hard failure).
+    dead = world.add_proxy("dead", ProxySpec(mode="dead"), host="127.0.1.9")
+    good = _pool(world)  # starts the world
+    settings = _fleet_settings([dead.url, *good], redis, GATEWAY_COOLDOWN_BASE=120, GATEWAY_COOLDOWN_MAX=300)
+    first = run_crawl(settings, [origin.url(f"/first/{i}") for i in range(60)])
+    assert first.stat("gateway/ejections/count") >= 1  # it paid for the dead proxy, and took it out
+    assert first.stat("gateway/failures/proxy_refused") >= 1
+    # The next process of the fleet learns it from Redis instead of paying again.
+    second = run_crawl(settings, [origin.url(f"/second/{i}") for i in range(60)])
+    assert len(second.by_kind("callback")) == 60
+    assert second.stat("gateway/failures/proxy_refused") == 0
+    assert second.stat("gateway/fleet/learned") >= 1
+    import re
+
+    left = [int(n) for n in re.findall(r"for (\d+)s: another process of the fleet saw proxy_refused", second.log)]
+    assert left and all(30 <= n <= 300 for n in left), left  # what is left of its cooldown, not more
+    # Without the shared state, it pays again (what the test would show if nothing were shared).
+    alone = run_crawl(gateway_settings([dead.url, *good]), [origin.url(f"/alone/{i}") for i in range(60)])
+    assert alone.stat("gateway/failures/proxy_refused") >= 1
