@@ -105,6 +105,38 @@ def overload_row(contender: str, capacity: int, processes: int, pages: int, redi
     }
 
 
+def dead_pool_row(contender: str, processes: int, pages: int, redis: Redis) -> dict[str, Any]:
+    """3 proxies that refuse connections and 1 banned on the site (its own 502s), 6 good; the
+    processes start a second apart, as a rolling fleet does. What the fleet pays for the bad ones."""
+    world = World()
+    world.add_origin("site", OriginSpec(service_time=0.02))
+    modes = [("dead", ProxySpec(mode="dead"))] * 3 + [("banned", ProxySpec(banned_hosts={"127.0.0.2"}))]
+    add_pool(world, modes + [("good", ProxySpec())] * 6)
+    world.start()
+    try:
+        proxies = [p.url for p in world.proxies.values()]
+        settings = _settings(contender, proxies, redis, 120)
+
+        def one(number: int) -> dict[str, Any]:
+            time.sleep(number * 1.0)  # the start of a rolling fleet, not a wait on a condition
+            mine = [[world.origin("site").url(f"/site/{number}-{i}"), "site"] for i in range(pages)]
+            log = RESULTS / "logs" / f"fleet-deadpool-{contender}-{number}.log"
+            return run_json_crawl({"settings": settings, "urls": mine}, log, timeout=300)
+
+        with ThreadPoolExecutor(processes) as pool:
+            outs = list(pool.map(one, range(processes)))
+        snapshot = world.snapshot()
+    finally:
+        world.stop()
+    ok = sum(1 for out in outs for o in out["outcomes"] if o[2])
+    refused = [
+        sum(v for k, v in out["stats"].items() if k.startswith("downloader/exception_type_count/") and "Refused" in k)
+        for out in outs
+    ]
+    banned = sum(p["own_errors"] for name, p in snapshot["proxies"].items() if name.startswith("banned"))
+    return {"contender": contender, "ok": ok, "pages": processes * pages, "refused": refused, "banned_502s": banned}
+
+
 def redis_outage(processes: int, pages: int, redis: Redis) -> dict[str, Any]:
     """Shared state, Redis killed 1 s into the crawl and started again 5 s later."""
     world = _world(None)
@@ -185,6 +217,13 @@ def main() -> None:
                     f"past-C {row['overload_share']:.1%} goodput {row['goodput']:.0%} wall {row['wall']:.1f}s",
                     flush=True,
                 )
+        dead = [dead_pool_row(contender, args.processes, 150, redis) for contender in CONTENDERS]
+        for row in dead:
+            print(
+                f"dead pool {row['contender']:8} {row['ok']}/{row['pages']} refused per process {row['refused']} "
+                f"banned 502s {row['banned_502s']}",
+                flush=True,
+            )
         fault = redis_outage(args.processes, 300, redis)
         print(f"redis outage: {fault}", flush=True)
         cost = overhead(1 if args.quick else 3, 3000, redis)
@@ -215,13 +254,19 @@ def main() -> None:
         f"{args.processes} crawler processes per row, side by side; origin 502s past C in flight, "
         f"{SERVICE * 1000:.0f} ms per page; 10 good proxies.\n\n"
         + table(header, body)
+        + "\n\nA pool with 3 proxies that refuse connections and 1 banned on the site, 6 good; the processes "
+        "start 1 s apart. Connections refused (per process) and the banned proxy's 502s, for the fleet:\n\n"
+        + table(
+            ("contender", "ok/pages", "refused, per process", "banned proxy's 502s"),
+            [(r["contender"], f"{r['ok']}/{r['pages']}", str(r["refused"]), str(r["banned_502s"])) for r in dead],
+        )
         + f"\n\nRedis killed for 5 s mid-crawl ({args.processes} shared processes, {fault['pages']} pages): "
         f"{fault['ok']} ok, {fault['lost_pages']} lost; {fault['lost_events']} 'lost the shared state' warnings.\n\n"
         f"Overhead (one process, all-success CPU-bound crawl): Redis state {cost['redis_pages_per_second']:.0f} "
         f"pages/s vs memory {cost['memory_pages_per_second']:.0f}: ratio {cost['ratio']:.3f} (target >= 0.90).\n\n"
         f"Total run time: {time.monotonic() - began:.0f} s\n"
     )
-    write("fleet", {"rows": rows, "redis_outage": fault, "overhead": cost}, markdown)
+    write("fleet", {"rows": rows, "dead_pool": dead, "redis_outage": fault, "overhead": cost}, markdown)
     print(markdown)
 
 
