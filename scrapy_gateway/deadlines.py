@@ -104,8 +104,7 @@ class DeadlineWatch:
         domain = m.domain_of(request)
         watched = _Watched(request, domain, proxy, cuts, float(user_timeout), self.clock(), cancel)
         self._watched.add(watched)
-        if self._timer is None:
-            self._timer = call_later(TICK, self._tick)
+        self._arm()
         return watched
 
     @staticmethod

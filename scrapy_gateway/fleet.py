@@ -347,9 +347,7 @@ class FleetLeases:
                 await self._limit_call(slot, self._clean(keys=[self._limit_key(slot)], args=args))
 
     def _spawn(self, command: Any) -> None:
-        task = asyncio.ensure_future(command)
-        self._releases.add(task)
-        task.add_done_callback(self._releases.discard)
+        self.track(asyncio.ensure_future(command))
 
     def release(self, slot: str, lease: str | None) -> None:
         """The download is over: keep the lease a moment for the next one here, or give it back."""
@@ -404,14 +402,14 @@ class FleetLeases:
         if not self.shared:
             return
         if isinstance(event, Ejected):
-            fields = {"kind": "ejected", "proxy": event.proxy, "domain": "", "cause": event.cause, "s": event.seconds}
+            kind, domain, seconds = "ejected", "", event.seconds
         elif isinstance(event, PairEjected):
-            fields = {"kind": "pair", "proxy": event.proxy, "domain": event.domain, "cause": event.cause}
-            fields["s"] = event.seconds
+            kind, domain, seconds = "pair", event.domain, event.seconds
         elif isinstance(event, Retired):
-            fields = {"kind": "retired", "proxy": event.proxy, "domain": "", "cause": event.cause, "s": 0.0}
+            kind, domain, seconds = "retired", "", 0.0
         else:
             return
+        fields = {"kind": kind, "proxy": event.proxy, "domain": domain, "cause": event.cause, "s": seconds}
         fields["by"] = self._token
         self._spawn(self._call(self._client.xadd(self._news_key, fields, maxlen=_PROXY_NEWS_KEPT, approximate=True)))
 

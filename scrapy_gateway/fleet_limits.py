@@ -115,40 +115,29 @@ end
 """
 )
 
-# KEYS[1]: the slot's limit. ARGV: clean responses, ceiling, caution, initial. The limit.
-CLEAN = (
-    _STATE
-    + """
-local s = load(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[4]))
-for _ = 1, tonumber(ARGV[1]) do
-  clean(s, tonumber(ARGV[3]))
-end
-save(KEYS[1], s)
-return eff(s.v)
-"""
-)
 
-# KEYS[1]: the slot's limit. ARGV: sent at (Redis time), ceiling, minimum, beta, initial. The limit.
-OVERLOAD = (
-    _STATE
-    + """
-local s = load(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[5]))
-overload(s, tonumber(ARGV[1]), server_now(), tonumber(ARGV[3]), tonumber(ARGV[4]))
+def _entry(ceiling: int, initial: int, step: str) -> str:
+    """A script on the slot's limit KEYS[1]: load it (ceiling and slow start's first limit from
+    those ARGV positions), apply `step` to `s`, save it, and return the limit."""
+    return (
+        _STATE
+        + f"""
+local s = load(KEYS[1], tonumber(ARGV[{ceiling}]), tonumber(ARGV[{initial}]))
+{step}
 save(KEYS[1], s)
 return eff(s.v)
 """
-)
+    )
 
-# KEYS[1]: the slot's limit. ARGV: ceiling, initial. The limit.
-OUTAGE = (
-    _STATE
-    + """
-local s = load(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
-outage(s)
-save(KEYS[1], s)
-return eff(s.v)
-"""
-)
+
+# ARGV: clean responses, ceiling, caution, initial.
+CLEAN = _entry(2, 4, "for _ = 1, tonumber(ARGV[1]) do clean(s, tonumber(ARGV[3])) end")
+
+# ARGV: sent at (Redis time), ceiling, minimum, beta, initial.
+OVERLOAD = _entry(2, 5, "overload(s, tonumber(ARGV[1]), server_now(), tonumber(ARGV[3]), tonumber(ARGV[4]))")
+
+# ARGV: ceiling, initial.
+OUTAGE = _entry(1, 2, "outage(s)")
 
 # KEYS[2]: the slot's limit (read; created if new; kept while leased): `limit` for fleet.py's
 # lease script.

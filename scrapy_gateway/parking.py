@@ -35,7 +35,6 @@ from scrapy import Request, signals
 from scrapy.exceptions import DontCloseSpider, IgnoreRequest
 from scrapy.utils.asyncio import CallLaterResult, call_later
 from scrapy.utils.defer import maybe_deferred_to_future
-from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.job import job_dir
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -44,7 +43,7 @@ from scrapy_gateway import stats as keys
 from scrapy_gateway.compat import engine_of, is_closing
 from scrapy_gateway.core.gates import PROVIDER
 from scrapy_gateway.errors import RetryCancelled
-from scrapy_gateway.meta import ATTEMPT, attempt_of
+from scrapy_gateway.meta import ATTEMPT, attempt_of, domain_of
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -197,7 +196,7 @@ class WaitingRoom:
             attempt = attempt_of(request.meta)
             if timer is None or attempt is None or attempt.told_to_wait:
                 continue
-            if scope != PROVIDER and urlparse_cached(request).hostname != scope:
+            if scope != PROVIDER and domain_of(request) != scope:
                 continue
             timer.cancel()
             del self._waiting[request]
