@@ -10,7 +10,8 @@ So an origin of capacity N sees about N in flight from the whole fleet, not N pe
 the fleet learns N once, from all its traffic. Each process applies the fleet's limit to its own
 slot too. The proxies a process takes out (ejections, retirements, bans) are published in the
 stream `<prefix>:proxies`; the others take them out too, for what is left of the cooldown
-(ProxyPool.learned). Blame, scores and the rest stay per process.
+(ProxyPool.learned). Every outcome is shared too (fleet_evidence.py): blame history, scores,
+latencies, outage evidence and retry budgets are the fleet's.
 
 A request refused a lease waits (asyncio sleeps: nothing blocks) and asks again, from 5 ms up to
 20 ms apart. A finished download's lease stays with the process for 10 ms, for its next download
@@ -175,6 +176,10 @@ class FleetLeases:
         """A task of Redis writes that close() must wait for."""
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
+
+    def redis_now(self) -> float:
+        """Redis's clock (seconds), as of this process's last exchange with it."""
+        return self.clock() + self._offset
 
     @property
     def shared(self) -> bool:
@@ -441,7 +446,7 @@ class FleetLeases:
             return  # not an entry of this version: ignored
         if by == self._token or self.on_proxy_news is None:
             return
-        age = (self.clock() + self._offset) - at_ms / 1000.0  # on Redis's clock
+        age = self.redis_now() - at_ms / 1000.0  # on Redis's clock
         event: Event
         if kind == "ejected":
             event = Ejected(proxy, cause, seconds)

@@ -78,6 +78,8 @@ class GatewayMiddleware:
             # another process took out are out here too.
             runtime.fleet.on_limit = self._fleet_limit
             runtime.fleet.on_proxy_news = self._fleet_proxy_news
+        if runtime.evidence is not None:
+            runtime.evidence.on_events = self._events  # what the others' outcomes changed here
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:

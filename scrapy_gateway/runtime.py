@@ -25,6 +25,7 @@ from scrapy_gateway.compat import engine_of, is_closing
 from scrapy_gateway.config import ConfigError, GatewayConfig
 from scrapy_gateway.core.gateway import Gateway
 from scrapy_gateway.fleet import FleetLeases, FleetUnavailable
+from scrapy_gateway.fleet_evidence import SharedEvidence
 from scrapy_gateway.fleet_waiting import ADOPT_EVERY, SharedWaiting
 from scrapy_gateway.masking import CredentialMask
 from scrapy_gateway.parking import WaitingRoom
@@ -67,6 +68,7 @@ class GatewayRuntime:
         self.judging = False
         self.fleet = self._fleet() if self.config.enabled else None
         self.waiting = None if self.fleet is None else SharedWaiting(self.fleet, crawler.spidercls.name)
+        self.evidence = None if self.fleet is None else SharedEvidence(self.fleet, self.core, self.rng)
         self.room.shared = self.waiting
         self._adopter: asyncio.Task[None] | None = None
         if self.config.enabled:
@@ -160,12 +162,13 @@ class GatewayRuntime:
             )
 
     async def _join_fleet(self) -> None:
-        assert self.fleet is not None and self.waiting is not None
+        assert self.fleet is not None and self.waiting is not None and self.evidence is not None
         try:
             await self.fleet.start()
         except FleetUnavailable as exc:
             logger.error("scrapy-gateway: %(error)s", {"error": exc})
             raise CloseSpider("gateway_state_unavailable") from None
+        self.evidence.start()
         await self.waiting.start()
         waiting = self.waiting
         self.fleet.on_rejoin = lambda: waiting.rejoined(self.crawler.spider, self.room.parked())
@@ -198,10 +201,11 @@ class GatewayRuntime:
                 logger.exception("scrapy-gateway: keeping this process's waiting retries in Redis failed")
 
     async def _leave_fleet(self) -> None:
-        assert self.fleet is not None and self.waiting is not None
+        assert self.fleet is not None and self.waiting is not None and self.evidence is not None
         if self._adopter is not None:
             self._adopter.cancel()
             self._adopter = None
+        await self.evidence.close()
         await self.waiting.leave()
         await self.fleet.close()
 

@@ -41,6 +41,7 @@ FLEET_WAITS = f"{PREFIX}/fleet/lease_waits"  # downloads that waited for a fleet
 FLEET_LOST = f"{PREFIX}/fleet/lost"  # times the shared state stopped answering mid-crawl
 FLEET_UNLEASED = f"{PREFIX}/fleet/unleased"  # downloads that went without a lease while it was lost
 FLEET_LEARNED = f"{PREFIX}/fleet/learned"  # proxies or pairs taken out because another process did
+FLEET_HEARD = f"{PREFIX}/fleet/heard"  # outcomes other processes saw, learned here (heard.py)
 
 
 def failure(kind: str) -> str:

@@ -118,6 +118,17 @@ class Judge:
                 blame = self._pair_or_unknown(proxy, dom, since)
         elif blame is Blame.UNKNOWN:
             blame = self._settle(proxy, domain, dom, prx, now, min(3, max(pool_size, 2)), transport, probing)
+        self._record(dom, prx, proxy, domain, now, blame, path_only)
+        return blame
+
+    def record(self, proxy: str, domain: str, now: float, blame: Blame, *, path_only: bool = False) -> None:
+        """A failure already judged (by another process of the fleet): remember it as it was judged."""
+        dom = self._trail(self._domains, domain, self._max_domains)
+        prx = self._trail(self._proxies, proxy, self._max_proxies)
+        self._record(dom, prx, proxy, domain, now, blame, path_only)
+
+    @staticmethod
+    def _record(dom: _Trail, prx: _Trail, proxy: str, domain: str, now: float, blame: Blame, path_only: bool) -> None:
         if proxy in dom.worked:  # only paths that have worked carry a rate (bounded with them)
             rate = dom.rates.get(proxy, 0.0)
             dom.rates[proxy] = rate + _RATE_ALPHA * (1.0 - rate)
@@ -126,7 +137,6 @@ class Judge:
             dom.failures.append((now, proxy))
         if blame is not Blame.ORIGIN:
             prx.failures.append((now, domain))
-        return blame
 
     def _settle(
         self,

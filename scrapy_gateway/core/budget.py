@@ -40,10 +40,10 @@ class RetryBudget:
             bucket.updated = max(bucket.updated, now)
         return bucket
 
-    def deposit(self, domain: str, now: float) -> None:
-        """A first attempt was sent to `domain`."""
+    def deposit(self, domain: str, now: float, count: int = 1) -> None:
+        """`count` first attempts were sent to `domain`."""
         bucket = self._bucket(domain, now)
-        bucket.tokens = min(self.burst, bucket.tokens + self.ratio)
+        bucket.tokens = min(self.burst, bucket.tokens + self.ratio * count)
 
     def withdraw(self, domain: str, now: float) -> float:
         """Take a token for one retry; return how long that retry must wait for it (0 if none)."""

@@ -266,6 +266,14 @@ class OutageGates:
             scope.probing = False
             scope.next_probe = now if rng is None else now + self._probe_wait(now - scope.opened_at, rng)
 
+    def probe_heard(self, key: str, now: float, rng: random.Random) -> None:
+        """Another process of the fleet probed this scope, and the probe failed: this process's
+        next probe waits as if it had been its own, so that the fleet probes about once per wait,
+        not once per process (one already on its way is left to end)."""
+        scope = self._scopes.get(key)
+        if scope is not None and scope.opened_at is not None and not scope.probing:
+            scope.next_probe = max(scope.next_probe, now + self._probe_wait(now - scope.opened_at, rng))
+
     def _probe_wait(self, open_for: float, rng: random.Random) -> float:
         rules = self.rules
         wait = min(rules.probe_max, max(rules.probe_min, rules.probe_share * open_for))

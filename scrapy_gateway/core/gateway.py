@@ -23,6 +23,7 @@ from scrapy_gateway.core.events import Event, Forgiven, GateOpened
 from scrapy_gateway.core.faults import ATTEMPT_TIMEOUT, Blame, Fault
 from scrapy_gateway.core.gates import PROVIDER, GateRules, Go, Hold, OutageGates
 from scrapy_gateway.core.health import HealthRules
+from scrapy_gateway.core.heard import Heard, Outbox
 from scrapy_gateway.core.latency import DomainLatencies, TimeoutRule
 from scrapy_gateway.core.pool import Exhausted, Pick, ProxyPool, Wait
 from scrapy_gateway.core.proxies import Proxy
@@ -64,6 +65,7 @@ class Verdict:
     new_limit: int | None = None  # the domain's new concurrency limit, if it changed
     overload: bool = False  # an origin-blamed overload (what a fleet's shared limit learns from)
     outage: bool = False  # an outage gate opened on the slot: its cuts since it last worked are undone
+    spent: bool = False  # the retry took a token of the domain's retry budget
     events: tuple[Event, ...] = ()
     next_attempt: Attempt | None = None  # the retry's attempt record, when `retry`
 
@@ -94,6 +96,8 @@ class Gateway:
         self.gates = OutageGates(policy.gates, policy.max_domains)
         endpoints = policy.rotating_endpoints
         self.endpoints = len(self.pool) == 1 if endpoints is None else endpoints
+        # Set by a fleet's shared state: what this process sees, kept for the others (heard.py).
+        self.outbox: Outbox | None = None
 
     def _fresh_path(self, attempt: Attempt) -> bool:
         """A retry of this attempt goes out through another path: another proxy of the pool, or
@@ -131,6 +135,8 @@ class Gateway:
             self.pool.started(proxy, domain, now)
         if first_attempt:
             self.budget.deposit(domain, now)
+            if self.outbox is not None:
+                self.outbox.sending(domain)
 
     def released(self, proxy: str | None, domain: str, *, probe: str | None = None, now: float = 0.0) -> None:
         """The download ended in something that is nobody's fault (a request dropped on purpose)."""
@@ -160,6 +166,8 @@ class Gateway:
             if seen is not None and pair is not None:
                 seen.path_observed(proxy, pair.latency)
         self.judge.success(proxy or DIRECT, domain, now)
+        if self.outbox is not None:
+            self.outbox.add(Heard(proxy, domain, latency=latency))
         return events, self.concurrency.clean(slot)
 
     def on_failure(
@@ -178,6 +186,26 @@ class Gateway:
         `ceiling`: the user's own concurrency limit of the slot. The verdict carries the next
         `Attempt` when the request is to be retried.
         """
+        verdict = self._failed(fault, attempt, domain, slot, ceiling, now, rng)
+        if self.outbox is not None:
+            unanswered = not fault.answered and attempt.sent_at is not None
+            self.outbox.add(
+                Heard(
+                    attempt.proxy,
+                    domain,
+                    fault=verdict.fault,
+                    evidence=fault.blame,
+                    cut=fault.kind == ATTEMPT_TIMEOUT,
+                    probe=attempt.probe,
+                    waited=now - attempt.sent_at if unanswered and attempt.sent_at is not None else None,
+                    withdrew=verdict.spent,
+                )
+            )
+        return verdict
+
+    def _failed(
+        self, fault: Fault, attempt: Attempt, domain: str, slot: str, ceiling: int, now: float, rng: random.Random
+    ) -> Verdict:
         proxy = attempt.proxy
         cut = fault.kind == ATTEMPT_TIMEOUT
         evidence = fault.blame  # before history settled it
@@ -198,7 +226,9 @@ class Gateway:
                 probing=self.concurrency.probing(slot),
             )
             fault = replace(fault, blame=blame)
-        events: list[Event] = list(self._gate_evidence(fault, evidence, attempt, domain, now, rng, cut=cut))
+        if attempt.probe is not None:
+            self.gates.probe_ended(attempt.probe, now, rng)
+        events = self._gate_evidence(fault, evidence, proxy, domain, now, rng, cut=cut)
         scopes = self._scopes(domain, proxy is not None)
         gated = any(self.gates.is_open(scope) for scope in scopes)
         if proxy is not None:
@@ -253,11 +283,12 @@ class Gateway:
             return Verdict(
                 fault, retry=False, new_limit=new_limit, overload=overload, outage=outage, events=tuple(events)
             )
+        spent = False
         if self._fresh_path(attempt) and fault.blame is not Blame.ORIGIN:
             # The next proxy is a fresh path: no reason to wait, and the origin never saw this one.
             delay = budget_wait = 0.0
             if fault.blame is Blame.UNKNOWN:
-                budget_wait = self.budget.withdraw(domain, now)
+                budget_wait, spent = self.budget.withdraw(domain, now), True
                 delay = budget_wait
         else:
             # An origin that still answers is shedding load, and the concurrency cut is the cure:
@@ -265,7 +296,8 @@ class Gateway:
             scale = OVERLOAD_BACKOFF_SCALE if self.judge.answering(domain, now) else 1.0
             delay = self.backoff.delay(attempt.retries + 1, rng, fault.retry_after, scale=scale)
             # An origin that named its time with Retry-After has throttled us itself.
-            budget_wait = 0.0 if fault.retry_after is not None else self.budget.withdraw(domain, now)
+            spent = fault.retry_after is None
+            budget_wait = self.budget.withdraw(domain, now) if spent else 0.0
             delay = max(delay, budget_wait)
         return Verdict(
             fault,
@@ -275,9 +307,42 @@ class Gateway:
             new_limit=new_limit,
             overload=overload,
             outage=outage,
+            spent=spent,
             events=tuple(events),
             next_attempt=attempt.increment(proxy_side=proxy_side, cut=cut),
         )
+
+    def hear(self, heard: Heard, now: float, rng: random.Random) -> list[Event]:
+        """An outcome another process of the fleet saw (heard.py): learn it as if seen here, except
+        for the decisions that stay with that process (its retry, its ejections)."""
+        proxy, domain = heard.proxy, heard.domain
+        fault = heard.fault
+        if fault is None:
+            events: list[Event] = list(self.gates.success(self._scopes(domain, proxy is not None), now))
+            seen = self.latencies.observe(domain, heard.latency, now) if heard.latency is not None else None
+            if proxy is not None:
+                events += self.pool.heard(proxy, domain, now, heard.latency, None)
+                pair = self.pool.pairs.get((proxy, domain))
+                if seen is not None and pair is not None:
+                    seen.path_observed(proxy, pair.latency)
+            self.judge.success(proxy or DIRECT, domain, now)
+            return events
+        if proxy is not None:
+            if heard.waited is not None:
+                self.pool.waited(proxy, domain, heard.waited, now)
+            self.judge.record(proxy, domain, now, fault.blame, path_only=heard.cut or self.endpoints)
+        if heard.probe is not None:
+            self.gates.probe_heard(heard.probe, now, rng)
+        events = self._gate_evidence(fault, heard.evidence, proxy, domain, now, rng, cut=heard.cut)
+        if proxy is not None and not self.gates.is_open(PROVIDER):
+            events += self.pool.heard(proxy, domain, now, None, fault)
+        if heard.withdrew:
+            self.budget.withdraw(domain, now)
+        return events
+
+    def heard_sent(self, domain: str, first_attempts: int, now: float) -> None:
+        """Another process sent this many first attempts to the domain: the budget's deposits."""
+        self.budget.deposit(domain, now, first_attempts)
 
     def _round_trip(self, domain: str) -> float | None:
         """The domain's round-trip timeout, else the pool's (what other domains have shown)."""
@@ -289,7 +354,7 @@ class Gateway:
         self,
         fault: Fault,
         evidence: Blame,
-        attempt: Attempt,
+        proxy: str | None,
         domain: str,
         now: float,
         rng: random.Random,
@@ -298,21 +363,19 @@ class Gateway:
     ) -> list[Event]:
         """Feed a failure to the outage gates; the events of any gate it opens."""
         gates = self.gates
-        if attempt.probe is not None:
-            gates.probe_ended(attempt.probe, now, rng)
         if fault.retry_after is not None and fault.blame is Blame.ORIGIN:
             # The origin answered with its own schedule: it is up, and so is the path to it.
-            return list(gates.success(self._scopes(domain, attempt.proxy is not None), now))
+            return list(gates.success(self._scopes(domain, proxy is not None), now))
         # Evidence of an outage: anything but a cut (the path's), a ban (the pair's) or a
         # Retry-After (the origin's own schedule, honoured as such).
         if cut or fault.blame is Blame.PAIR or fault.retry_after is not None or not fault.retryable:
             return []
         events: list[Event] = []
-        path = attempt.proxy or DIRECT
-        worked = attempt.proxy is None or self.judge.worked(attempt.proxy, domain, now)
+        path = proxy or DIRECT
+        worked = proxy is None or self.judge.worked(proxy, domain, now)
         # The provider's outage shows as proxies failing, not as an origin failing through them
         # (by the failure's own evidence: history calls anything failing everywhere the origin's).
-        if attempt.proxy is not None and self.pool and evidence is not Blame.ORIGIN:
+        if proxy is not None and self.pool and evidence is not Blame.ORIGIN:
             opened = gates.failure(
                 PROVIDER,
                 path,
@@ -329,7 +392,7 @@ class Gateway:
                     events.append(Forgiven(forgiven))
         # While the whole pool is out, a domain's failures say nothing about the domain.
         if fault.blame is not Blame.PROXY and not gates.is_open(PROVIDER):
-            needed = min(3, max(len(self.pool), 1)) if attempt.proxy is not None else 1
+            needed = min(3, max(len(self.pool), 1)) if proxy is not None else 1
             round_trip = self._round_trip(domain)
             opened = gates.failure(domain, path, now, rng, paths_needed=needed, round_trip=round_trip, worked=worked)
             if opened is not None:

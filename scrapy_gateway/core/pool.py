@@ -385,6 +385,34 @@ class ProxyPool:
             return [Retired(key, fault.kind)]
         return [Ejected(key, fault.kind, record.health.until - now)]
 
+    def heard(self, proxy_key: str, domain: str, now: float, latency: float | None, fault: Fault | None) -> list[Event]:
+        """An outcome another process of the fleet saw through this proxy (`fault` None: a success).
+
+        Scores, streaks and latency learn it; ejecting stays with the process that saw it (the
+        ejection reaches this one as news: `learned`), so no failure is counted twice. Records that
+        are out are left alone: a cooldown is this process's, and it ends in its own probation."""
+        record = self.records.get(proxy_key)
+        if record is None:
+            return []
+        health, pair = record.health, self.pair(proxy_key, domain)
+        if fault is None:
+            if latency is not None:
+                self.latency.observe(latency, now)
+                health.latency.observe(latency, now)
+                pair.latency.observe(latency, now)
+            events: list[Event] = []
+            if health.state is State.ACTIVE and health.succeed(self.rules, now):
+                events.append(Readmitted(proxy_key))
+            if pair.state is State.ACTIVE and pair.succeed(self.rules, now):
+                events.append(PairReadmitted(proxy_key, domain))
+            return events
+        if fault.blame is Blame.PROXY:
+            if health.state is State.ACTIVE and not health.probation:
+                health.fail(self.rules, hard=False)
+        elif fault.blame is not Blame.ORIGIN and pair.state is State.ACTIVE and not pair.probation:
+            pair.fail(self.rules, hard=False)
+        return []
+
     def learned(self, event: Event, now: float, *, seconds_left: float = 0.0) -> bool:
         """Another process of the fleet took this proxy (or pair) out: take it out here too, for
         what is left of its cooldown. Never past the soft-ejection cap (its evidence is not this

@@ -75,8 +75,9 @@ def test_processes_share_the_per_domain_limit(world: World, servers: Servers) ->
         assert len(result.by_kind("callback")) == 20
     served = world.snapshot()["origins"]["a"]
     assert served["max_in_flight"] <= 2, served
-    # They did overlap: some of them waited for a lease the others held.
+    # They did overlap: some of them waited for a lease the others held, and heard their outcomes.
     assert sum(r.stat("gateway/fleet/lease_waits") for r in results) > 0
+    assert sum(r.stat("gateway/fleet/heard") for r in results) > 0
 
 
 def test_a_process_killed_with_sigkill_returns_its_share(world: World, servers: Servers, tmp_path: Any) -> None:
@@ -388,3 +389,66 @@ def test_a_proxy_one_process_took_out_is_out_for_the_fleet(world: World, servers
     # Without the shared state, it pays again (what the test would show if nothing were shared).
     alone = run_crawl(gateway_settings([dead.url, *good]), [origin.url(f"/alone/{i}") for i in range(60)])
     assert alone.stat("gateway/failures/proxy_refused") >= 1
+
+
+def test_outcomes_reach_the_other_processes_and_garbage_is_skipped(servers: Servers) -> None:
+    # Two processes' cores, sharing outcomes through a real Redis (fleet_evidence.py): what one
+    # sees, the other's judge, pool and gates learn; entries it cannot read are skipped.
+    redis = servers.redis()
+    import random
+
+    import redis as redis_py
+
+    from scrapy_gateway.core.attempt import Attempt
+    from scrapy_gateway.core.faults import Blame, Fault
+    from scrapy_gateway.core.gateway import Gateway, Policy
+    from scrapy_gateway.core.health import State
+    from scrapy_gateway.core.proxies import parse_proxy
+    from scrapy_gateway.fleet_evidence import SharedEvidence
+
+    pool = [parse_proxy(f"http://127.0.1.{i}:8080") for i in range(1, 4)]
+
+    async def scenario() -> tuple[Gateway, list[Any], int]:
+        stats = MemoryStatsCollector(get_crawler())
+        cores = [Gateway(pool, Policy()), Gateway(pool, Policy())]
+        fleets = [FleetLeases(redis.url, "test-heard", 5.0, stats, time.monotonic, _control()) for _ in cores]
+        shared = [SharedEvidence(f, c, random.Random(1)) for f, c in zip(fleets, cores, strict=True)]
+        changes: list[Any] = []
+        shared[1].on_events = changes.extend
+        for fleet, evidence in zip(fleets, shared, strict=True):
+            await fleet.start()
+            evidence.start()
+        client = redis_py.Redis.from_url(redis.url)
+        client.xadd("test-heard:outcomes", {"by": "someone", "o": "[[1, {}], 7, null]", "s": '{"x": "y"}'})
+        client.xadd("test-heard:outcomes", {"garbage": "\xff"})
+        client.close()
+        seer, key = cores[0], pool[0].key
+        for _ in range(6):
+            seer.sent(key, "a.example", time.monotonic(), first_attempt=True)
+            seer.on_success(key, "a.example", "a.example", time.monotonic(), 0.05)
+        seer.sent(pool[1].key, "a.example", time.monotonic(), first_attempt=True)
+        seer.on_failure(
+            Fault("proxy_refused", Blame.PROXY, hard=True),
+            Attempt(3, 2, proxy=pool[1].key),
+            domain="a.example",
+            slot="a.example",
+            ceiling=8,
+            now=time.monotonic(),
+            rng=random.Random(0),
+        )
+        deadline = time.monotonic() + 10
+        while stats.get_value("gateway/fleet/heard", 0) < 7 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for evidence, fleet in zip(shared, fleets, strict=True):
+            await evidence.close()
+            await fleet.close()
+        return cores[1], changes, int(stats.get_value("gateway/fleet/heard", 0))
+
+    hearer, changes, heard = asyncio.run(scenario())
+    assert heard == 7  # six successes and a failure; the garbage entries counted nothing
+    record = hearer.pool.records[pool[0].key]
+    assert record.health.latency.samples == 6 and hearer.judge.worked(pool[0].key, "a.example", time.monotonic())
+    refused = hearer.pool.records[pool[1].key].health
+    # The failure raised the proxy's score; its ejection stays with the process that saw it.
+    assert refused.score > 0.0 and refused.state is State.ACTIVE
+    assert changes == []

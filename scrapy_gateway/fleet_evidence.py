@@ -1,0 +1,170 @@
+"""The fleet's outcomes, in Redis: every process learns from what all of them see (core/heard.py).
+
+Every 50 ms each process appends what it saw since (successes with their latency, failures with
+the blame it settled, first attempts sent per domain) as one entry of the stream
+`<prefix>:outcomes`, and reads the entries the others appended. `Gateway.hear` takes them in: the
+judge's history, the proxies' and pairs' scores and latencies, the domains' latencies, the outage
+gates' evidence and the retry budgets are then the fleet's, not each process's share of it. A
+process on its own would judge an origin's overload from a quarter of the paths a fleet of four
+uses, and take most of its failures for bans.
+
+An entry carries no credentials: proxies are named by `Proxy.key` (scheme, user, host and port),
+as in the proxy news. Entries older than `_STALE` (a process that stalled) are skipped, and so is
+anything while Redis is lost (the outcomes of that time stay with the process that saw them).
+An entry this version cannot read is skipped: the network's input never stops the crawl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from scrapy_gateway import stats as keys
+from scrapy_gateway.core.faults import Blame, Fault
+from scrapy_gateway.core.heard import Heard, Outbox
+
+if TYPE_CHECKING:
+    from scrapy_gateway.core.events import Event
+    from scrapy_gateway.core.gateway import Gateway
+    from scrapy_gateway.fleet import FleetLeases
+
+logger = logging.getLogger("scrapy_gateway")
+
+EVERY = 0.05  # seconds between shipments (and reads) of outcomes
+_KEPT = 5_000  # stream entries Redis keeps (approximately): a minute of a busy fleet
+_STALE = 5.0  # seconds after which an entry is no news any more
+_READ = 200  # entries per read
+
+_BLAMES = {b.value[:2]: b for b in Blame}  # "pr", "pa", "or", "un"
+_FLAGS = ("throttles", "hard", "retryable", "answered", "transport", "retires")
+_CUT, _WITHDREW = 1 << 6, 1 << 7
+
+
+def encode(heard: Heard) -> list[Any]:
+    """One outcome as a short JSON list (the stream carries thousands a second)."""
+    fault, none = heard.fault, -1.0
+    row: list[Any] = [heard.proxy or "", heard.domain, none if heard.latency is None else round(heard.latency, 4)]
+    if fault is None:
+        return row
+    flags = sum(1 << i for i, name in enumerate(_FLAGS) if getattr(fault, name))
+    flags |= (_CUT if heard.cut else 0) | (_WITHDREW if heard.withdrew else 0)
+    row += [
+        fault.kind,
+        fault.blame.value[:2],
+        heard.evidence.value[:2],
+        flags,
+        none if fault.retry_after is None else fault.retry_after,
+        heard.probe or "",
+        none if heard.waited is None else round(heard.waited, 4),
+    ]
+    return row
+
+
+def decode(row: Any) -> Heard | None:
+    """The outcome of `encode`, or None when the row is not one (another version, or garbage)."""
+    try:
+        proxy, domain, latency = str(row[0]) or None, str(row[1]), float(row[2])
+        if len(row) == 3:
+            return Heard(proxy, domain, latency=latency if latency >= 0.0 else None)
+        kind, blame, evidence, flags = str(row[3]), _BLAMES[row[4]], _BLAMES[row[5]], int(row[6])
+        retry_after, probe, waited = float(row[7]), str(row[8]) or None, float(row[9])
+    except (TypeError, ValueError, KeyError, IndexError):
+        return None
+    named = {name: bool(flags & (1 << i)) for i, name in enumerate(_FLAGS)}
+    fault = Fault(kind, blame, retry_after=retry_after if retry_after >= 0.0 else None, **named)
+    return Heard(
+        proxy,
+        domain,
+        fault=fault,
+        evidence=evidence,
+        cut=bool(flags & _CUT),
+        probe=probe,
+        waited=waited if waited >= 0.0 else None,
+        withdrew=bool(flags & _WITHDREW),
+    )
+
+
+class SharedEvidence:
+    def __init__(self, fleet: FleetLeases, core: Gateway, rng: random.Random) -> None:
+        self.fleet = fleet
+        self.core = core
+        self.rng = rng
+        self.outbox = Outbox()
+        self.on_events: Callable[[list[Event]], None] | None = None  # what hearing changed here
+        self._seen = "0-0"
+        self._loop: asyncio.Task[None] | None = None
+
+    @property
+    def _key(self) -> str:
+        return f"{self.fleet.prefix}:outcomes"
+
+    def start(self) -> None:
+        """After the fleet has started: from now on, this process shares and hears outcomes."""
+        self._seen = f"{int(self.fleet.redis_now() * 1000)}-0"
+        self.core.outbox = self.outbox
+        self._loop = asyncio.ensure_future(self._run())
+
+    async def close(self) -> None:
+        self.core.outbox = None
+        if self._loop is not None:
+            self._loop.cancel()
+            self._loop = None
+        await self._ship()  # the last outcomes, for the processes that go on
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(EVERY)
+            try:
+                await self._ship()
+                await self._read()
+            except Exception:  # a bug here must not end the sharing for the rest of the crawl
+                logger.exception("scrapy-gateway: sharing outcomes with the fleet failed")
+
+    async def _ship(self) -> None:
+        outcomes, sent = self.outbox.take()
+        fleet = self.fleet
+        if not (outcomes or sent) or not fleet.shared:
+            return  # while Redis is lost, what this process saw stays its own
+        fields = {"by": fleet.token, "o": json.dumps([encode(h) for h in outcomes]), "s": json.dumps(sent)}
+        await fleet.call(fleet.client.xadd(self._key, fields, maxlen=_KEPT, approximate=True))
+
+    async def _read(self) -> None:
+        fleet = self.fleet
+        while fleet.shared:
+            found = await fleet.call(fleet.client.xread({self._key: self._seen}, count=_READ))
+            entries = [entry for _stream, batch in found or () for entry in batch]
+            for entry_id, fields in entries:
+                self._seen = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                self._hear(self._seen, fields)
+            if len(entries) < _READ:
+                return
+
+    def _hear(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        fleet = self.fleet
+        try:
+            if fields[b"by"].decode() == fleet.token:
+                return
+            if fleet.redis_now() - int(entry_id.split("-", 1)[0]) / 1000.0 > _STALE:
+                return
+            rows, sent = json.loads(fields[b"o"]), json.loads(fields[b"s"])
+            if not isinstance(rows, list) or not isinstance(sent, dict):
+                return
+        except (KeyError, ValueError, UnicodeDecodeError):
+            return
+        core, now, events = self.core, fleet.clock(), []
+        for domain, count in sent.items():
+            if isinstance(domain, str) and isinstance(count, int) and count > 0:
+                core.heard_sent(domain, count, now)
+        heard = 0
+        for row in rows:
+            outcome = decode(row)
+            if outcome is not None:
+                events += core.hear(outcome, now, self.rng)
+                heard += 1
+        fleet.stats.inc_value(keys.FLEET_HEARD, heard)
+        if events and self.on_events is not None:
+            self.on_events(events)
