@@ -9,11 +9,13 @@ pages (CONCURRENT_REQUESTS_PER_DOMAIN 8 in each):
 
 - `shared`: the gateway with GATEWAY_STATE = the Redis URL (one in-flight count per slot);
 - `alone`: the same gateways, each with its own memory state (today's default);
-- `rotating`: scrapy-rotating-proxies 0.6.2 in each process.
+- `rotating`: scrapy-rotating-proxies 0.6.2 in each process;
+- `oracle`: the shared gateway told the capacity (CONCURRENT_REQUESTS_PER_DOMAIN = C, no slow
+  start): what a fleet that knew the origin would get from this machine.
 
 Columns: pages ok; the origin's peak in flight (target for `shared`: <= C + 1); past-capacity
 502s as a share of the requests the origin got (target <= 3 %); goodput, the fleet's ok pages
-per second over the origin's capacity (C / 50 ms; target >= 90 %).
+per second over the origin's capacity (C / 50 ms; target >= 90 %), and over the oracle's.
 
 Then two runs of `shared` only: Redis killed for 5 s in the middle of the crawl (pages lost: 0,
 one WARNING per process, all rejoined), and the overhead of the shared state on an all-success
@@ -41,6 +43,7 @@ from tests.real.servers import Redis
 SERVICE = 0.05
 PER_DOMAIN = 8
 CONTENDERS = ("shared", "alone", "rotating")
+ORACLE = "oracle"
 
 
 def _world(capacity: int | None) -> World:
@@ -50,12 +53,16 @@ def _world(capacity: int | None) -> World:
     return world
 
 
-def _settings(contender: str, proxies: list[str], redis: Redis, cap: float) -> dict[str, Any]:
-    overrides = {"CONCURRENT_REQUESTS_PER_DOMAIN": PER_DOMAIN}
+def _settings(
+    contender: str, proxies: list[str], redis: Redis, cap: float, capacity: int | None = None
+) -> dict[str, Any]:
+    overrides: dict[str, Any] = {"CONCURRENT_REQUESTS_PER_DOMAIN": PER_DOMAIN}
     if contender == "rotating":
         return contender_settings("rotating", proxies, proxies, cap, overrides)
+    if contender == ORACLE:
+        overrides = {"CONCURRENT_REQUESTS_PER_DOMAIN": capacity, "GATEWAY_CONCURRENCY_START": 0}
     base = contender_settings("gateway", proxies, proxies, cap, overrides)
-    if contender == "shared":
+    if contender in ("shared", ORACLE):
         base.update(GATEWAY_STATE=redis.url, GATEWAY_STATE_PREFIX=f"bench-{time.monotonic_ns()}")
     return base
 
@@ -78,7 +85,7 @@ def overload_row(contender: str, capacity: int, processes: int, pages: int, redi
     try:
         proxies = [p.url for p in world.proxies.values()]
         started = time.monotonic()
-        settings = _settings(contender, proxies, redis, 120)
+        settings = _settings(contender, proxies, redis, 120, capacity)
         outs = _run_fleet(world, settings, processes, pages, f"{contender}-c{capacity}")
         elapsed = time.monotonic() - started
         origin = world.snapshot()["origins"]["site"]
@@ -209,7 +216,7 @@ def main() -> None:
         rows = []
         for capacity in capacities:
             pages = max(40, 25 * capacity)  # about 5 s of the origin's capacity for the fleet
-            for contender in CONTENDERS:
+            for contender in (*CONTENDERS, ORACLE):
                 row = overload_row(contender, capacity, args.processes, pages, redis)
                 rows.append(row)
                 print(
@@ -230,9 +237,21 @@ def main() -> None:
         print(f"overhead: redis/memory {cost['ratio']:.3f}", flush=True)
     finally:
         redis.cleanup()
-    header = ("capacity", "contender", "ok/pages", "fleet peak", "past-C 502s", "goodput", "wall s", "targets")
+    header = (
+        "capacity",
+        "contender",
+        "ok/pages",
+        "fleet peak",
+        "past-C 502s",
+        "goodput",
+        "of oracle's",
+        "wall s",
+        "targets",
+    )
+    oracle = {r["capacity"]: r["goodput"] for r in rows if r["contender"] == ORACLE}
     body = []
     for r in rows:
+        known = oracle.get(r["capacity"])
         met = []
         if r["contender"] == "shared":
             met.append("peak" if r["peak"] <= r["capacity"] + 1 else "MISS peak")
@@ -246,6 +265,7 @@ def main() -> None:
                 str(r["peak"]),
                 f"{r['overload']} ({r['overload_share']:.1%})",
                 f"{r['goodput']:.0%}",
+                f"{r['goodput'] / known:.0%}" if known else "-",
                 f"{r['wall']:.1f}",
                 ", ".join(met) or "-",
             )

@@ -137,6 +137,8 @@ def add_measures(row: Row, scenario: Scenario, out: CrawlOutput) -> None:
         m["goodput"] = row.goodput
         m["min_limit"] = min_limit(out.log_path)
         m["cuts"] = int(out.stats.get("gateway/concurrency/decreases", 0))
+        # Rooms slow start gave back (concurrency.py, doubtful): no cut, but shown.
+        m["held_back"] = int(out.stats.get("gateway/concurrency/held_back", 0))
     if scenario.name == "retry_after":
         m["early"] = row.early
     window = scenario.window

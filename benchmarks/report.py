@@ -137,6 +137,8 @@ def _measures(row: Row) -> str:
         if row.contender == "gateway":
             lowest = m["min_limit"]
             parts.append("no cut" if lowest is None else f"min limit {lowest} ({m['cuts']} cuts)")
+            if m.get("held_back"):
+                parts.append(f"slow start held back {m['held_back']} times")
     if row.healthy_slowdown is not None:
         parts.append(f"healthy {row.healthy_slowdown:.2f}x")
     if "after_end" in m and not m["all_ok"]:

@@ -164,6 +164,9 @@ class WatchedHandlers:
             return await self._download(request)
         slot, limit = self._slot_of(request)
         lease = await fleet.acquire(slot, limit)
+        load = fleet.load(slot)
+        if load is not None:
+            request.meta[m.LOAD] = load  # the fleet's in flight, not this process's
         try:
             return await self._download(request)
         finally:

@@ -29,6 +29,7 @@ from scrapy.utils.defer import _schedule_coro, deferred_from_coro, maybe_deferre
 from scrapy.utils.deprecate import argument_is_required
 from scrapy.utils.python import global_object_name
 
+from scrapy_gateway import meta as m
 from scrapy_gateway.compat import check_internals
 from scrapy_gateway.deadlines import DeadlineWatch, WatchedHandlers
 from scrapy_gateway.runtime import GatewayRuntime
@@ -118,6 +119,7 @@ class GatewayDownloaderMixin(_Base):
             slot.lastseen = now
             request, queue_dfd = slot.queue.popleft()
             slot.transferring.add(request)  # the fix: reserve before the task exists
+            request.meta[m.LOAD] = len(slot.transferring)  # what slow start learns from (concurrency.py)
             _schedule_coro(self._wait_for_download(slot, request, queue_dfd))
             if delay:
                 self._process_queue(slot)

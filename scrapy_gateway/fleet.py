@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy_gateway import stats as keys
 from scrapy_gateway.core.events import Ejected, Event, PairEjected, Retired
-from scrapy_gateway.fleet_limits import CLEAN, LIMIT_FOR_LEASE, OUTAGE, OVERLOAD
+from scrapy_gateway.fleet_limits import CLEAN, DOUBTFUL, LIMIT_FOR_LEASE, OUTAGE, OVERLOAD
 from scrapy_gateway.masking import masked_url
 
 if TYPE_CHECKING:
@@ -56,18 +56,19 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 """
 
 # KEYS: the slot's lease set, its limit. ARGV: lease id, ceiling, ttl (seconds), slow start's first
-# limit. {1 granted / 0 full, the fleet's limit, Redis time in ms}.
+# limit. {1 granted / 0 full, the fleet's limit, Redis time in ms, leases held now}.
 _ACQUIRE = (
     LIMIT_FOR_LEASE
     + _EXPIRE
     + """
 local now_ms = math.floor(now * 1000)
-if redis.call('ZCARD', KEYS[1]) >= limit then
-  return {0, limit, now_ms}
+local held = redis.call('ZCARD', KEYS[1])
+if held >= limit then
+  return {0, limit, now_ms, held}
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000) + 1000)
-return {1, limit, now_ms}
+return {1, limit, now_ms, held + 1}
 """
 )
 
@@ -135,7 +136,9 @@ class FleetLeases:
         self._lease_epochs: dict[str, int] = {}  # lease -> its slot's epoch when granted
         self._flush_timer: asyncio.TimerHandle | None = None
         self._limits: dict[str, int] = {}  # slot -> the fleet's limit, as Redis last said
-        self._cleans: dict[str, tuple[int, int]] = {}  # slot -> (clean responses not reported, ceiling)
+        self._loads: dict[str, int] = {}  # slot -> leases held fleet-wide, as Redis last said
+        # slot -> (clean responses not reported, ceiling, the most in flight when one was sent)
+        self._cleans: dict[str, tuple[int, int, int]] = {}
         self._orphans: dict[str, list[str]] = {}  # slot -> leases given back while Redis was lost
         self._offset = 0.0  # Redis time minus this process's clock, as of the last lease
         # Called with (slot, limit) when the fleet's limit of a slot changes.
@@ -190,6 +193,11 @@ class FleetLeases:
         """The fleet's limit of `slot`, as Redis last said (None: not known, or Redis lost)."""
         return self._limits.get(slot) if self.shared else None
 
+    def load(self, slot: str) -> int | None:
+        """The fleet's in-flight count on `slot` as Redis last said, when it granted a lease there
+        (None: not known, or Redis lost). A lease passed on within this process does not ask."""
+        return self._loads.get(slot) if self.shared else None
+
     def _limit_key(self, slot: str) -> str:
         return f"{self.prefix}:limit:{slot}"
 
@@ -223,6 +231,7 @@ class FleetLeases:
         self._clean = self._client.register_script(CLEAN)
         self._overload = self._client.register_script(OVERLOAD)
         self._outage = self._client.register_script(OUTAGE)
+        self._doubtful = self._client.register_script(DOUBTFUL)
         seconds, micros = await self._client.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         self._offset = now_ms / 1000.0 - self.clock()
@@ -277,7 +286,9 @@ class FleetLeases:
                 return None
             args = [lease, ceiling, self.ttl, self.control.initial]
             try:
-                granted, limit, now_ms = await self._acquire(keys=[self._key(slot), self._limit_key(slot)], args=args)
+                granted, limit, now_ms, held = await self._acquire(
+                    keys=[self._key(slot), self._limit_key(slot)], args=args
+                )
             except self._errors as exc:
                 self._lose(exc)
                 continue
@@ -287,6 +298,7 @@ class FleetLeases:
                 raise
             self._offset = int(now_ms) / 1000.0 - self.clock()
             self._learn(slot, int(limit))
+            self._loads[slot] = int(held)
             if granted:
                 self._held.setdefault(slot, set()).add(lease)
                 self._lease_epochs[lease] = self._epochs.get(slot, 0)
@@ -299,12 +311,12 @@ class FleetLeases:
 
     # -- the fleet's limits ------------------------------------------------------------------
 
-    def clean(self, slot: str, ceiling: int) -> None:
-        """A clean response on `slot` (`ceiling`: the user's limit there): reported with the
-        others every _CLEANS_EVERY seconds."""
+    def clean(self, slot: str, ceiling: int, load: int | None = None) -> None:
+        """A clean response on `slot` (`ceiling`: the user's limit there; `load`: the fleet's in
+        flight when it was sent): reported with the others every _CLEANS_EVERY seconds."""
         if self.shared:
-            count = self._cleans.get(slot, (0, ceiling))[0]
-            self._cleans[slot] = (count + 1, ceiling)
+            count, _ceiling, most = self._cleans.get(slot, (0, ceiling, 0))
+            self._cleans[slot] = (count + 1, ceiling, max(most, load or 0))
 
     def overloaded(self, slot: str, ceiling: int, sent_at: float) -> None:
         """An origin-blamed overload of a request that left at `sent_at` (this process's clock)."""
@@ -313,6 +325,12 @@ class FleetLeases:
         control = self.control
         args = [sent_at + self._offset, ceiling, control.minimum, control.beta, control.initial]
         self._spawn(self._limit_call(slot, self._overload(keys=[self._limit_key(slot)], args=args)))
+
+    def doubtful(self, slot: str, ceiling: int, load: int | None) -> None:
+        """A status failure not blamed on the origin (ConcurrencyControl.doubtful), at once."""
+        if self.shared:
+            args = [ceiling, self.control.initial, self.control.minimum, load or 0]
+            self._spawn(self._limit_call(slot, self._doubtful(keys=[self._limit_key(slot)], args=args)))
 
     def outage(self, slot: str, ceiling: int) -> None:
         """An outage gate opened on `slot`: the cuts since its last clean response were the outage's."""
@@ -347,8 +365,8 @@ class FleetLeases:
             if not self.shared or not self._cleans:
                 continue
             cleans, self._cleans = self._cleans, {}
-            for slot, (count, ceiling) in cleans.items():
-                args = [count, ceiling, self.control.caution, self.control.initial]
+            for slot, (count, ceiling, most) in cleans.items():
+                args = [count, ceiling, self.control.caution, self.control.initial, most]
                 await self._limit_call(slot, self._clean(keys=[self._limit_key(slot)], args=args))
 
     def _spawn(self, command: Any) -> None:

@@ -1,6 +1,6 @@
 """The fleet's outcomes, in Redis: every process learns from what all of them see (core/heard.py).
 
-Every 50 ms each process appends what it saw since (successes with their latency, failures with
+Every 20 ms each process appends what it saw since (successes with their latency, failures with
 the blame it settled, first attempts sent per domain) as one entry of the stream
 `<prefix>:outcomes`, and reads the entries the others appended. `Gateway.hear` takes them in: the
 judge's history, the proxies' and pairs' scores and latencies, the domains' latencies, the outage
@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("scrapy_gateway")
 
-EVERY = 0.05  # seconds between shipments (and reads) of outcomes
-_KEPT = 5_000  # stream entries Redis keeps (approximately): a minute of a busy fleet
+EVERY = 0.02  # seconds between shipments (and reads) of outcomes
+_KEPT = 5_000  # stream entries Redis keeps (approximately): 25 s of a fleet of four
 _STALE = 5.0  # seconds after which an entry is no news any more
+_HISTORY = 2.0  # seconds of the fleet's outcomes a starting process takes in (as if seen now)
 _READ = 200  # entries per read
 
 _BLAMES = {b.value[:2]: b for b in Blame}  # "pr", "pa", "or", "un"
@@ -104,7 +105,9 @@ class SharedEvidence:
 
     def start(self) -> None:
         """After the fleet has started: from now on, this process shares and hears outcomes."""
-        self._seen = f"{int(self.fleet.redis_now() * 1000)}-0"
+        # A process joining a running fleet starts with what the others saw just before: without
+        # it, its first requests judge the origin from no history at all.
+        self._seen = f"{int((self.fleet.redis_now() - _HISTORY) * 1000)}-0"
         self.core.outbox = self.outbox
         self._loop = asyncio.ensure_future(self._run())
 

@@ -9,14 +9,18 @@ concurrent updates from several processes never interleave; tests/real/test_redi
 the same sequences of events through both and compares the limits after every step.
 
 State: the hash `<prefix>:limit:<slot>` (v: the limit as a real number, hurt, rep, cut: Redis time
-of the last cut, start: in slow start, settled, calm: the limit at the last clean response), kept
+of the last cut, start: in slow start, settled, calm: the limit at the last clean response,
+held: in slow start, the most in flight, fleet-wide, when a request that went well was sent), kept
 for ten minutes after it was last used. The user's own limit is the caller's, never stored: a
 process started with another CONCURRENT_REQUESTS_PER_DOMAIN applies it at once.
 """
 
 from __future__ import annotations
 
+from scrapy_gateway.core.concurrency import PROBE_SPACING
+
 _NEVER = "1e308"  # "no limit known to hurt" (Lua 5.1's tonumber() cannot read inf)
+PROBE_SPACING_LUA = repr(PROBE_SPACING)
 
 _STATE = (
     """
@@ -28,13 +32,14 @@ local function eff(v)
 end
 
 local function load(key, ceiling, initial)
-  local h = redis.call('HMGET', key, 'v', 'hurt', 'rep', 'cut', 'start', 'settled', 'calm')
+  local h = redis.call('HMGET', key, 'v', 'hurt', 'rep', 'cut', 'start', 'settled', 'calm', 'held')
   local s = {ceiling = ceiling}  -- the caller's: a user who changed the limit gets it at once
   if h[1] then
     s.v, s.hurt, s.rep = math.min(tonumber(h[1]), ceiling), tonumber(h[2]), tonumber(h[3])
     s.cut, s.start, s.settled, s.calm = tonumber(h[4]), tonumber(h[5]), tonumber(h[6]), tonumber(h[7])
+    s.held = tonumber(h[8]) or 0
   else
-    s.hurt, s.rep, s.cut, s.settled, s.calm = NEVER, 0, -1, 0, NEVER
+    s.hurt, s.rep, s.cut, s.settled, s.calm, s.held = NEVER, 0, -1, 0, NEVER, 0
     if initial > 0 and ceiling > initial then
       s.v, s.start = initial, 1
     else
@@ -46,22 +51,28 @@ end
 
 local function save(key, s)
   redis.call('HSET', key, 'v', s.v, 'hurt', s.hurt, 'rep', s.rep, 'cut', s.cut, 'start', s.start,
-    'settled', s.settled, 'calm', s.calm)
+    'settled', s.settled, 'calm', s.calm, 'held', s.held)
   redis.call('PEXPIRE', key, 600000)
 end
 
 local function recovered(s)
   -- Back at the user's own limit, and nothing remembered (Python forgets the slot).
   s.v, s.start, s.settled, s.hurt, s.rep, s.cut, s.calm = s.ceiling, 0, 0, NEVER, 0, -1, NEVER
+  s.held = 0
 end
 
-local function clean(s, caution)
+local function clean(s, caution, load)
   local before = eff(s.v)
   local step = 1
+  if s.start == 1 and load > s.held then
+    s.held = load
+  end
   if s.start == 0 then
     step = 1 / math.max(s.v, 1)
     if before + 1 >= eff(s.hurt) then
-      step = step / (caution * 2 ^ s.rep)
+      step = 1 / math.max(math.max(s.v, 1) * caution, """
+    + PROBE_SPACING_LUA
+    + """) / 2 ^ s.rep
     end
   end
   s.v = math.min(s.ceiling, s.v + step)
@@ -87,7 +98,11 @@ local function overload(s, sent_at, now, minimum, beta)
   local before = eff(s.v)
   if s.start == 1 then
     s.start = 0
-    s.v = math.max(minimum, s.v / 2)
+    if s.held > 0 then
+      s.v = math.max(minimum, math.min(s.held, s.ceiling))
+    else
+      s.v = math.max(minimum, s.v / 2)
+    end
     s.hurt, s.rep = s.v + 1, 0
   elseif before >= eff(s.hurt) then
     s.rep = math.min(s.rep + 1, 4)
@@ -97,6 +112,14 @@ local function overload(s, sent_at, now, minimum, beta)
     s.v = math.max(minimum, s.v * beta)
   end
   s.cut = now
+end
+
+local function doubtful(s, initial, minimum, load)
+  -- A status failure not blamed on the origin: in slow start, above the most in flight that went
+  -- well (load 0: not known), no room for another request (ConcurrencyControl.doubtful).
+  if s.start == 1 and (load == 0 or load > s.held) then
+    s.v = math.max(initial, minimum, s.v - 1)
+  end
 end
 
 local function outage(s)
@@ -130,14 +153,18 @@ return eff(s.v)
     )
 
 
-# ARGV: clean responses, ceiling, caution, initial.
-CLEAN = _entry(2, 4, "for _ = 1, tonumber(ARGV[1]) do clean(s, tonumber(ARGV[3])) end")
+# ARGV: clean responses, ceiling, caution, initial, the most in flight when one of them was sent
+# (0: not known).
+CLEAN = _entry(2, 4, "for _ = 1, tonumber(ARGV[1]) do clean(s, tonumber(ARGV[3]), tonumber(ARGV[5])) end")
 
 # ARGV: sent at (Redis time), ceiling, minimum, beta, initial.
 OVERLOAD = _entry(2, 5, "overload(s, tonumber(ARGV[1]), server_now(), tonumber(ARGV[3]), tonumber(ARGV[4]))")
 
 # ARGV: ceiling, initial.
 OUTAGE = _entry(1, 2, "outage(s)")
+
+# ARGV: ceiling, initial, minimum, in flight when it was sent (0: not known).
+DOUBTFUL = _entry(1, 2, "doubtful(s, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))")
 
 # KEYS[2]: the slot's limit (read; created if new; kept while leased): `limit` for fleet.py's
 # lease script.

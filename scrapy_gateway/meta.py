@@ -22,6 +22,8 @@ PIN = "gateway_proxy"  # a proxy URL this request must use (retries keep it)
 ATTEMPT = "_gateway_attempt"
 # Private: monotonic time the download itself started (it may have queued in its slot before).
 STARTED = "_gateway_started"
+# Private: requests in flight on its slot (the fleet's, with a Redis state) when it was sent, itself included.
+LOAD = "_gateway_load"
 
 # Scrapy's own keys the gateway honours.
 PROXY = "proxy"

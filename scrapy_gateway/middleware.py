@@ -303,13 +303,14 @@ class GatewayMiddleware:
             return self._judge(request, classify_transport(TransportError.DROPPED, via_proxy=via_proxy))
         if not handled:
             domain, slot = self._where(request)
+            load = _load(request)
             events, new_limit = self.core.on_success(
-                attempt.proxy if attempt else None, domain, slot, self.runtime.now(), _latency(request)
+                attempt.proxy if attempt else None, domain, slot, self.runtime.now(), _latency(request), load
             )
             self._events(events)
             fleet = self.runtime.fleet
             if fleet is not None and fleet.shared:
-                fleet.clean(slot, self.config.ceiling(slot))
+                fleet.clean(slot, self.config.ceiling(slot), load)
             elif new_limit is not None:  # alone, or while Redis is lost: this process's own limits
                 self._apply_limit(slot, new_limit, None)
             return None
@@ -349,6 +350,7 @@ class GatewayMiddleware:
             ceiling=self.config.ceiling(slot),
             now=self.runtime.now(),
             rng=self.runtime.rng,
+            load=_load(request),
         )
         fleet = self.runtime.fleet
         if fleet is not None and fleet.shared:
@@ -358,8 +360,10 @@ class GatewayMiddleware:
             elif verdict.overload:
                 sent_at = attempt.sent_at if attempt.sent_at is not None else self.runtime.now()
                 fleet.overloaded(slot, ceiling, sent_at)
+            elif verdict.doubtful:
+                fleet.doubtful(slot, ceiling, _load(request))
         elif verdict.new_limit is not None:
-            self._apply_limit(slot, verdict.new_limit, verdict.fault)
+            self._apply_limit(slot, verdict.new_limit, verdict.fault, doubtful=verdict.doubtful)
         return verdict
 
     def _fleet_limit(self, slot: str, limit: int) -> None:
@@ -411,7 +415,9 @@ class GatewayMiddleware:
         if verdict.next_attempt.asked_partial:
             meta.pop(m.DATALOSS, None)  # ours, not the user's: set again on the next attempt
 
-    def _apply_limit(self, slot: str, limit: int, fault: Fault | None, *, fleet: bool = False) -> None:
+    def _apply_limit(
+        self, slot: str, limit: int, fault: Fault | None, *, fleet: bool = False, doubtful: bool = False
+    ) -> None:
         engine = engine_of(self.crawler)
         downloader = engine.downloader if engine else None
         live = downloader.slots.get(slot) if downloader else None
@@ -420,13 +426,19 @@ class GatewayMiddleware:
             live.concurrency = limit
         if fleet and limit == old:
             return
-        self.report.limit(slot, limit, old, fault, fleet=fleet)
+        self.report.limit(slot, limit, old, fault, fleet=fleet, doubtful=doubtful)
 
 
 def _latency(request: Request) -> float | None:
     """Scrapy's time to the response headers (set by its handlers), not time queued in a slot."""
     value = request.meta.get(m.DOWNLOAD_LATENCY)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _load(request: Request) -> int | None:
+    """Requests in flight on its slot when it was sent (set by the gateway's downloader)."""
+    value = request.meta.get(m.LOAD)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _priority(settings: Any, component: type) -> int | None:

@@ -152,14 +152,25 @@ class Reporter:
             case _:
                 assert_never(event)
 
-    def limit(self, slot: str, new: int, old: int, fault: Fault | None, *, fleet: bool = False) -> None:
-        """`fleet`: the fleet's shared limit changed (fleet_limits.py), not this process's own."""
+    def limit(
+        self, slot: str, new: int, old: int, fault: Fault | None, *, fleet: bool = False, doubtful: bool = False
+    ) -> None:
+        """`fleet`: the fleet's shared limit changed (fleet_limits.py), not this process's own;
+        `doubtful`: slow start took back the room of a failure nobody can blame yet."""
         self.stats.set_value(keys.concurrency_limit(slot), new)
+        if doubtful and new < old:
+            self.stats.inc_value(keys.CONCURRENCY_HELD_BACK)
+            logger.debug(
+                "Concurrency of %(slot)s held back to %(new)d in slow start: %(kind)s, that nobody can blame "
+                "yet, frees no room",
+                {"slot": slot, "new": new, "kind": fault.kind if fault else "a failure"},
+            )
+            return
         if new < old:
             self.stats.inc_value(keys.CONCURRENCY_DECREASES)
             if fleet:
                 logger.info(
-                    "Concurrency of %(slot)s lowered from %(old)d to %(new)d: the fleet's limit, after overloads",
+                    "Concurrency of %(slot)s lowered from %(old)d to %(new)d: the fleet's limit",
                     {"slot": slot, "old": old, "new": new},
                 )
                 return

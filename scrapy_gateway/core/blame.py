@@ -98,6 +98,7 @@ class Judge:
         transport: bool = False,
         path_only: bool = False,
         probing: bool = False,
+        growing: bool = False,
     ) -> Blame:
         """Record a failure and return its blame, settled from history when it was UNKNOWN.
 
@@ -107,6 +108,7 @@ class Judge:
         `path_only`: the failure is evidence about the path alone (a per-attempt timeout, which
         only happens because the domain answers faster elsewhere): never the origin's.
         `probing`: the domain's concurrency limit is at or above where the origin last overloaded.
+        `growing`: the domain's limit is in slow start, past its first step.
         """
         dom = self._trail(self._domains, domain, self._max_domains)
         prx = self._trail(self._proxies, proxy, self._max_proxies)
@@ -117,7 +119,8 @@ class Judge:
             else:
                 blame = self._pair_or_unknown(proxy, dom, since)
         elif blame is Blame.UNKNOWN:
-            blame = self._settle(proxy, domain, dom, prx, now, min(3, max(pool_size, 2)), transport, probing)
+            paths = min(3, max(pool_size, 2))
+            blame = self._settle(proxy, domain, dom, prx, now, paths, transport, probing, growing)
         self._record(dom, prx, proxy, domain, now, blame, path_only)
         return blame
 
@@ -148,6 +151,7 @@ class Judge:
         outage_paths: int,
         transport: bool,
         probing: bool = False,
+        growing: bool = False,
     ) -> Blame:
         since = now - self.window
         if self._fails_everywhere(proxy, domain, dom, prx, since):
@@ -167,9 +171,12 @@ class Judge:
             if sum(1 for p in failing if _worked(dom, p, since)) >= min(2, outage_paths - 1):
                 return Blame.ORIGIN
         # Overload: a path that works here, and reliably (a flaky proxy's failures have raised its
-        # rate), failing now and then: the path is fine, so the origin is shedding load.
+        # rate), failing now and then: the path is fine, so the origin is shedding load. While the
+        # limit probes (where it last hurt, or doubling in slow start), a path that mostly works
+        # is enough: slow start's overshoot fails at once whatever the path, and a path that has
+        # worked once or twice is already one that a ban would not let through.
         if not transport and _worked(dom, proxy, since):
-            if dom.rates.get(proxy, 0.0) < (_PROBING_RELIABLE if probing else RELIABLE):
+            if dom.rates.get(proxy, 0.0) < (_PROBING_RELIABLE if probing or growing else RELIABLE):
                 return Blame.ORIGIN
         elif not transport and probing and _works_without(dom, proxy, since):
             # The ban signature, but at the limit where the origin last overloaded: the probe is

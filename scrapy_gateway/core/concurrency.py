@@ -10,7 +10,10 @@
 - Slow start (TCP's): a slot the gateway has not seen starts at `initial` and grows by one per
   clean response (doubling per round trip) up to the user's limit, until the first overload, so
   that a crawl's first burst against an origin that serves one at a time is two requests, not
-  the user's 32.
+  the user's 32. A doubtful failure in slow start (a status no one could blame on the origin
+  yet, sent with more in flight than any that went well) frees no room (`doubtful`). The first
+  overload ends slow start at the most in flight that went well (or at half the limit).
+- Probes (the step into the limit that hurt) are at least PROBE_SPACING / 2 clean responses apart.
 - Proxy-blamed failures never reach this module. An outage is not an overload either: when an
   outage gate opens (gates.py), the cuts made since the last clean response are undone.
 """
@@ -32,9 +35,11 @@ class _Limit:
     calm: float = math.inf  # the limit at the last clean response (inf: none since it was created)
     starting: bool = False  # in slow start: +1 per clean response until the first overload
     settled: int = 0  # clean responses at the user's limit since slow start reached it
+    held: int = 0  # in slow start: the most requests in flight when one that went well was sent
 
 
 _MAX_REPEATS = 4  # probing slows down at most 16-fold beyond `caution`
+PROBE_SPACING = 200.0  # clean responses per unit of growth into the limit that hurt, at least
 
 
 class ConcurrencyControl:
@@ -81,6 +86,12 @@ class ConcurrencyControl:
         entry = self._limits.get(slot)
         return entry is not None and _effective(entry.value) >= _effective(entry.hurt_at)
 
+    def growing(self, slot: str) -> bool:
+        """The slot is in slow start, above its first limit: each round trip doubles it, so the
+        capacity may be anywhere below it."""
+        entry = self._limits.get(slot)
+        return entry is not None and entry.starting and entry.value > self.initial
+
     def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float) -> int | None:
         """An origin-blamed overload error; return the new limit if it changed."""
         entry = self._limits.get(slot)
@@ -95,9 +106,11 @@ class ConcurrencyControl:
         before = _effective(entry.value)
         if entry.starting:
             # Slow start doubled the limit over the last round trip, so the capacity lies between
-            # half of it and it: go back to the half, and probe just above it cautiously.
+            # half of it and it. The most in flight that went well is a closer estimate, when
+            # known: go back to it (else to the half), and probe just above it cautiously.
             entry.starting = False
-            entry.value = max(float(self.minimum), entry.value / 2.0)
+            estimate = float(min(entry.held, entry.ceiling)) if entry.held else entry.value / 2.0
+            entry.value = max(float(self.minimum), estimate)
             entry.hurt_at, entry.repeats = entry.value + 1.0, 0
         elif before >= _effective(entry.hurt_at):
             # Hurt again at (or above) the lowest limit known to hurt: the capacity is just below
@@ -113,17 +126,42 @@ class ConcurrencyControl:
         after = _effective(entry.value)
         return after if after != before else None
 
-    def clean(self, slot: str) -> int | None:
-        """A clean response on a throttled slot; return the new limit if it changed."""
+    def doubtful(self, slot: str, load: int | None = None) -> int | None:
+        """A failure with a status that may be an overload, not blamed on the origin (a path not
+        proven on the domain yet, or no evidence); the new limit if it changed.
+
+        Only slow start heeds it, and only for a request sent with more in flight than any that
+        went well (`load`; unknown counts as more): the room it frees is not given to another
+        request (the limit goes down by one, never below slow start's first); the next clean
+        response gives it back. An origin that fails fast past its capacity answers every request
+        above it at once: without this, each error makes room for the next, for as long as the
+        failing paths are fresh ones the judge cannot blame on the origin yet. A bad proxy failing
+        at a load that has worked costs nothing.
+        """
+        entry = self._limits.get(slot)
+        if entry is None or not entry.starting or (load is not None and load <= entry.held):
+            return None
+        before = _effective(entry.value)
+        entry.value = max(float(self.initial), float(self.minimum), entry.value - 1.0)
+        after = _effective(entry.value)
+        return after if after != before else None
+
+    def clean(self, slot: str, load: int | None = None) -> int | None:
+        """A clean response on a throttled slot; the new limit if it changed. `load`: the requests
+        in flight on the slot when it was sent, itself included (None: not known)."""
         entry = self._limits.get(slot)
         if entry is None:
             return None
         before = _effective(entry.value)
         step = 1.0 if entry.starting else 1.0 / max(entry.value, 1.0)
+        if entry.starting and load is not None and load > entry.held:
+            entry.held = load
         if not entry.starting and before + 1 >= _effective(entry.hurt_at):
             # The next step up is where the origin last overloaded: probe it slowly, and twice as
-            # slowly each time the probe hurt again at the same place.
-            step /= self.caution * 2**entry.repeats
+            # slowly each time the probe hurt again at the same place. A probe costs about one
+            # error whatever the limit, so probes are at least PROBE_SPACING / 2 clean responses
+            # apart: at a limit of 1 or 2, `caution` alone would spend 3-6 % of the requests on them.
+            step = 1.0 / max(max(entry.value, 1.0) * self.caution, PROBE_SPACING) / 2**entry.repeats
         entry.value = min(float(entry.ceiling), entry.value + step)
         entry.calm = entry.value
         after = _effective(entry.value)

@@ -65,6 +65,7 @@ class Verdict:
     new_limit: int | None = None  # the domain's new concurrency limit, if it changed
     overload: bool = False  # an origin-blamed overload (what a fleet's shared limit learns from)
     outage: bool = False  # an outage gate opened on the slot: its cuts since it last worked are undone
+    doubtful: bool = False  # a status failure not blamed on the origin: slow start stops doubling
     spent: bool = False  # the retry took a token of the domain's retry budget
     events: tuple[Event, ...] = ()
     next_attempt: Attempt | None = None  # the retry's attempt record, when `retry`
@@ -152,8 +153,10 @@ class Gateway:
         slot: str,
         now: float,
         latency: float | None = None,
+        load: int | None = None,
     ) -> tuple[list[Event], int | None]:
-        """`latency`: how long the download took to its headers (Scrapy's download_latency)."""
+        """`latency`: how long the download took to its headers (Scrapy's download_latency);
+        `load`: the requests in flight on the slot when it was sent, itself included."""
         events: list[Event] = list(self.gates.success(self._scopes(domain, proxy is not None), now))
         seen = None
         if latency is not None and latency >= 0.0:
@@ -168,7 +171,7 @@ class Gateway:
         self.judge.success(proxy or DIRECT, domain, now)
         if self.outbox is not None:
             self.outbox.add(Heard(proxy, domain, latency=latency))
-        return events, self.concurrency.clean(slot)
+        return events, self.concurrency.clean(slot, load)
 
     def on_failure(
         self,
@@ -180,13 +183,14 @@ class Gateway:
         ceiling: int,
         now: float,
         rng: random.Random,
+        load: int | None = None,
     ) -> Verdict:
         """Settle the blame of a failed attempt, update what it teaches, and decide the retry.
 
-        `ceiling`: the user's own concurrency limit of the slot. The verdict carries the next
-        `Attempt` when the request is to be retried.
+        `ceiling`: the user's own concurrency limit of the slot; `load`: as for `on_success`. The
+        verdict carries the next `Attempt` when the request is to be retried.
         """
-        verdict = self._failed(fault, attempt, domain, slot, ceiling, now, rng)
+        verdict = self._failed(fault, attempt, domain, slot, ceiling, now, rng, load)
         if self.outbox is not None:
             unanswered = not fault.answered and attempt.sent_at is not None
             self.outbox.add(
@@ -204,7 +208,15 @@ class Gateway:
         return verdict
 
     def _failed(
-        self, fault: Fault, attempt: Attempt, domain: str, slot: str, ceiling: int, now: float, rng: random.Random
+        self,
+        fault: Fault,
+        attempt: Attempt,
+        domain: str,
+        slot: str,
+        ceiling: int,
+        now: float,
+        rng: random.Random,
+        load: int | None,
     ) -> Verdict:
         proxy = attempt.proxy
         cut = fault.kind == ATTEMPT_TIMEOUT
@@ -224,6 +236,7 @@ class Gateway:
                 # one identity are no cross-proxy evidence of the origin's fault.
                 path_only=cut or self.endpoints,
                 probing=self.concurrency.probing(slot),
+                growing=self.concurrency.growing(slot),
             )
             fault = replace(fault, blame=blame)
         if attempt.probe is not None:
@@ -244,8 +257,19 @@ class Gateway:
         # none has succeeded: an origin past its capacity from the first request answers every
         # request but one with a fast error, and each error would otherwise make room for the next.
         overload = fault.throttles and fault.blame is Blame.ORIGIN and fault.retry_after is None and not gated
+        # A failure with a status that history did not blame on the origin may still be an
+        # overload through a path not proven yet: in slow start it stops the doubling (doubtful).
+        doubtful = (
+            fault.throttles
+            and not fault.transport
+            and fault.blame in (Blame.PAIR, Blame.UNKNOWN)
+            and fault.retry_after is None
+            and not gated
+        )
         if overload:
             new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now)
+        elif doubtful:
+            new_limit = self.concurrency.doubtful(slot, load)
         outage = any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events)
         if outage:
             new_limit = self.concurrency.outage(slot) or new_limit
@@ -268,6 +292,7 @@ class Gateway:
                     new_limit=new_limit,
                     overload=overload,
                     outage=outage,
+                    doubtful=doubtful,
                     events=tuple(events),
                     next_attempt=attempt.waiting_on(hold.scope),
                 )
@@ -281,7 +306,13 @@ class Gateway:
         hopeless = fault.retires and not (attempt.rotating and len(self.pool) > 1)
         if hopeless or not fault.retryable or not attempt.can_retry(proxy_side=proxy_side):
             return Verdict(
-                fault, retry=False, new_limit=new_limit, overload=overload, outage=outage, events=tuple(events)
+                fault,
+                retry=False,
+                new_limit=new_limit,
+                overload=overload,
+                outage=outage,
+                doubtful=doubtful,
+                events=tuple(events),
             )
         spent = False
         if self._fresh_path(attempt) and fault.blame is not Blame.ORIGIN:
@@ -307,6 +338,7 @@ class Gateway:
             new_limit=new_limit,
             overload=overload,
             outage=outage,
+            doubtful=doubtful,
             spent=spent,
             events=tuple(events),
             next_attempt=attempt.increment(proxy_side=proxy_side, cut=cut),

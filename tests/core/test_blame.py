@@ -323,3 +323,19 @@ def test_paths_that_never_worked_failing_between_successes_are_bans_not_an_outag
     overload.failure(P1, D, 0.3, U, pool_size=5)
     overload.failure(P3, D, 0.301, U, pool_size=5)
     assert overload.failure(P2, D, 0.302, U, pool_size=5) is Blame.ORIGIN
+
+
+def test_in_slow_start_a_path_that_worked_failing_is_the_overshoot_and_a_fresh_one_stays_doubtful():
+    def judged(growing: bool) -> list[Blame]:
+        judge = Judge(window=30.0)
+        judge.success(P1, D, 0.1)  # slow start's first requests: each path worked once
+        judge.success(P2, D, 0.1)
+        return [
+            judge.failure(P1, D, 0.2, U, pool_size=5, growing=growing),
+            judge.failure(P3, D, 0.2, U, pool_size=5, growing=growing),
+        ]
+
+    assert judged(growing=False) == [Blame.UNKNOWN, Blame.PAIR]  # unproven: maybe flaky; a ban
+    # Doubling, the limit may be anywhere past the capacity: a path that has just worked failing is
+    # the overshoot. A fresh path (the start-up burst through bad proxies) is still no overload.
+    assert judged(growing=True) == [Blame.ORIGIN, Blame.PAIR]

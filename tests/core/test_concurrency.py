@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scrapy_gateway.core.concurrency import ConcurrencyControl
+from scrapy_gateway.core.concurrency import PROBE_SPACING, ConcurrencyControl
 
 S = "shop.example"
 
@@ -66,16 +66,29 @@ def test_additive_increase_is_one_over_the_current_limit():
 
 
 def test_growth_slows_near_the_limit_that_hurt():
-    control = ConcurrencyControl(minimum=1, beta=0.5, caution=4.0)
+    control = ConcurrencyControl(minimum=1, beta=0.5, caution=8.0)
     control.overloaded(S, 32, sent_at=0.0, now=1.0)  # 16, hurt at 32
     assert cleans_to_leave(control, S, 16) in (8, 9)  # far below: full speed (half a window)
     assert cleans_to_leave(control, S, 17) in (16, 17, 18)
     while control.limit(S) < 30:
         control.clean(S)
     assert cleans_to_leave(control, S, 30) in (29, 30, 31)  # 30 + 1 < 32: still full speed
-    near = cleans_to_leave(control, S, 31)  # 31 + 1 >= 32: four times slower
-    assert 4 * 29 <= near <= 4 * 32
+    near = cleans_to_leave(control, S, 31)  # 31 + 1 >= 32: eight times slower
+    assert 8 * 29 <= near <= 8 * 32
     assert control.limit(S) is None  # reached the ceiling
+
+
+def test_probes_at_small_limits_are_spaced_by_clean_responses_not_windows():
+    # A probe costs about one error at any limit: at a limit of 1 or 2, `caution` windows alone
+    # would be 32-64 responses, 3 % of the requests spent on probes; PROBE_SPACING keeps it <= 1 %.
+    control = ConcurrencyControl(minimum=1, beta=0.5, caution=32.0)
+    control.overloaded(S, 8, sent_at=0.0, now=1.0)  # 4, hurt at 8
+    control.overloaded(S, 8, sent_at=2.0, now=2.0)  # 2, hurt at 4 (where it hurt again)
+    assert control.limit(S) == 2
+    assert cleans_to_leave(control, S, 2) in (1, 2)  # 2 + 1 < 4: full speed
+    assert control.limit(S) == 3
+    near = cleans_to_leave(control, S, 3)  # 3 + 1 >= 4: a unit per PROBE_SPACING responses
+    assert PROBE_SPACING - 2 <= near <= PROBE_SPACING + 2
 
 
 def test_recovery_to_the_ceiling_forgets_the_slot():
@@ -152,6 +165,56 @@ def test_hurt_again_at_the_same_place_steps_back_to_the_limit_that_held():
         cleans += 1
     assert cleans > 11 * control.caution  # the step to where it hurt is probed slowly
     assert control.overloaded(S, 16, sent_at=3.0, now=3.0) == 11  # hurt at 12 again: back to 11
+
+
+def test_a_doubtful_failure_above_what_went_well_frees_no_room_in_slow_start():
+    control = ConcurrencyControl(1, 0.7, initial=2)
+    control.begin(S, 32)
+    assert not control.growing(S)  # at its first limit: nothing to doubt yet
+    # Four requests at a time went well (sent with 1 to 4 in flight): the limit doubled to 8.
+    assert [control.clean(S, load) for load in (1, 2, 3, 4, 4, 4)] == [3, 4, 5, 6, 7, 8]
+    assert control.growing(S)
+    # Failures nobody can blame yet (fresh paths) of requests sent with 5 to 7 in flight: each
+    # takes the room it freed. One sent with 3 in flight (a bad proxy, where load went well) is
+    # no overshoot: it costs nothing.
+    assert [control.doubtful(S, load) for load in (5, 6, 7)] == [7, 6, 5]
+    assert control.doubtful(S, 3) is None
+    assert control.doubtful(S, None) == 4  # unknown load: taken for more
+    assert control.clean(S, 4) == 5  # slow start goes on: the next clean response gives it back
+    # The overload that ends slow start: back to the most in flight that went well.
+    assert control.overloaded(S, 32, sent_at=1.0, now=1.0) == 4
+    assert not control.growing(S)
+    assert control.doubtful(S, 9) is None  # past slow start: the judge's probing rule decides
+
+
+def test_slow_start_ends_at_what_went_well_not_at_half_of_a_limit_held_back():
+    # An origin that fails fast past 16 answers 17 and 18 at once, before the window's other
+    # responses arrive: halving the limit reached (18) would take it to 9.
+    control = ConcurrencyControl(1, 0.7, initial=2)
+    control.begin(S, 32)
+    for load in range(1, 17):
+        control.clean(S, min(load, 16))
+    assert [control.doubtful(S, 17), control.doubtful(S, 18)] == [17, 16]
+    control.clean(S, 16)  # 17 again
+    assert control.overloaded(S, 32, sent_at=1.0, now=1.0) == 16
+    unknown = ConcurrencyControl(1, 0.7, initial=2)  # without loads (GatewayDownloader not used)
+    unknown.begin(S, 32)
+    for _ in range(6):
+        unknown.clean(S)
+    assert unknown.overloaded(S, 32, sent_at=1.0, now=1.0) == 4  # half of 8
+
+
+def test_doubtful_failures_never_take_slow_start_below_its_first_limit():
+    control = ConcurrencyControl(1, 0.7, initial=2)
+    control.begin(S, 16)
+    control.clean(S, 1)  # 3
+    assert control.doubtful(S, 3) == 2
+    assert control.doubtful(S, 3) is None  # already at slow start's first limit
+    assert control.limit(S) == 2
+    assert control.doubtful("unseen", 3) is None
+    for _ in range(200):
+        control.clean(S)
+    assert control.limit(S) is None  # slow start over at the user's own limit
 
 
 def test_slow_start_ends_at_the_users_limit_and_not_below_it():

@@ -309,3 +309,17 @@ def test_back_at_the_limit_that_hurt_one_failure_through_a_working_path_cuts():
     assert control.probing(D)
     verdict = failure(gateway, relayed, keys[0], now=2.5, sent_at=2.4, ceiling=16)
     assert verdict.fault.blame is Blame.ORIGIN and verdict.new_limit == hurt - 1  # one error, one step back
+
+
+def test_a_status_failure_not_blamed_on_the_origin_is_doubtful_and_holds_slow_start_back():
+    gateway = Gateway(proxies(10), Policy())
+    keys = [p.key for p in proxies(10)]
+    gateway.concurrency.begin(D, 32)
+    for _ in range(2):
+        gateway.on_success(keys[0], D, D, 0.5, 0.05)  # 2 -> 4
+    plain = classify_status(502, {}, via_proxy=True, in_tunnel=False, now_epoch=0.0, retry_after_cap=60.0)
+    verdict = failure(gateway, plain, keys[5], now=1.0)  # a path that never worked: a ban, or the overshoot
+    assert verdict.fault.blame is Blame.PAIR and verdict.doubtful and not verdict.overload
+    assert verdict.new_limit == 3  # the room it freed goes to no other request
+    refused = failure(gateway, HARD, keys[6], now=1.1)  # the proxy's own: no doubt about it
+    assert not refused.doubtful and refused.new_limit is None

@@ -23,7 +23,7 @@ from scrapy.utils.test import get_crawler
 
 from scrapy_gateway.core.concurrency import ConcurrencyControl
 from scrapy_gateway.fleet import FleetLeases
-from scrapy_gateway.fleet_limits import CLEAN, OUTAGE, OVERLOAD
+from scrapy_gateway.fleet_limits import CLEAN, DOUBTFUL, OUTAGE, OVERLOAD
 from tests.conftest import ROOT, CrawlResult, gateway_settings, run_crawl
 from tests.harness.waits import wait_until
 from tests.real.servers import Redis, Servers, free_port
@@ -193,23 +193,29 @@ def test_the_fleets_limit_follows_the_same_aimd_as_one_process(servers: Servers,
     control = ConcurrencyControl(minimum=1, beta=0.7, caution=32.0, initial=2)
     client = redis_py.Redis.from_url(redis.url)
     clean, overload = client.register_script(CLEAN), client.register_script(OVERLOAD)
-    outage = client.register_script(OUTAGE)
-    key = f"test-aimd:{seed}"
-    control.begin("s", ceiling)
+    outage, doubtful = client.register_script(OUTAGE), client.register_script(DOUBTFUL)
     for step in range(400):
+        if step % 50 == 0:  # a fresh slot every 50 events: slow start, where most rules live
+            slot, key = f"s{step}", f"test-aimd:{seed}:{step}"
+            control.begin(slot, ceiling)
         if rng.random() < 0.01:
-            expected = control.outage("s")
+            expected = control.outage(slot)
             got = outage(keys=[key], args=[ceiling, 2])
+        elif rng.random() < 0.04:
+            load = rng.randint(0, ceiling + 2)  # 0: not known (None on the Python side)
+            expected = control.doubtful(slot, load or None)
+            got = doubtful(keys=[key], args=[ceiling, 2, 1, load])
         elif rng.random() < 0.06:
             # sent after the last cut (it cuts), or before it (it does not): Redis's clock decides
             # the Lua side, so a stale one is sent at 0.
             stale = rng.random() < 0.3
-            expected = control.overloaded("s", ceiling, sent_at=0.0 if stale else 1e12, now=float(step))
+            expected = control.overloaded(slot, ceiling, sent_at=0.0 if stale else 1e12, now=float(step))
             got = overload(keys=[key], args=[0.0 if stale else 1e12, ceiling, 1, 0.7, 2])
         else:
-            expected = control.clean("s")
-            got = clean(keys=[key], args=[1, ceiling, 32.0, 2])
-        assert int(got) == (control.limit("s") or ceiling), (step, expected, got)
+            load = rng.randint(0, ceiling)
+            expected = control.clean(slot, load or None)
+            got = clean(keys=[key], args=[1, ceiling, 32.0, 2, load])
+        assert int(got) == (control.limit(slot) or ceiling), (step, expected, got)
     client.close()
 
 
@@ -220,12 +226,12 @@ def test_the_users_limit_is_each_callers_own(servers: Servers) -> None:
     client = redis_py.Redis.from_url(redis.url)
     clean, overload = client.register_script(CLEAN), client.register_script(OVERLOAD)
     for _ in range(40):
-        assert int(clean(keys=["test-ceiling"], args=[1, 8, 32.0, 2])) <= 8
-    assert int(clean(keys=["test-ceiling"], args=[1, 8, 32.0, 2])) == 8
+        assert int(clean(keys=["test-ceiling"], args=[1, 8, 32.0, 2, 0])) <= 8
+    assert int(clean(keys=["test-ceiling"], args=[1, 8, 32.0, 2, 0])) == 8
     # A process started with a higher limit grows past the old one; a lower one applies at once.
-    grown = [int(clean(keys=["test-ceiling"], args=[1, 32, 32.0, 2])) for _ in range(200)]
+    grown = [int(clean(keys=["test-ceiling"], args=[1, 32, 32.0, 2, 0])) for _ in range(200)]
     assert max(grown) > 8
-    assert int(clean(keys=["test-ceiling"], args=[1, 4, 32.0, 2])) == 4
+    assert int(clean(keys=["test-ceiling"], args=[1, 4, 32.0, 2, 0])) == 4
     assert int(overload(keys=["test-ceiling"], args=[1e12, 4, 1, 0.7, 2])) == 3  # 4 * 0.7, rounded
     client.close()
 
