@@ -190,34 +190,6 @@ class Gateway:
         `ceiling`: the user's own concurrency limit of the slot; `load`: as for `on_success`. The
         verdict carries the next `Attempt` when the request is to be retried.
         """
-        verdict = self._failed(fault, attempt, domain, slot, ceiling, now, rng, load)
-        if self.outbox is not None:
-            unanswered = not fault.answered and attempt.sent_at is not None
-            self.outbox.add(
-                Heard(
-                    attempt.proxy,
-                    domain,
-                    fault=verdict.fault,
-                    evidence=fault.blame,
-                    cut=fault.kind == ATTEMPT_TIMEOUT,
-                    probe=attempt.probe,
-                    waited=now - attempt.sent_at if unanswered and attempt.sent_at is not None else None,
-                    withdrew=verdict.spent,
-                )
-            )
-        return verdict
-
-    def _failed(
-        self,
-        fault: Fault,
-        attempt: Attempt,
-        domain: str,
-        slot: str,
-        ceiling: int,
-        now: float,
-        rng: random.Random,
-        load: int | None,
-    ) -> Verdict:
         proxy = attempt.proxy
         cut = fault.kind == ATTEMPT_TIMEOUT
         evidence = fault.blame  # before history settled it
@@ -273,6 +245,15 @@ class Gateway:
         outage = any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events)
         if outage:
             new_limit = self.concurrency.outage(slot) or new_limit
+        base = Verdict(
+            fault,
+            retry=False,
+            new_limit=new_limit,
+            overload=overload,
+            outage=outage,
+            doubtful=doubtful,
+            events=tuple(events),
+        )
         # A Retry-After keeps its own schedule; the gate never sends it early.
         if (
             gated
@@ -285,17 +266,10 @@ class Gateway:
             hold = self.gates.hold_retry(scopes, now)
             if hold is not None:
                 # The outage costs the request no retry: the gate's stall limit ends it instead.
-                return Verdict(
-                    fault,
-                    retry=True,
-                    delay=max(0.0, hold.until - now),
-                    new_limit=new_limit,
-                    overload=overload,
-                    outage=outage,
-                    doubtful=doubtful,
-                    events=tuple(events),
-                    next_attempt=attempt.waiting_on(hold.scope),
+                held = replace(
+                    base, retry=True, delay=max(0.0, hold.until - now), next_attempt=attempt.waiting_on(hold.scope)
                 )
+                return self._told(evidence, attempt, domain, now, held)
         # A proxy's own failure says nothing about the page: it is retried on another proxy from a
         # separate allowance, so a few bad proxies cannot use up the retries the origin may need.
         # A rotating endpoint's own failures (anything without the origin's evidence) are an exit's.
@@ -305,15 +279,7 @@ class Gateway:
         # Wrong credentials do not heal: without another proxy to rotate to, a retry cannot succeed.
         hopeless = fault.retires and not (attempt.rotating and len(self.pool) > 1)
         if hopeless or not fault.retryable or not attempt.can_retry(proxy_side=proxy_side):
-            return Verdict(
-                fault,
-                retry=False,
-                new_limit=new_limit,
-                overload=overload,
-                outage=outage,
-                doubtful=doubtful,
-                events=tuple(events),
-            )
+            return self._told(evidence, attempt, domain, now, base)
         spent = False
         if self._fresh_path(attempt) and fault.blame is not Blame.ORIGIN:
             # The next proxy is a fresh path: no reason to wait, and the origin never saw this one.
@@ -330,19 +296,27 @@ class Gateway:
             spent = fault.retry_after is None
             budget_wait = self.budget.withdraw(domain, now) if spent else 0.0
             delay = max(delay, budget_wait)
-        return Verdict(
-            fault,
-            retry=True,
-            delay=delay,
-            budget_wait=budget_wait,
-            new_limit=new_limit,
-            overload=overload,
-            outage=outage,
-            doubtful=doubtful,
-            spent=spent,
-            events=tuple(events),
-            next_attempt=attempt.increment(proxy_side=proxy_side, cut=cut),
-        )
+        retry = attempt.increment(proxy_side=proxy_side, cut=cut)
+        verdict = replace(base, retry=True, delay=delay, budget_wait=budget_wait, spent=spent, next_attempt=retry)
+        return self._told(evidence, attempt, domain, now, verdict)
+
+    def _told(self, evidence: Blame, attempt: Attempt, domain: str, now: float, verdict: Verdict) -> Verdict:
+        """The verdict, once what it saw is in the outbox for the fleet (heard.py)."""
+        if self.outbox is not None:
+            fault, sent_at = verdict.fault, attempt.sent_at
+            self.outbox.add(
+                Heard(
+                    attempt.proxy,
+                    domain,
+                    fault=fault,
+                    evidence=evidence,
+                    cut=fault.kind == ATTEMPT_TIMEOUT,
+                    probe=attempt.probe,
+                    waited=now - sent_at if not fault.answered and sent_at is not None else None,
+                    withdrew=verdict.spent,
+                )
+            )
+        return verdict
 
     def hear(self, heard: Heard, now: float, rng: random.Random) -> list[Event]:
         """An outcome another process of the fleet saw (heard.py): learn it as if seen here, except
