@@ -318,12 +318,13 @@ class FleetLeases:
             count, _ceiling, most = self._cleans.get(slot, (0, ceiling, 0))
             self._cleans[slot] = (count + 1, ceiling, max(most, load or 0))
 
-    def overloaded(self, slot: str, ceiling: int, sent_at: float) -> None:
-        """An origin-blamed overload of a request that left at `sent_at` (this process's clock)."""
+    def overloaded(self, slot: str, ceiling: int, sent_at: float, load: int | None = None) -> None:
+        """An origin-blamed overload of a request that left at `sent_at` (this process's clock)
+        with `load` in flight on the slot, fleet-wide."""
         if not self.shared:
             return
         control = self.control
-        args = [sent_at + self._offset, ceiling, control.minimum, control.beta, control.initial]
+        args = [sent_at + self._offset, ceiling, control.minimum, control.beta, control.initial, load or 0]
         self._spawn(self._limit_call(slot, self._overload(keys=[self._limit_key(slot)], args=args)))
 
     def doubtful(self, slot: str, ceiling: int, load: int | None) -> None:

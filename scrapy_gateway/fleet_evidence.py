@@ -1,6 +1,6 @@
 """The fleet's outcomes, in Redis: every process learns from what all of them see (core/heard.py).
 
-Every 20 ms each process appends what it saw since (successes with their latency, failures with
+Every 50 ms each process appends what it saw since (successes with their latency, failures with
 the blame it settled, first attempts sent per domain) as one entry of the stream
 `<prefix>:outcomes`, and reads the entries the others appended. `Gateway.hear` takes them in: the
 judge's history, the proxies' and pairs' scores and latencies, the domains' latencies, the outage
@@ -34,11 +34,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("scrapy_gateway")
 
-EVERY = 0.02  # seconds between shipments (and reads) of outcomes
-_KEPT = 5_000  # stream entries Redis keeps (approximately): 25 s of a fleet of four
+EVERY = 0.05  # seconds between exchanges of outcomes (one round trip each)
+_KEPT = 5_000  # stream entries Redis keeps (approximately): a minute of a fleet of four
 _STALE = 5.0  # seconds after which an entry is no news any more
 _HISTORY = 2.0  # seconds of the fleet's outcomes a starting process takes in (as if seen now)
 _READ = 200  # entries per read
+_LONGEST = 86_400.0  # seconds: a latency, wait or Retry-After past this is garbage, not news
 
 _BLAMES = {b.value[:2]: b for b in Blame}  # "pr", "pa", "or", "un"
 _FLAGS = ("throttles", "hard", "retryable", "answered", "transport", "retires")
@@ -65,18 +66,24 @@ def encode(heard: Heard) -> list[Any]:
     return row
 
 
+def _seconds(value: Any) -> float | None:
+    """A duration from the stream: None for "none" (-1) and for anything no download could take."""
+    seconds = float(value)
+    return seconds if 0.0 <= seconds <= _LONGEST else None
+
+
 def decode(row: Any) -> Heard | None:
     """The outcome of `encode`, or None when the row is not one (another version, or garbage)."""
     try:
-        proxy, domain, latency = str(row[0]) or None, str(row[1]), float(row[2])
+        proxy, domain, latency = str(row[0]) or None, str(row[1]), _seconds(row[2])
         if len(row) == 3:
-            return Heard(proxy, domain, latency=latency if latency >= 0.0 else None)
+            return Heard(proxy, domain, latency=latency)
         kind, blame, evidence, flags = str(row[3]), _BLAMES[row[4]], _BLAMES[row[5]], int(row[6])
-        retry_after, probe, waited = float(row[7]), str(row[8]) or None, float(row[9])
-    except (TypeError, ValueError, KeyError, IndexError):
+        retry_after, probe, waited = _seconds(row[7]), str(row[8]) or None, _seconds(row[9])
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError):
         return None
     named = {name: bool(flags & (1 << i)) for i, name in enumerate(_FLAGS)}
-    fault = Fault(kind, blame, retry_after=retry_after if retry_after >= 0.0 else None, **named)
+    fault = Fault(kind, blame, retry_after=retry_after, **named)
     return Heard(
         proxy,
         domain,
@@ -84,7 +91,7 @@ def decode(row: Any) -> Heard | None:
         evidence=evidence,
         cut=bool(flags & _CUT),
         probe=probe,
-        waited=waited if waited >= 0.0 else None,
+        waited=waited,
         withdrew=bool(flags & _WITHDREW),
     )
 
@@ -116,35 +123,39 @@ class SharedEvidence:
         if self._loop is not None:
             self._loop.cancel()
             self._loop = None
-        await self._ship()  # the last outcomes, for the processes that go on
+        await self._exchange(read=False)  # the last outcomes, for the processes that go on
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(EVERY)
             try:
-                await self._ship()
-                await self._read()
+                await self._exchange()
             except Exception:  # a bug here must not end the sharing for the rest of the crawl
                 logger.exception("scrapy-gateway: sharing outcomes with the fleet failed")
 
-    async def _ship(self) -> None:
+    async def _exchange(self, *, read: bool = True) -> None:
+        """Append what this process saw and read what the others did: one round trip."""
         outcomes, sent = self.outbox.take()
         fleet = self.fleet
-        if not (outcomes or sent) or not fleet.shared:
+        if not fleet.shared:
             return  # while Redis is lost, what this process saw stays its own
-        fields = {"by": fleet.token, "o": json.dumps([encode(h) for h in outcomes]), "s": json.dumps(sent)}
-        await fleet.call(fleet.client.xadd(self._key, fields, maxlen=_KEPT, approximate=True))
-
-    async def _read(self) -> None:
-        fleet = self.fleet
-        while fleet.shared:
-            found = await fleet.call(fleet.client.xread({self._key: self._seen}, count=_READ))
-            entries = [entry for _stream, batch in found or () for entry in batch]
+        pipe = fleet.client.pipeline(transaction=False)
+        if outcomes or sent:
+            fields = {"by": fleet.token, "o": json.dumps([encode(h) for h in outcomes]), "s": json.dumps(sent)}
+            pipe.xadd(self._key, fields, maxlen=_KEPT, approximate=True)
+        if read:
+            pipe.xread({self._key: self._seen}, count=_READ)
+        while len(pipe):
+            replies = await fleet.call(pipe.execute())
+            if not read or not replies:
+                return
+            entries = [entry for _stream, batch in replies[-1] or () for entry in batch]
             for entry_id, fields in entries:
                 self._seen = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
                 self._hear(self._seen, fields)
-            if len(entries) < _READ:
+            if len(entries) < _READ or not fleet.shared:
                 return
+            pipe.xread({self._key: self._seen}, count=_READ)  # a backlog: read on
 
     def _hear(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
         fleet = self.fleet

@@ -10,7 +10,8 @@ the same sequences of events through both and compares the limits after every st
 
 State: the hash `<prefix>:limit:<slot>` (v: the limit as a real number, hurt, rep, cut: Redis time
 of the last cut, start: in slow start, settled, calm: the limit at the last clean response,
-held: in slow start, the most in flight, fleet-wide, when a request that went well was sent), kept
+held, over: in slow start, the most in flight, fleet-wide, when a request that went well was sent,
+and the fewest when one that failed was), kept
 for ten minutes after it was last used. The user's own limit is the caller's, never stored: a
 process started with another CONCURRENT_REQUESTS_PER_DOMAIN applies it at once.
 """
@@ -32,14 +33,14 @@ local function eff(v)
 end
 
 local function load(key, ceiling, initial)
-  local h = redis.call('HMGET', key, 'v', 'hurt', 'rep', 'cut', 'start', 'settled', 'calm', 'held')
+  local h = redis.call('HMGET', key, 'v', 'hurt', 'rep', 'cut', 'start', 'settled', 'calm', 'held', 'over')
   local s = {ceiling = ceiling}  -- the caller's: a user who changed the limit gets it at once
   if h[1] then
     s.v, s.hurt, s.rep = math.min(tonumber(h[1]), ceiling), tonumber(h[2]), tonumber(h[3])
     s.cut, s.start, s.settled, s.calm = tonumber(h[4]), tonumber(h[5]), tonumber(h[6]), tonumber(h[7])
-    s.held = tonumber(h[8]) or 0
+    s.held, s.over = tonumber(h[8]) or 0, tonumber(h[9]) or 0
   else
-    s.hurt, s.rep, s.cut, s.settled, s.calm, s.held = NEVER, 0, -1, 0, NEVER, 0
+    s.hurt, s.rep, s.cut, s.settled, s.calm, s.held, s.over = NEVER, 0, -1, 0, NEVER, 0, 0
     if initial > 0 and ceiling > initial then
       s.v, s.start = initial, 1
     else
@@ -51,14 +52,20 @@ end
 
 local function save(key, s)
   redis.call('HSET', key, 'v', s.v, 'hurt', s.hurt, 'rep', s.rep, 'cut', s.cut, 'start', s.start,
-    'settled', s.settled, 'calm', s.calm, 'held', s.held)
+    'settled', s.settled, 'calm', s.calm, 'held', s.held, 'over', s.over)
   redis.call('PEXPIRE', key, 600000)
 end
 
 local function recovered(s)
   -- Back at the user's own limit, and nothing remembered (Python forgets the slot).
   s.v, s.start, s.settled, s.hurt, s.rep, s.cut, s.calm = s.ceiling, 0, 0, NEVER, 0, -1, NEVER
-  s.held = 0
+  s.held, s.over = 0, 0
+end
+
+local function failed_at(s, load)
+  if load > s.held and (s.over == 0 or load < s.over) then
+    s.over = load
+  end
 end
 
 local function clean(s, caution, load)
@@ -91,18 +98,19 @@ local function clean(s, caution, load)
   end
 end
 
-local function overload(s, sent_at, now, minimum, beta)
+local function overload(s, sent_at, now, minimum, beta, load)
   if sent_at < s.cut then
     return
   end
   local before = eff(s.v)
   if s.start == 1 then
     s.start = 0
-    if s.held > 0 then
-      s.v = math.max(minimum, math.min(s.held, s.ceiling))
-    else
-      s.v = math.max(minimum, s.v / 2)
+    failed_at(s, load)
+    local estimate = s.v / 2
+    if s.over > 0 then
+      estimate = math.max(estimate, s.over - 1)
     end
+    s.v = math.max(minimum, estimate)
     s.hurt, s.rep = s.v + 1, 0
   elseif before >= eff(s.hurt) then
     s.rep = math.min(s.rep + 1, 4)
@@ -117,8 +125,11 @@ end
 local function doubtful(s, initial, minimum, load)
   -- A status failure not blamed on the origin: in slow start, above the most in flight that went
   -- well (load 0: not known), no room for another request (ConcurrencyControl.doubtful).
-  if s.start == 1 and (load == 0 or load > s.held) then
-    s.v = math.max(initial, minimum, s.v - 1)
+  if s.start == 1 then
+    failed_at(s, load)
+    if load == 0 or load > s.held then
+      s.v = math.max(initial, minimum, s.v - 1)
+    end
   end
 end
 
@@ -157,8 +168,10 @@ return eff(s.v)
 # (0: not known).
 CLEAN = _entry(2, 4, "for _ = 1, tonumber(ARGV[1]) do clean(s, tonumber(ARGV[3]), tonumber(ARGV[5])) end")
 
-# ARGV: sent at (Redis time), ceiling, minimum, beta, initial.
-OVERLOAD = _entry(2, 5, "overload(s, tonumber(ARGV[1]), server_now(), tonumber(ARGV[3]), tonumber(ARGV[4]))")
+# ARGV: sent at (Redis time), ceiling, minimum, beta, initial, in flight when it was sent (0: not known).
+OVERLOAD = _entry(
+    2, 5, "overload(s, tonumber(ARGV[1]), server_now(), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6]))"
+)
 
 # ARGV: ceiling, initial.
 OUTAGE = _entry(1, 2, "outage(s)")

@@ -359,7 +359,7 @@ class GatewayMiddleware:
                 fleet.outage(slot, ceiling)
             elif verdict.overload:
                 sent_at = attempt.sent_at if attempt.sent_at is not None else self.runtime.now()
-                fleet.overloaded(slot, ceiling, sent_at)
+                fleet.overloaded(slot, ceiling, sent_at, _load(request))
             elif verdict.doubtful:
                 fleet.doubtful(slot, ceiling, _load(request))
         elif verdict.new_limit is not None:

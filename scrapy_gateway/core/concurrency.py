@@ -12,7 +12,8 @@
   that a crawl's first burst against an origin that serves one at a time is two requests, not
   the user's 32. A doubtful failure in slow start (a status no one could blame on the origin
   yet, sent with more in flight than any that went well) frees no room (`doubtful`). The first
-  overload ends slow start at the most in flight that went well (or at half the limit).
+  overload ends slow start at half the limit, or just below the fewest in flight with which a
+  request failed, if that is more.
 - Probes (the step into the limit that hurt) are at least PROBE_SPACING / 2 clean responses apart.
 - Proxy-blamed failures never reach this module. An outage is not an overload either: when an
   outage gate opens (gates.py), the cuts made since the last clean response are undone.
@@ -36,6 +37,7 @@ class _Limit:
     starting: bool = False  # in slow start: +1 per clean response until the first overload
     settled: int = 0  # clean responses at the user's limit since slow start reached it
     held: int = 0  # in slow start: the most requests in flight when one that went well was sent
+    over: int = 0  # in slow start: the fewest in flight when one that failed was sent (0: none)
 
 
 _MAX_REPEATS = 4  # probing slows down at most 16-fold beyond `caution`
@@ -92,8 +94,9 @@ class ConcurrencyControl:
         entry = self._limits.get(slot)
         return entry is not None and entry.starting and entry.value > self.initial
 
-    def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float) -> int | None:
-        """An origin-blamed overload error; return the new limit if it changed."""
+    def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float, load: int | None = None) -> int | None:
+        """An origin-blamed overload error; return the new limit if it changed. `load`: as for
+        `clean`."""
         entry = self._limits.get(slot)
         if entry is None:
             entry = self._limits[slot] = _Limit(float(ceiling), ceiling)
@@ -106,10 +109,16 @@ class ConcurrencyControl:
         before = _effective(entry.value)
         if entry.starting:
             # Slow start doubled the limit over the last round trip, so the capacity lies between
-            # half of it and it. The most in flight that went well is a closer estimate, when
-            # known: go back to it (else to the half), and probe just above it cautiously.
+            # half of it and it: go back to the half, and probe just above it cautiously. Unless
+            # the failures say more: one sent with N in flight (more than any that went well)
+            # means a capacity below N, and an origin that fails fast answers the overshoot in
+            # the order it was sent, long before the doubling is over (past 16 it fails the 17th
+            # while the limit is still 18).
             entry.starting = False
-            estimate = float(min(entry.held, entry.ceiling)) if entry.held else entry.value / 2.0
+            self._failed_at(entry, load)
+            estimate = entry.value / 2.0
+            if entry.over:
+                estimate = max(estimate, float(entry.over - 1))
             entry.value = max(float(self.minimum), estimate)
             entry.hurt_at, entry.repeats = entry.value + 1.0, 0
         elif before >= _effective(entry.hurt_at):
@@ -139,12 +148,21 @@ class ConcurrencyControl:
         at a load that has worked costs nothing.
         """
         entry = self._limits.get(slot)
-        if entry is None or not entry.starting or (load is not None and load <= entry.held):
+        if entry is None or not entry.starting:
+            return None
+        self._failed_at(entry, load)
+        if load is not None and load <= entry.held:
             return None
         before = _effective(entry.value)
         entry.value = max(float(self.initial), float(self.minimum), entry.value - 1.0)
         after = _effective(entry.value)
         return after if after != before else None
+
+    @staticmethod
+    def _failed_at(entry: _Limit, load: int | None) -> None:
+        """A failure sent with `load` in flight; one at a load that has gone well says nothing."""
+        if load is not None and load > entry.held and (not entry.over or load < entry.over):
+            entry.over = load
 
     def clean(self, slot: str, load: int | None = None) -> int | None:
         """A clean response on a throttled slot; the new limit if it changed. `load`: the requests

@@ -239,7 +239,7 @@ class Gateway:
             and not gated
         )
         if overload:
-            new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now)
+            new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now, load)
         elif doubtful:
             new_limit = self.concurrency.doubtful(slot, load)
         outage = any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events)

@@ -181,13 +181,14 @@ def test_a_doubtful_failure_above_what_went_well_frees_no_room_in_slow_start():
     assert control.doubtful(S, 3) is None
     assert control.doubtful(S, None) == 4  # unknown load: taken for more
     assert control.clean(S, 4) == 5  # slow start goes on: the next clean response gives it back
-    # The overload that ends slow start: back to the most in flight that went well.
+    # The overload that ends slow start: below the fewest in flight that failed (5), which is
+    # more than half the limit (5 / 2).
     assert control.overloaded(S, 32, sent_at=1.0, now=1.0) == 4
     assert not control.growing(S)
     assert control.doubtful(S, 9) is None  # past slow start: the judge's probing rule decides
 
 
-def test_slow_start_ends_at_what_went_well_not_at_half_of_a_limit_held_back():
+def test_slow_start_ends_below_the_fewest_in_flight_that_failed_not_at_half_the_limit():
     # An origin that fails fast past 16 answers 17 and 18 at once, before the window's other
     # responses arrive: halving the limit reached (18) would take it to 9.
     control = ConcurrencyControl(1, 0.7, initial=2)

@@ -134,3 +134,23 @@ def test_the_outbox_is_bounded():
         outbox.add(Heard(None, f"d{i}"))
     assert len(outbox.outcomes) <= Outbox.LIMIT
     assert outbox.outcomes[-1].domain == f"d{Outbox.LIMIT}"
+
+
+def test_the_stream_rows_round_trip_and_garbage_is_none():
+    from scrapy_gateway.fleet_evidence import decode, encode
+
+    fault = Fault("http_503", Blame.ORIGIN, throttles=True, retry_after=2.0)
+    rows = [
+        Heard("http://10.0.0.1:8080", D, latency=0.25),
+        Heard(None, D),
+        Heard(
+            "http://10.0.0.2:8080", D, fault=fault, evidence=Blame.UNKNOWN, cut=True, probe=D, waited=1.5, withdrew=True
+        ),
+    ]
+    for heard in rows:
+        assert decode(encode(heard)) == heard
+    for garbage in (None, [], ["p", D], ["p", D, "x"], ["p", D, -1, "k", "zz", "un", 0, -1, "", -1], 7):
+        assert decode(garbage) is None
+    # Durations no download could take are dropped, never a poisoned latency estimate.
+    for seconds in (float("inf"), float("nan"), 1e9):
+        assert decode(["p", D, seconds]) == Heard("p", D)

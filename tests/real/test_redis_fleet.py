@@ -209,8 +209,9 @@ def test_the_fleets_limit_follows_the_same_aimd_as_one_process(servers: Servers,
             # sent after the last cut (it cuts), or before it (it does not): Redis's clock decides
             # the Lua side, so a stale one is sent at 0.
             stale = rng.random() < 0.3
-            expected = control.overloaded(slot, ceiling, sent_at=0.0 if stale else 1e12, now=float(step))
-            got = overload(keys=[key], args=[0.0 if stale else 1e12, ceiling, 1, 0.7, 2])
+            load = rng.randint(0, ceiling + 2)
+            expected = control.overloaded(slot, ceiling, 0.0 if stale else 1e12, float(step), load or None)
+            got = overload(keys=[key], args=[0.0 if stale else 1e12, ceiling, 1, 0.7, 2, load])
         else:
             load = rng.randint(0, ceiling)
             expected = control.clean(slot, load or None)
@@ -232,7 +233,7 @@ def test_the_users_limit_is_each_callers_own(servers: Servers) -> None:
     grown = [int(clean(keys=["test-ceiling"], args=[1, 32, 32.0, 2, 0])) for _ in range(200)]
     assert max(grown) > 8
     assert int(clean(keys=["test-ceiling"], args=[1, 4, 32.0, 2, 0])) == 4
-    assert int(overload(keys=["test-ceiling"], args=[1e12, 4, 1, 0.7, 2])) == 3  # 4 * 0.7, rounded
+    assert int(overload(keys=["test-ceiling"], args=[1e12, 4, 1, 0.7, 2, 0])) == 3  # 4 * 0.7, rounded
     client.close()
 
 
