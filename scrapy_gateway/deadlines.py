@@ -164,9 +164,14 @@ class WatchedHandlers:
             return await self._download(request)
         slot, limit = self._slot_of(request)
         lease = await fleet.acquire(slot, limit)
-        load = fleet.load(slot)
-        if load is not None:
-            request.meta[m.LOAD] = load  # the fleet's in flight, not this process's
+        if lease is not None:
+            # The fleet's in flight, not this process's; a lease passed on here knows no fresh
+            # count. (Without a lease, Redis is lost: this process's own count stands.)
+            load = fleet.load_of(lease)
+            if load is not None:
+                request.meta[m.LOAD] = load
+            else:
+                request.meta.pop(m.LOAD, None)
         try:
             return await self._download(request)
         finally:

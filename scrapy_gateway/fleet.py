@@ -136,7 +136,7 @@ class FleetLeases:
         self._lease_epochs: dict[str, int] = {}  # lease -> its slot's epoch when granted
         self._flush_timer: asyncio.TimerHandle | None = None
         self._limits: dict[str, int] = {}  # slot -> the fleet's limit, as Redis last said
-        self._loads: dict[str, int] = {}  # slot -> leases held fleet-wide, as Redis last said
+        self._grant_loads: dict[str, int] = {}  # lease -> leases held fleet-wide when granted (until read)
         # slot -> (clean responses not reported, ceiling, the most in flight when one was sent)
         self._cleans: dict[str, tuple[int, int, int]] = {}
         self._orphans: dict[str, list[str]] = {}  # slot -> leases given back while Redis was lost
@@ -193,10 +193,11 @@ class FleetLeases:
         """The fleet's limit of `slot`, as Redis last said (None: not known, or Redis lost)."""
         return self._limits.get(slot) if self.shared else None
 
-    def load(self, slot: str) -> int | None:
-        """The fleet's in-flight count on `slot` as Redis last said, when it granted a lease there
-        (None: not known, or Redis lost). A lease passed on within this process does not ask."""
-        return self._loads.get(slot) if self.shared else None
+    def load_of(self, lease: str | None) -> int | None:
+        """The fleet's in-flight count on the lease's slot when Redis granted it, this lease
+        included, for the first download it carries (None for the next ones: a lease passed on
+        within this process does not ask Redis, so nothing fresh is known)."""
+        return None if lease is None else self._grant_loads.pop(lease, None)
 
     def _limit_key(self, slot: str) -> str:
         return f"{self.prefix}:limit:{slot}"
@@ -298,8 +299,8 @@ class FleetLeases:
                 raise
             self._offset = int(now_ms) / 1000.0 - self.clock()
             self._learn(slot, int(limit))
-            self._loads[slot] = int(held)
             if granted:
+                self._grant_loads[lease] = int(held)
                 self._held.setdefault(slot, set()).add(lease)
                 self._lease_epochs[lease] = self._epochs.get(slot, 0)
                 return lease
@@ -325,12 +326,13 @@ class FleetLeases:
             return
         control = self.control
         args = [sent_at + self._offset, ceiling, control.minimum, control.beta, control.initial, load or 0]
+        args += self._pending_cleans(slot)
         self._spawn(self._limit_call(slot, self._overload(keys=[self._limit_key(slot)], args=args)))
 
     def doubtful(self, slot: str, ceiling: int, load: int | None) -> None:
         """A status failure not blamed on the origin (ConcurrencyControl.doubtful), at once."""
         if self.shared:
-            args = [ceiling, self.control.initial, self.control.minimum, load or 0]
+            args = [ceiling, self.control.initial, self.control.minimum, load or 0, *self._pending_cleans(slot)]
             self._spawn(self._limit_call(slot, self._doubtful(keys=[self._limit_key(slot)], args=args)))
 
     def outage(self, slot: str, ceiling: int) -> None:
@@ -338,6 +340,12 @@ class FleetLeases:
         if self.shared:
             args = [ceiling, self.control.initial]
             self._spawn(self._limit_call(slot, self._outage(keys=[self._limit_key(slot)], args=args)))
+
+    def _pending_cleans(self, slot: str) -> list[float]:
+        """The slot's clean responses not reported yet, taken along by a script that must come
+        after them (count, caution, the most in flight when one was sent)."""
+        count, _ceiling, most = self._cleans.pop(slot, (0, 0, 0))
+        return [count, self.control.caution, most]
 
     async def _limit_call(self, slot: str, command: Any) -> None:
         limit = await self._call(command)

@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("scrapy_gateway")
 
 EVERY = 0.05  # seconds between exchanges of outcomes (one round trip each)
-_KEPT = 5_000  # stream entries Redis keeps (approximately): a minute of a fleet of four
+_KEPT = 5_000  # stream entries Redis keeps (approximately): 20 per second per process
 _STALE = 5.0  # seconds after which an entry is no news any more
-_HISTORY = 2.0  # seconds of the fleet's outcomes a starting process takes in (as if seen now)
+_HISTORY = 2.0  # seconds of the fleet's successes a starting process takes in (as if seen now)
+_FRESH = 0.5  # seconds: older failures are skipped (they would count as seen now)
 _READ = 200  # entries per read
 _LONGEST = 86_400.0  # seconds: a latency, wait or Retry-After past this is garbage, not news
 
@@ -74,6 +75,8 @@ def _seconds(value: Any) -> float | None:
 
 def decode(row: Any) -> Heard | None:
     """The outcome of `encode`, or None when the row is not one (another version, or garbage)."""
+    if not isinstance(row, list):
+        return None
     try:
         proxy, domain, latency = str(row[0]) or None, str(row[1]), _seconds(row[2])
         if len(row) == 3:
@@ -102,7 +105,8 @@ class SharedEvidence:
         self.core = core
         self.rng = rng
         self.outbox = Outbox()
-        self.on_events: Callable[[list[Event]], None] | None = None  # what hearing changed here
+        # Called with (domain, events) when an outcome heard about the domain changed something here.
+        self.on_events: Callable[[str, list[Event]], None] | None = None
         self._seen = "0-0"
         self._loop: asyncio.Task[None] | None = None
 
@@ -162,23 +166,27 @@ class SharedEvidence:
         try:
             if fields[b"by"].decode() == fleet.token:
                 return
-            if fleet.redis_now() - int(entry_id.split("-", 1)[0]) / 1000.0 > _STALE:
+            age = max(0.0, fleet.redis_now() - int(entry_id.split("-", 1)[0]) / 1000.0)
+            if age > _STALE:
                 return
             rows, sent = json.loads(fields[b"o"]), json.loads(fields[b"s"])
             if not isinstance(rows, list) or not isinstance(sent, dict):
                 return
-        except (KeyError, ValueError, UnicodeDecodeError):
+        except (KeyError, ValueError, UnicodeDecodeError, RecursionError):
             return
-        core, now, events = self.core, fleet.clock(), []
+        core, now = self.core, fleet.clock()
         for domain, count in sent.items():
             if isinstance(domain, str) and isinstance(count, int) and count > 0:
                 core.heard_sent(domain, count, now)
         heard = 0
         for row in rows:
             outcome = decode(row)
-            if outcome is not None:
-                events += core.hear(outcome, now, self.rng)
-                heard += 1
+            # Failures are taken in as seen now: old ones would crowd the judge's and the gates'
+            # windows into one moment (a joining process's history keeps its successes only).
+            if outcome is None or (outcome.fault is not None and age > _FRESH):
+                continue
+            events = core.hear(outcome, now, self.rng, at=now - age)
+            heard += 1
+            if events and self.on_events is not None:
+                self.on_events(outcome.domain, events)
         fleet.stats.inc_value(keys.FLEET_HEARD, heard)
-        if events and self.on_events is not None:
-            self.on_events(events)

@@ -110,7 +110,7 @@ local function overload(s, sent_at, now, minimum, beta, load)
     if s.over > 0 then
       estimate = math.max(estimate, s.over - 1)
     end
-    s.v = math.max(minimum, estimate)
+    s.v = math.max(minimum, math.min(s.v, estimate))
     s.hurt, s.rep = s.v + 1, 0
   elseif before >= eff(s.hurt) then
     s.rep = math.min(s.rep + 1, 4)
@@ -168,16 +168,29 @@ return eff(s.v)
 # (0: not known).
 CLEAN = _entry(2, 4, "for _ = 1, tonumber(ARGV[1]) do clean(s, tonumber(ARGV[3]), tonumber(ARGV[5])) end")
 
-# ARGV: sent at (Redis time), ceiling, minimum, beta, initial, in flight when it was sent (0: not known).
+
+# Clean responses not reported yet go first (ARGV from `first`: their count, caution, the most in
+# flight when one was sent), so that Redis sees the events in the order they happened.
+def _cleans_first(first: int) -> str:
+    caution, most = f"tonumber(ARGV[{first + 1}])", f"tonumber(ARGV[{first + 2}])"
+    return f"for _ = 1, tonumber(ARGV[{first}]) do clean(s, {caution}, {most}) end\n"
+
+
+# ARGV: sent at (Redis time), ceiling, minimum, beta, initial, in flight when it was sent (0: not
+# known), then the pending clean responses (see _cleans_first).
 OVERLOAD = _entry(
-    2, 5, "overload(s, tonumber(ARGV[1]), server_now(), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6]))"
+    2,
+    5,
+    _cleans_first(7)
+    + "overload(s, tonumber(ARGV[1]), server_now(), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6]))",
 )
 
 # ARGV: ceiling, initial.
 OUTAGE = _entry(1, 2, "outage(s)")
 
-# ARGV: ceiling, initial, minimum, in flight when it was sent (0: not known).
-DOUBTFUL = _entry(1, 2, "doubtful(s, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))")
+# ARGV: ceiling, initial, minimum, in flight when it was sent (0: not known), then the pending
+# clean responses (see _cleans_first).
+DOUBTFUL = _entry(1, 2, _cleans_first(5) + "doubtful(s, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))")
 
 # KEYS[2]: the slot's limit (read; created if new; kept while leased): `limit` for fleet.py's
 # lease script.

@@ -29,7 +29,7 @@ from scrapy_gateway import stats as keys
 from scrapy_gateway.compat import engine_of
 from scrapy_gateway.config import ConfigError
 from scrapy_gateway.core.attempt import Attempt
-from scrapy_gateway.core.events import Ejected, Event, GateClosed, PairEjected, Retired
+from scrapy_gateway.core.events import Ejected, Event, GateClosed, GateOpened, PairEjected, Retired
 from scrapy_gateway.core.faults import Fault, TransportError, classify_status, classify_transport
 from scrapy_gateway.core.gates import PROVIDER, Hold
 from scrapy_gateway.core.gateway import Verdict
@@ -79,7 +79,7 @@ class GatewayMiddleware:
             runtime.fleet.on_limit = self._fleet_limit
             runtime.fleet.on_proxy_news = self._fleet_proxy_news
         if runtime.evidence is not None:
-            runtime.evidence.on_events = self._events  # what the others' outcomes changed here
+            runtime.evidence.on_events = self._heard_events  # what the others' outcomes changed here
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -201,6 +201,14 @@ class GatewayMiddleware:
         for event in events:
             if isinstance(event, GateClosed):
                 self.room.release(event.scope)
+
+    def _heard_events(self, domain: str, events: list[Event]) -> None:
+        """What another process's outcome about `domain` changed here; an outage gate it opened
+        undoes the cuts of the domain's slot since it last worked, in the fleet's limit too."""
+        self._events(events)
+        fleet = self.runtime.fleet
+        if fleet is not None and any(isinstance(e, GateOpened) and e.scope in (domain, PROVIDER) for e in events):
+            fleet.outage(domain, self.config.ceiling(domain))
 
     def _share_news(self, events: tuple[Event, ...]) -> None:
         """With a Redis state, the proxies and pairs this process took out are out for the fleet."""

@@ -57,6 +57,8 @@ class OriginCounters:
     overload: int = 0
     early: int = 0
     proxy_authorization_seen: int = 0
+    # Connections cut by stop(): a response counted in `statuses` may have been lost with one.
+    aborted: int = 0
 
 
 class _DebugOnly(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -185,6 +187,7 @@ class Origin:
         for conn in self._runner.server.connections:
             if conn.transport is not None:
                 conn.transport.abort()
+                self.counters.aborted += 1
         tasks = list(self._handling)
         for task in tasks:
             task.cancel()
@@ -210,6 +213,7 @@ class Origin:
             "overload": c.overload,
             "early": c.early,
             "proxy_authorization_seen": c.proxy_authorization_seen,
+            "aborted": c.aborted,
             "first_request_at": self._first_request_at,  # time.monotonic(); fail_for_seconds counts from it
         }
 

@@ -88,6 +88,11 @@ class ConcurrencyControl:
         entry = self._limits.get(slot)
         return entry is not None and _effective(entry.value) >= _effective(entry.hurt_at)
 
+    def starting(self, slot: str) -> bool:
+        """The slot is in slow start."""
+        entry = self._limits.get(slot)
+        return entry is not None and entry.starting
+
     def growing(self, slot: str) -> bool:
         """The slot is in slow start, above its first limit: each round trip doubles it, so the
         capacity may be anywhere below it."""
@@ -119,7 +124,7 @@ class ConcurrencyControl:
             estimate = entry.value / 2.0
             if entry.over:
                 estimate = max(estimate, float(entry.over - 1))
-            entry.value = max(float(self.minimum), estimate)
+            entry.value = max(float(self.minimum), min(entry.value, estimate))  # an end, never a raise
             entry.hurt_at, entry.repeats = entry.value + 1.0, 0
         elif before >= _effective(entry.hurt_at):
             # Hurt again at (or above) the lowest limit known to hurt: the capacity is just below

@@ -194,12 +194,16 @@ class OutageGates:
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def success(self, keys: tuple[str, ...], now: float) -> list[GateClosed]:
+    def success(self, keys: tuple[str, ...], now: float, *, opened_before: float | None = None) -> list[GateClosed]:
+        """`opened_before`: only gates opened before then close (a success another process saw a
+        moment ago says nothing of a gate opened here since)."""
         events: list[GateClosed] = []
         for key in keys:
             scope = self._scopes.get(key)  # no LRU bump: the hot path of every good response
             if scope is None:
                 scope = self._scope(key, now)
+            elif opened_before is not None and scope.opened_at is not None and scope.opened_at > opened_before:
+                continue
             scope.last_success = now
             if scope.failures or scope.paths or scope.worked_paths:
                 scope.failures = 0

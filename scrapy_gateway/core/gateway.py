@@ -65,7 +65,7 @@ class Verdict:
     new_limit: int | None = None  # the domain's new concurrency limit, if it changed
     overload: bool = False  # an origin-blamed overload (what a fleet's shared limit learns from)
     outage: bool = False  # an outage gate opened on the slot: its cuts since it last worked are undone
-    doubtful: bool = False  # a status failure not blamed on the origin: slow start stops doubling
+    doubtful: bool = False  # in slow start, a status failure not blamed on the origin: it frees no room
     spent: bool = False  # the retry took a token of the domain's retry budget
     events: tuple[Event, ...] = ()
     next_attempt: Attempt | None = None  # the retry's attempt record, when `retry`
@@ -229,14 +229,15 @@ class Gateway:
         # none has succeeded: an origin past its capacity from the first request answers every
         # request but one with a fast error, and each error would otherwise make room for the next.
         overload = fault.throttles and fault.blame is Blame.ORIGIN and fault.retry_after is None and not gated
-        # A failure with a status that history did not blame on the origin may still be an
-        # overload through a path not proven yet: in slow start it stops the doubling (doubtful).
+        # A failure with a status that history did not blame on the origin may still be slow
+        # start's overshoot through a path not proven yet: it frees no room (doubtful).
         doubtful = (
             fault.throttles
             and not fault.transport
             and fault.blame in (Blame.PAIR, Blame.UNKNOWN)
             and fault.retry_after is None
             and not gated
+            and self.concurrency.starting(slot)
         )
         if overload:
             new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now, load)
@@ -318,13 +319,19 @@ class Gateway:
             )
         return verdict
 
-    def hear(self, heard: Heard, now: float, rng: random.Random) -> list[Event]:
+    def hear(self, heard: Heard, now: float, rng: random.Random, at: float | None = None) -> list[Event]:
         """An outcome another process of the fleet saw (heard.py): learn it as if seen here, except
-        for the decisions that stay with that process (its retry, its ejections)."""
+        for the decisions that stay with that process (its retry, its ejections). `at`: when it
+        was seen (this process's clock): a success from before a gate opened here does not close
+        it. An outage gate it opens undoes the domain's cuts, as one opened here would."""
         proxy, domain = heard.proxy, heard.domain
+        if proxy is not None and proxy not in self.pool.records:
+            return []  # another pool's proxy (a fleet prefix shared by mistake): no evidence here
         fault = heard.fault
+        scopes = self._scopes(domain, proxy is not None)
         if fault is None:
-            events: list[Event] = list(self.gates.success(self._scopes(domain, proxy is not None), now))
+            since = now if at is None else at
+            events: list[Event] = list(self.gates.success(scopes, now, opened_before=since))
             seen = self.latencies.observe(domain, heard.latency, now) if heard.latency is not None else None
             if proxy is not None:
                 events += self.pool.heard(proxy, domain, now, heard.latency, None)
@@ -340,6 +347,8 @@ class Gateway:
         if heard.probe is not None:
             self.gates.probe_heard(heard.probe, now, rng)
         events = self._gate_evidence(fault, heard.evidence, proxy, domain, now, rng, cut=heard.cut)
+        if any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events):
+            self.concurrency.outage(domain)
         if proxy is not None and not self.gates.is_open(PROVIDER):
             events += self.pool.heard(proxy, domain, now, None, fault)
         if heard.withdrew:
@@ -348,7 +357,7 @@ class Gateway:
 
     def heard_sent(self, domain: str, first_attempts: int, now: float) -> None:
         """Another process sent this many first attempts to the domain: the budget's deposits."""
-        self.budget.deposit(domain, now, first_attempts)
+        self.budget.deposit(domain, now, min(first_attempts, 100_000))
 
     def _round_trip(self, domain: str) -> float | None:
         """The domain's round-trip timeout, else the pool's (what other domains have shown)."""

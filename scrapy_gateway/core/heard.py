@@ -3,10 +3,11 @@
 Each process judges its own downloads (blame.py), and keeps its own pool, judge, latencies, budget
 and gates. With a shared state (fleet_evidence.py), every outcome it sees is also written to the
 fleet, and every process takes in the others' outcomes with `Gateway.hear`: the same history,
-scores, latency estimates, outage evidence and budget spending, as if it had seen them itself, up
-to the ~50 ms they take to arrive. What stays with the process that saw the outcome is its
-decision: retries, and ejections (those reach the others as proxy news, for what is left of their
-cooldown: ProxyPool.learned), so that one failure is never counted twice.
+scores, latency estimates, outage evidence and budget spending, as if it had seen them itself
+when they arrive (about 50 ms later; fleet_evidence.py skips failures older than half a second,
+and a joining process takes in the last 2 s of successes). What stays with the process that saw
+the outcome is its decision: retries, and ejections (those reach the others as proxy news, for
+what is left of their cooldown: ProxyPool.learned), so that one failure is never counted twice.
 """
 
 from __future__ import annotations

@@ -240,3 +240,15 @@ def test_an_outage_undoes_the_cuts_since_the_last_clean_response():
     control.overloaded(S, 8, sent_at=4.0, now=5.0)
     assert control.limit(S) < calm
     assert control.outage(S) == calm
+
+
+def test_the_end_of_slow_start_never_raises_the_limit():
+    control = ConcurrencyControl(1, 0.7, initial=2)
+    control.begin(S, 32)
+    for load in range(1, 9):
+        control.clean(S, load)  # 10, held 8
+    for _ in range(6):
+        control.doubtful(S, 20)  # held back to 4 by failures sent with 20 in flight
+    assert control.limit(S) == 4
+    assert control.overloaded(S, 32, sent_at=1.0, now=1.0) is None  # 19 would be a raise: stays 4
+    assert control.limit(S) == 4

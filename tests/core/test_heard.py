@@ -154,3 +154,42 @@ def test_the_stream_rows_round_trip_and_garbage_is_none():
     # Durations no download could take are dropped, never a poisoned latency estimate.
     for seconds in (float("inf"), float("nan"), 1e9):
         assert decode(["p", D, seconds]) == Heard("p", D)
+
+
+def test_a_proxy_outside_the_pool_teaches_nothing():
+    gateway = Gateway(proxies(3), Policy())
+    assert gateway.hear(Heard("http://10.9.9.9:8080", D, latency=0.05), 1.0, RNG) == []
+    assert gateway.latencies.get(D) is None and not gateway.judge.worked("http://10.9.9.9:8080", D, 1.0)
+
+
+def test_a_success_seen_before_the_gate_opened_here_does_not_close_it():
+    gateway = Gateway(proxies(10), Policy())
+    paths = keys(10)
+    for i in range(12):
+        gateway.hear(Heard(paths[i % 4], D, fault=PLAIN_502, evidence=Blame.UNKNOWN), 1.0 + i * 0.5, RNG)
+    opened_at = gateway.gates._scopes[D].opened_at
+    assert opened_at is not None
+    late = Heard(paths[5], D, latency=0.05)
+    assert gateway.hear(late, opened_at + 0.05, RNG, at=opened_at - 0.01) == []  # seen before: old news
+    assert gateway.gates.is_open(D)
+    assert [type(e) for e in gateway.hear(late, opened_at + 0.1, RNG, at=opened_at + 0.06)] == [GateClosed]
+
+
+def test_a_gate_the_fleet_opened_undoes_the_cuts_here():
+    gateway = Gateway(proxies(10), Policy())
+    paths = keys(10)
+    gateway.concurrency.overloaded(D, 16, sent_at=0.0, now=0.5)  # cut to 11 before the outage
+    gateway.concurrency.clean(D)
+    calm = gateway.concurrency.limit(D)
+    gateway.concurrency.overloaded(D, 16, sent_at=0.9, now=0.9)
+    assert gateway.concurrency.limit(D) < calm
+    for i in range(12):
+        gateway.hear(Heard(paths[i % 4], D, fault=PLAIN_502, evidence=Blame.UNKNOWN), 1.0 + i * 0.5, RNG)
+    assert gateway.gates.is_open(D)
+    assert gateway.concurrency.limit(D) == calm  # the outage's cuts are undone, as for one seen here
+
+
+def test_rows_must_be_lists():
+    from scrapy_gateway.fleet_evidence import decode
+
+    assert decode("ab1") is None and decode(("p", D, 0.1)) is None

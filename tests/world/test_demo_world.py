@@ -306,6 +306,25 @@ def test_down_toggle_and_socket_stop_start(world: World) -> None:
     assert fetch(o.url("/"), proxy.url)[0] == 200
 
 
+def test_stop_counts_the_connections_it_cuts(world: World) -> None:
+    # A crash may take an answer the origin has already counted with it: `aborted` says how many
+    # connections it cut (tests/real/test_nginx.py allows for that many answers served twice).
+    o = world.add_origin("o", OriginSpec(service_time=5.0))
+    world.start()
+    held = socket.create_connection((o.host, o.port), timeout=5)
+    held.sendall(f"GET /slow HTTP/1.1\r\nHost: {o.netloc}\r\n\r\n".encode())
+    wait_until(lambda: world.snapshot()["origins"]["o"]["in_flight"] == 1, "the request is being served")
+    assert world.snapshot()["origins"]["o"]["aborted"] == 0
+    o.stop()
+    assert world.snapshot()["origins"]["o"]["aborted"] == 1
+    try:
+        answer = held.recv(1024)
+    except ConnectionResetError:  # an abort may reset the connection rather than close it
+        answer = b""
+    assert answer == b""  # cut, not answered
+    held.close()
+
+
 def raw_exchange(port: int, payload: bytes, host: str = "127.0.0.1") -> bytes:
     """Send raw bytes, read until the peer closes (or goes quiet for a second)."""
     with socket.create_connection((host, port), timeout=1) as sock:
