@@ -99,6 +99,7 @@ _MAX_WAIT = 0.02
 _SPARE_FOR = 0.01  # seconds a finished download's lease waits for this process's next download
 _REUSES = 32  # downloads one lease carries before it goes back to the fleet (others get a turn)
 _REJOIN_EVERY = 1.0  # seconds between tries to reach a lost Redis
+_MAX_SLOTS = 10_000  # slots whose fleet limit and cut count are kept (GATEWAY_MAX_TRACKED_DOMAINS' default)
 SOCKET_TIMEOUT = 1.0  # seconds a Redis command may take before Redis counts as lost
 
 
@@ -355,15 +356,25 @@ class FleetLeases:
     def _learn(self, slot: str, limit: int) -> None:
         known = self._limits.get(slot)
         if known != limit:
-            self._limits[slot] = limit
+            self._keep(self._limits, slot, limit)
             if known is not None and limit < known:
                 self._new_epoch(slot)
             if self.on_limit is not None:
                 self.on_limit(slot, limit)
 
+    def _keep(self, table: dict[str, int], slot: str, value: int) -> None:
+        """Set a per-slot value, most recent last; a broad crawl's oldest slots are forgotten
+        (their limit is asked again with the next lease), never one holding leases here."""
+        table.pop(slot, None)
+        table[slot] = value
+        if len(table) > _MAX_SLOTS:
+            for old in list(table)[: len(table) - _MAX_SLOTS + 64]:
+                if old not in self._held:
+                    del table[old]
+
     def _new_epoch(self, slot: str) -> None:
         """The leases held on `slot` may no longer be passed on (a cut, or Redis lost them)."""
-        self._epochs[slot] = self._epochs.get(slot, 0) + 1
+        self._keep(self._epochs, slot, self._epochs.get(slot, 0) + 1)
         spare = self._spare.pop(slot, None)
         if spare:
             self._give_back(slot, [lease for lease, _since in spare])

@@ -463,3 +463,19 @@ def test_outcomes_reach_the_other_processes_and_garbage_is_skipped(servers: Serv
     # The failure raised the proxy's score; its ejection stays with the process that saw it.
     assert refused.score > 0.0 and refused.state is State.ACTIVE
     assert changes == []
+
+
+def test_a_broad_crawl_keeps_the_limits_of_a_bounded_number_of_slots() -> None:
+    # No Redis needed: what the process remembers per slot stays bounded, and a slot whose leases
+    # it holds is never forgotten (its cut count decides whether they may be passed on).
+    stats = MemoryStatsCollector(get_crawler())
+    fleet = FleetLeases("redis://127.0.0.1:1/0", "test-bounded", 1.0, stats, time.monotonic, _control())
+    fleet._held["busy"] = {"lease"}
+    fleet._learn("busy", 8)
+    fleet._learn("busy", 4)  # a cut: a new epoch
+    for i in range(12_000):
+        fleet._learn(f"slot{i}", 8)
+        fleet._learn(f"slot{i}", 4)
+    assert len(fleet._limits) <= 10_000 and len(fleet._epochs) <= 10_000
+    assert fleet._limits["busy"] == 4 and fleet._epochs["busy"] == 1
+    assert "slot11999" in fleet._limits and "slot0" not in fleet._limits
