@@ -29,10 +29,10 @@ from scrapy_gateway import stats as keys
 from scrapy_gateway.compat import engine_of
 from scrapy_gateway.config import ConfigError
 from scrapy_gateway.core.attempt import Attempt
-from scrapy_gateway.core.events import Ejected, Event, GateClosed, GateOpened, PairEjected, Retired
+from scrapy_gateway.core.events import Ejected, Event, GateClosed, PairEjected, Retired
 from scrapy_gateway.core.faults import Fault, TransportError, classify_status, classify_transport
 from scrapy_gateway.core.gates import PROVIDER, Hold
-from scrapy_gateway.core.gateway import Verdict
+from scrapy_gateway.core.gateway import Verdict, opens_outage
 from scrapy_gateway.core.pool import Exhausted, Pick, Wait
 from scrapy_gateway.core.proxies import ProxyListError, parse_proxy
 from scrapy_gateway.errors import NoProxyAvailable
@@ -207,7 +207,7 @@ class GatewayMiddleware:
         undoes the cuts of the domain's slot since it last worked, in the fleet's limit too."""
         self._events(events)
         fleet = self.runtime.fleet
-        if fleet is not None and any(isinstance(e, GateOpened) and e.scope in (domain, PROVIDER) for e in events):
+        if fleet is not None and opens_outage(events, domain):
             fleet.outage(domain, self.config.ceiling(domain))
 
     def _share_news(self, events: tuple[Event, ...]) -> None:

@@ -96,8 +96,7 @@ class ConcurrencyControl:
     def growing(self, slot: str) -> bool:
         """The slot is in slow start, above its first limit: each round trip doubles it, so the
         capacity may be anywhere below it."""
-        entry = self._limits.get(slot)
-        return entry is not None and entry.starting and entry.value > self.initial
+        return self.starting(slot) and self._limits[slot].value > self.initial
 
     def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float, load: int | None = None) -> int | None:
         """An origin-blamed overload error; return the new limit if it changed. `load`: as for

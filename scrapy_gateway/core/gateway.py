@@ -32,6 +32,11 @@ DIRECT = "direct"  # how the judge names the path of a request sent without a pr
 OVERLOAD_BACKOFF_SCALE = 0.1
 
 
+def opens_outage(events: Collection[Event], domain: str) -> bool:
+    """A gate opened on the domain, or on the whole pool: the domain's cuts were the outage's."""
+    return any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events)
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """Every tunable of the core, with the defaults the README documents."""
@@ -243,7 +248,7 @@ class Gateway:
             new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now, load)
         elif doubtful:
             new_limit = self.concurrency.doubtful(slot, load)
-        outage = any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events)
+        outage = opens_outage(events, domain)
         if outage:
             new_limit = self.concurrency.outage(slot) or new_limit
         base = Verdict(
@@ -347,7 +352,7 @@ class Gateway:
         if heard.probe is not None:
             self.gates.probe_heard(heard.probe, now, rng)
         events = self._gate_evidence(fault, heard.evidence, proxy, domain, now, rng, cut=heard.cut)
-        if any(isinstance(event, GateOpened) and event.scope in (domain, PROVIDER) for event in events):
+        if opens_outage(events, domain):
             self.concurrency.outage(domain)
         if proxy is not None and not self.gates.is_open(PROVIDER):
             events += self.pool.heard(proxy, domain, now, None, fault)

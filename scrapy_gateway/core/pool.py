@@ -322,9 +322,7 @@ class ProxyPool:
         record, pair = found
         record.successes += 1
         if latency is not None:
-            self.latency.observe(latency, now)
-            record.health.latency.observe(latency, now)
-            pair.latency.observe(latency, now)
+            self._observe(record, pair, latency, now)
             if domain not in self._last:
                 self._remember(domain, record)  # the domain's first good path: the one to beat
         events: list[Event] = []
@@ -333,6 +331,12 @@ class ProxyPool:
         if pair.succeed(self.rules, now):
             events.append(PairReadmitted(proxy_key, domain))
         return events
+
+    def _observe(self, record: ProxyRecord, pair: Health, latency: float, now: float) -> None:
+        """A good download's latency: the pool's, the proxy's and the pair's estimates learn it."""
+        self.latency.observe(latency, now)
+        record.health.latency.observe(latency, now)
+        pair.latency.observe(latency, now)
 
     def waited(self, proxy_key: str, domain: str, took: float, now: float) -> None:
         """An attempt through this proxy got no answer in `took` seconds: it takes at least that."""
@@ -397,9 +401,7 @@ class ProxyPool:
         health, pair = record.health, self.pair(proxy_key, domain)
         if fault is None:
             if latency is not None:
-                self.latency.observe(latency, now)
-                health.latency.observe(latency, now)
-                pair.latency.observe(latency, now)
+                self._observe(record, pair, latency, now)
             events: list[Event] = []
             if health.state is State.ACTIVE and health.succeed(self.rules, now):
                 events.append(Readmitted(proxy_key))
