@@ -48,6 +48,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("scrapy_gateway")
 
+
+def cancellations() -> int:
+    """How many cancellations the running task has been asked for and not withdrawn (0 before
+    Python 3.11, which does not count them).
+
+    A Redis call can return normally although its task was cancelled: redis-py waits for its
+    writes with asyncio.wait_for, which in Python 3.11 drops a cancellation that arrives as the
+    write completes. A lease request looping on a full slot would then never end, and neither
+    would the download waiting for it. So every call here compares the count before and after,
+    and raises the cancellation itself.
+    """
+    task = asyncio.current_task()
+    counted = getattr(task, "cancelling", None)
+    return int(counted()) if counted is not None else 0
+
+
 # Redis's own clock (the fleet's machines may disagree), and the expired leases of KEYS[1] dropped.
 _EXPIRE = """
 local t = redis.call('TIME')
@@ -287,10 +303,13 @@ class FleetLeases:
                 self.stats.inc_value(keys.FLEET_UNLEASED)
                 return None
             args = [lease, ceiling, self.ttl, self.control.initial]
+            cancels = cancellations()
             try:
                 granted, limit, now_ms, held = await self._acquire(
                     keys=[self._key(slot), self._limit_key(slot)], args=args
                 )
+                if cancellations() > cancels:
+                    raise asyncio.CancelledError  # one that redis-py swallowed (see cancellations)
             except self._errors as exc:
                 self._lose(exc)
                 continue
@@ -499,11 +518,15 @@ class FleetLeases:
     # -- faults ----------------------------------------------------------------------------
 
     async def _call(self, command: Any) -> Any:
+        cancels = cancellations()
         try:
-            return await command
+            result = await command
         except self._errors as exc:
             self._lose(exc)
-            return None
+            result = None
+        if cancellations() > cancels:
+            raise asyncio.CancelledError  # one that redis-py swallowed (see cancellations)
+        return result
 
     def _lose(self, exc: BaseException) -> None:
         if self._lost_since is not None:
