@@ -217,7 +217,8 @@ BOILERPLATE = (
 
 def _fair(password: str, user: str, extra: str = "") -> bool:
     """The password can only be 'found' if it is not also part of the non-secret text."""
-    visible = f"http https socks5 {user} {HOST} 8080 99999 ***{extra} {BOILERPLATE}"
+    # The masked URL's own shape too: a password of ":***" is "shown" by http://user:***@host.
+    visible = f"http https socks5 http://{user}:***@{HOST}:8080 99999 ***{extra} {BOILERPLATE}"
     return len(password) >= 4 and password not in visible
 
 
