@@ -8,6 +8,7 @@ per-domain ceilings 4, 8, 16, 32 against origin capacities 1, 4, 16 for overload
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from benchmarks.scenarios import (
     Window,
     add_pool,
     mixed_modes,
+    proxy_host,
 )
 
 TIMEOUTS = (5, 30, 180)
@@ -34,6 +36,12 @@ ENDPOINT_F = 0.2  # share of a rotating endpoint's exits that fail with the prox
 PROVIDER_OUTAGE = (1.0, 6.0)  # (start, duration) after the world's first request
 ORIGIN_DOWN = 20.0
 BURST = 1.0  # seconds during which 3 of 10 proxies answer their own 502, from the first request
+# Health that follows change (issue 10): shares of bad proxies in a pool of 10, flap periods.
+BAD_SHARES = (0.1, 0.3, 0.6)
+FLAP_PERIODS = (4.0, 10.0)
+FLAP_DOWN = 0.4  # share of each period a flapping proxy answers its own 502
+CHANGE_SERVICE = 0.1  # seconds per page: 80 pages/s at 8 in flight, so a crawl spans periods
+BAN_AFTER = 3  # requests an address the site flags may make before it is answered 503
 
 Modes = list[tuple[str, ProxySpec]]
 
@@ -241,6 +249,58 @@ def overload(capacity: int, ceiling: int, *, burst: bool = False) -> Scenario:
     )
 
 
+def flapping(share: float, period: float) -> Scenario:
+    """A share of the pool goes down now and then (its own 502 for FLAP_DOWN of each period, the
+    proxies out of phase), and works in between: a health score that only follows history misses it."""
+    bad = round(10 * share)
+    pages = 1600  # 20 s at the oracle's pace
+
+    def build(world: World) -> None:
+        world.add_origin("site", OriginSpec(service_time=CHANGE_SERVICE))
+        flappers: Modes = [
+            ("flap", ProxySpec(flap=(period, FLAP_DOWN * period, 1.0 + i * period / bad))) for i in range(bad)
+        ]
+        add_pool(world, _shuffled(flappers + _good(10 - bad), seed=bad))
+
+    title = f"{bad} of 10 proxies answer their own 502 for {FLAP_DOWN * period:g} s of every {period:g} s"
+    return _change_cell("flapping", title, build, pages, f"bad={share:.0%} period={period:g}s", crawl=20.0)
+
+
+def ip_ban(share: float) -> Scenario:
+    """The site rate-limits a share of the pool's addresses: after BAN_AFTER requests each, it
+    answers them 503 (nginx limit_req's default) for the rest of the crawl; the others never."""
+    bad = round(10 * share)
+    pages = 800
+
+    def build(world: World) -> None:
+        banned = frozenset(proxy_host(i) for i in range(bad))  # add_pool puts the pool on these
+        world.add_origin("site", OriginSpec(service_time=SERVICE, ban_ips=banned, ban_after=BAN_AFTER))
+        add_pool(world, [("flagged", ProxySpec())] * bad + _good(10 - bad))
+
+    title = f"the site answers 503 to {bad} of 10 proxies' addresses after {BAN_AFTER} requests each"
+    return _change_cell("ip_ban", title, build, pages, f"bad={share:.0%}")
+
+
+def _change_cell(
+    kind: str, title: str, build: Callable[[World], None], pages: int, params: str, crawl: float = 0.0
+) -> Scenario:
+    """A cell of issue 10's: a pool of 10 on one site, at the sweep's DOWNLOAD_TIMEOUT (`crawl`: the
+    oracle's crawl time, when long)."""
+    return Scenario(
+        kind,
+        title,
+        build,
+        {"site": pages},
+        params=f"timeout={DEFAULT_TIMEOUT} pool=10 {params}",
+        settings=_settings(DEFAULT_TIMEOUT),
+        cap=_cap(DEFAULT_TIMEOUT, crawl),
+    )
+
+
+def change_cells() -> list[Scenario]:
+    return [flapping(f, p) for f in BAD_SHARES for p in FLAP_PERIODS] + [ip_ban(f) for f in BAD_SHARES]
+
+
 def burst() -> Scenario:
     """Capacity above the ceiling: the origin is never overloaded, so any concurrency cut is false."""
     return overload(16, 8, burst=True)
@@ -282,6 +342,7 @@ def full() -> list[Scenario]:
         burst(),
         existing("storm"),
         existing("retry_after"),
+        *change_cells(),
     ]
 
 
@@ -300,4 +361,6 @@ def quick() -> list[Scenario]:
         burst(),
         existing("storm"),
         existing("retry_after"),
+        flapping(0.3, 10.0),
+        ip_ban(0.3),
     ]

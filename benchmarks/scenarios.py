@@ -177,10 +177,16 @@ SCENARIOS: dict[str, Scenario] = {
 
 def good_proxies(world: World) -> list[str]:
     """The oracle's pool: proxies that work for every domain, fast and at all times."""
+    banned = {ip for origin in world.origins.values() for ip in origin.spec.ban_ips}
     return [
         p.url
         for p in world.proxies.values()
-        if p.spec.mode == "good" and not p.spec.banned_hosts and not p.spec.latency and p.spec.outage is None
+        if p.spec.mode == "good"
+        and not p.spec.banned_hosts
+        and not p.spec.latency
+        and p.spec.outage is None
+        and p.spec.flap is None
+        and p.host not in banned
     ]
 
 

@@ -54,6 +54,8 @@ WALL_FACTOR, WALL_SLACK = 1.3, 0.5  # wall <= 1.3 x the oracle's (or the ideal) 
 AFTER_OUTAGE = 1.5  # seconds to be done after an outage ends, beyond the normal time of the pages left
 GOODPUT = 0.90  # share of the reachable capacity, min(C, ceiling) / service time
 ORIGIN_OUTAGE_ATTEMPTS = 1.1  # attempts per page through a 20 s origin outage: probes, not retries
+CHANGE_KINDS = frozenset({"flapping", "ip_ban"})  # issue 10: every failure there is a proxy's
+CHANGE_SLACK = 0.03  # attempts per ok page above the oracle's
 
 
 def _at_least(name: str, value: float | None, floor: float, fmt: str = "%.2f") -> str:
@@ -86,6 +88,13 @@ def evaluate_sweep(row: Row, scenario: Scenario, oracle: Row | None) -> list[str
     if kind in POOL_KINDS:
         if oracle is not None and oracle.attempts_per_ok is not None:
             out.append(_check("attempts/ok", row.attempts_per_ok, oracle.attempts_per_ok + ATTEMPT_SLACK, "%.3f"))
+        out.append(_wall(row, base))
+    elif kind in CHANGE_KINDS:
+        if oracle is not None and oracle.attempts_per_ok is not None:
+            out.append(_check("attempts/ok", row.attempts_per_ok, oracle.attempts_per_ok + CHANGE_SLACK, "%.3f"))
+        if row.contender == "gateway":
+            # No failure here is the origin's: each origin verdict is false and cut the domain's limit.
+            out.append(_check("origin verdicts", float(row.stats.get("gateway/blame/origin", 0)), 0.0, "%.0f"))
         out.append(_wall(row, base))
     elif kind == "endpoint":
         assert scenario.flaky is not None

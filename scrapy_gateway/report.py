@@ -65,6 +65,8 @@ class Reporter:
         fault = verdict.fault
         self.stats.inc_value(keys.failure(fault.kind))
         self.stats.inc_value(keys.blame(fault.blame.value))
+        if verdict.overturned:
+            self.stats.inc_value(keys.BLAME_OVERTURNED, verdict.overturned)
         if retried:
             self.stats.inc_value(keys.retry_blame(fault.blame.value))
             if fault.retry_after is not None:

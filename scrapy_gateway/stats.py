@@ -37,6 +37,8 @@ GATES_PROBES = f"{PREFIX}/gates/probes"
 GATES_HELD = f"{PREFIX}/gates/held"  # times a request was held by an open gate
 GATES_STALLED = f"{PREFIX}/gates/stalled"  # requests ended because a gate stayed open too long
 GATES_MAX_SECONDS = f"{PREFIX}/gates/max_seconds"
+# Origin verdicts shown wrong by what followed: the path's failures turned out an outlier (blame.py)
+BLAME_OVERTURNED = f"{PREFIX}/blame/origin_overturned"
 FORGIVEN = f"{PREFIX}/gates/forgiven"  # proxies re-admitted after a provider-wide outage
 FLEET_WAITS = f"{PREFIX}/fleet/lease_waits"  # downloads that waited for a fleet-wide lease
 FLEET_LOST = f"{PREFIX}/fleet/lost"  # times the shared state stopped answering mid-crawl

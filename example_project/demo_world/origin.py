@@ -24,8 +24,8 @@ log = logging.getLogger("demo_world")
 
 @dataclass(frozen=True, slots=True)
 class OriginSpec:
-    """How an origin behaves. Checks apply in field order below, first match wins:
-    overload, down, status_override, fail_for_seconds, retry_after, flaky."""
+    """How an origin behaves. Checks apply in this order, first match wins: a banned client
+    address, overload, down, status_override, fail_for_seconds, retry_after, flaky."""
 
     tls: bool = False
     # Storming domain: 502 until this long after the FIRST request it receives.
@@ -46,6 +46,11 @@ class OriginSpec:
     # Origin outage by refusal: the listening socket is closed from the start until this long after
     # the WORLD's first request (proxies then answer their own 502 "connection_refused").
     closed_for_seconds: float = 0.0
+    # A per-IP rate limit: each client address in `ban_ips` is answered `ban_status` (nginx
+    # limit_req's default, 503) from its (ban_after + 1)-th request on; the others never are.
+    ban_ips: frozenset[str] = frozenset()
+    ban_after: int = 0
+    ban_status: int = 503
 
 
 @dataclass(slots=True)
@@ -56,6 +61,7 @@ class OriginCounters:
     max_in_flight: int = 0
     overload: int = 0
     early: int = 0
+    banned: int = 0  # requests answered ban_status for their client address
     proxy_authorization_seen: int = 0
     # Connections cut by stop(): a response counted in `statuses` may have been lost with one.
     aborted: int = 0
@@ -96,6 +102,7 @@ class Origin:
         self._in_flight = 0
         self._first_request_at: float | None = None
         self._ready_at: dict[str, float] = {}
+        self._from_ip: dict[str, int] = {}  # requests per banned client address (spec.ban_ips)
 
     # -- public, any thread -------------------------------------------------
     @property
@@ -198,6 +205,7 @@ class Origin:
         if state:
             self._first_request_at = None
             self._ready_at.clear()
+            self._from_ip.clear()
 
     def snapshot(self) -> dict[str, Any]:
         c = self.counters
@@ -212,6 +220,7 @@ class Origin:
             "max_in_flight": c.max_in_flight,
             "overload": c.overload,
             "early": c.early,
+            "banned": c.banned,
             "proxy_authorization_seen": c.proxy_authorization_seen,
             "aborted": c.aborted,
             "first_request_at": self._first_request_at,  # time.monotonic(); fail_for_seconds counts from it
@@ -242,7 +251,7 @@ class Origin:
         self._in_flight += 1
         try:
             c.max_in_flight = max(c.max_in_flight, self._in_flight)
-            status, headers, immediate = self._decide(path, now)
+            status, headers, immediate = self._decide(path, now, request.remote)
             delay = 0.0 if immediate else self.spec.slow + self.spec.service_time
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -254,9 +263,14 @@ class Origin:
         # aiohttp frames it: Content-Length (kept, body dropped, for HEAD), keep-alive, Date, Server.
         return web.Response(status=status, headers=headers, body=self._body(path, status))
 
-    def _decide(self, path: str, now: float) -> tuple[int, list[tuple[str, str]], bool]:
+    def _decide(self, path: str, now: float, client: str | None = None) -> tuple[int, list[tuple[str, str]], bool]:
         """(status, extra headers, answer-without-service-time)."""
         spec = self.spec
+        if client is not None and client in spec.ban_ips:
+            seen = self._from_ip[client] = self._from_ip.get(client, 0) + 1
+            if seen > spec.ban_after:
+                self.counters.banned += 1
+                return spec.ban_status, [], True
         if spec.capacity is not None and self._in_flight > spec.capacity:
             self.counters.overload += 1
             return 502, [], True

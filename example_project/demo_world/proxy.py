@@ -95,12 +95,17 @@ class ProxySpec:
     # (start, duration) in seconds after the WORLD's first request (any proxy or origin): inside
     # that window the proxy answers every request with its own 502, like a provider-wide outage.
     outage: tuple[float, float] | None = None
+    # (period, down, phase) in seconds of the world's clock: the proxy answers its own 502 from
+    # phase + k * period to phase + k * period + down, for every k >= 0, and works in between.
+    flap: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown proxy mode {self.mode!r}")
         if self.outage is not None and (self.outage[0] < 0 or self.outage[1] < 0):
             raise ValueError(f"outage must be (start >= 0, duration >= 0), not {self.outage!r}")
+        if self.flap is not None and not (self.flap[0] > 0 and 0 <= self.flap[1] <= self.flap[0] and self.flap[2] >= 0):
+            raise ValueError(f"flap must be (period > 0, 0 <= down <= period, phase >= 0), not {self.flap!r}")
         # Accept any iterable (a plain set is the natural thing to write).
         object.__setattr__(self, "banned_hosts", frozenset(self.banned_hosts))
 
@@ -319,7 +324,7 @@ class Proxy:
             host, port = self._destination(req)
             if mode == "bad_gateway" or (mode == "flaky" and self._rng.random() < self.spec.flaky_p):
                 raise _Refused(502, "destination_unavailable")
-            if self._in_outage():
+            if self._in_outage() or self._flapped_down():
                 raise _Refused(502, "destination_unavailable")
             banned = self.spec.banned_hosts
             if host in banned or f"{host}:{port}" in banned:
@@ -345,6 +350,13 @@ class Proxy:
         since = self._epoch.since(time.monotonic())
         start, duration = self.spec.outage
         return since is not None and start <= since < start + duration
+
+    def _flapped_down(self) -> bool:
+        if self.spec.flap is None:
+            return False
+        since = self._epoch.since(time.monotonic())
+        period, down, phase = self.spec.flap
+        return since is not None and since >= phase and (since - phase) % period < down
 
     def _destination(self, req: h11.Request) -> tuple[str, int]:
         target = req.target.decode("latin-1")
@@ -374,7 +386,9 @@ class Proxy:
 
     async def _connect(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            return await asyncio.wait_for(asyncio.open_connection(host, port), self.spec.upstream_timeout)
+            # From the proxy's own address, as a real exit: origins see one client address per proxy.
+            connecting = asyncio.open_connection(host, port, local_addr=(self.host, 0))
+            return await asyncio.wait_for(connecting, self.spec.upstream_timeout)
         except ConnectionRefusedError as exc:
             raise _Refused(502, "connection_refused") from exc
         except TimeoutError as exc:

@@ -12,10 +12,19 @@ reply) is judged against the last `window` seconds:
 - PAIR   when the domain works through other proxies but has not lately worked through this one:
   the signature of a proxy banned on one domain, which keeps serving the others;
 - UNKNOWN otherwise: the caller charges it to the (proxy, domain) pair's score only.
+
+Before those rules, and for failures the status blamed on the origin too: a path whose recent
+failures on a domain stand out from the other paths' there at the same time (an outlier, as in
+Envoy's success-rate outlier detection, tested per path since the verdict is needed at once) is
+the path's fault: PROXY when it has also failed on another domain since it last worked, else PAIR.
+Its failures then are not the origin's, whatever the status said: a proxy that went down, a flaky
+exit, an address the site rate-limits (nginx's limit_req answers 503). The origin verdicts such a
+run of failures had been given are counted as overturned (`Judge.overturned`).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
@@ -33,6 +42,18 @@ _PROBING_RELIABLE = 0.25
 _SHARED_WINDOW = 2.0  # seconds: failures this close together through working paths are one event
 _SHARED_PATHS = 3  # working paths that must share it
 _SHARED_SHARE = 0.5  # and the share of the paths that worked in that window they must be
+# Outliers: a path's last PATH_OUTCOMES outcomes on a domain, and the domain's last DOMAIN_OUTCOMES
+# through any path. A path stands out when its failures (its current run, or all of its recent
+# ones) are that unlikely at the failure rate the other paths show over the same time (smoothed:
+# (failures + 1) / (outcomes + 2)), and at least OUTLIER_SUCCESSES successes through other paths,
+# two at least, say they work. At P = 0.001 a run of 2 stands out once 30 others have succeeded
+# meanwhile, a run of 3 against a 10 % failure rate, half of 10 failing against 5 %; an overload
+# failing 30 % of all requests needs a run of 6 on one path.
+PATH_OUTCOMES = 10
+DOMAIN_OUTCOMES = 48
+OUTLIER_P = 0.001
+OUTLIER_SUCCESSES = 3
+_PATHS_TRACKED = 16  # per domain, the paths with the most recent outcomes
 
 
 @dataclass(slots=True)
@@ -43,6 +64,10 @@ class _Trail:
     worked: OrderedDict[str, float] = field(default_factory=OrderedDict)
     # For domains: each path's failure rate (EWMA over all its outcomes, whoever was blamed).
     rates: dict[str, float] = field(default_factory=dict)
+    # For domains: the last outcomes (time, path, ok), and each path's own (time, ok, judged the
+    # origin's), for the outlier test. Lists, trimmed by hand: most domains see few outcomes.
+    outcomes: list[tuple[float, str, bool]] = field(default_factory=list)
+    paths: OrderedDict[str, list[tuple[float, bool, bool]]] = field(default_factory=OrderedDict)
 
 
 class Judge:
@@ -52,6 +77,8 @@ class Judge:
         self._proxies: OrderedDict[str, _Trail] = OrderedDict()
         self._max_domains = max_domains
         self._max_proxies = max_proxies
+        # Origin verdicts that the last failure() showed were the path's (its run turned out an outlier).
+        self.overturned = 0
 
     @staticmethod
     def _trail(table: OrderedDict[str, _Trail], key: str, cap: int) -> _Trail:
@@ -75,6 +102,7 @@ class Judge:
             dom.rates.pop(gone, None)
         # A new path starts unproven: it must first show several successes in a row.
         dom.rates[proxy] = dom.rates.get(proxy, _UNPROVEN) * (1.0 - _RATE_ALPHA)
+        _remember(dom, proxy, now, True, False)
         self._trail(self._proxies, proxy, self._max_proxies).last_success = now
 
     def worked(self, proxy: str, domain: str, now: float) -> bool:
@@ -112,12 +140,16 @@ class Judge:
         """
         dom = self._trail(self._domains, domain, self._max_domains)
         prx = self._trail(self._proxies, proxy, self._max_proxies)
+        self.overturned = 0
+        since = now - self.window
         if blame is Blame.UNKNOWN and path_only:
-            since = now - self.window
             if self._fails_everywhere(proxy, domain, dom, prx, since):
                 blame = Blame.PROXY
             else:
                 blame = self._pair_or_unknown(proxy, dom, since)
+        elif blame in (Blame.UNKNOWN, Blame.ORIGIN) and self._stands_out(proxy, dom, now, pool_size):
+            blame = Blame.PROXY if self._failed_elsewhere(domain, prx, since) else Blame.PAIR
+            self.overturned = _overturn(dom, proxy)
         elif blame is Blame.UNKNOWN:
             paths = min(3, max(pool_size, 2))
             blame = self._settle(proxy, domain, dom, prx, now, paths, transport, probing, growing)
@@ -135,6 +167,8 @@ class Judge:
         if proxy in dom.worked:  # only paths that have worked carry a rate (bounded with them)
             rate = dom.rates.get(proxy, 0.0)
             dom.rates[proxy] = rate + _RATE_ALPHA * (1.0 - rate)
+        if blame is not Blame.PROXY:
+            _remember(dom, proxy, now, False, blame is Blame.ORIGIN)
         # Proxy-wide faults are not evidence about the domain, and vice versa.
         if blame is not Blame.PROXY and not path_only:
             dom.failures.append((now, proxy))
@@ -205,6 +239,33 @@ class Judge:
                 return True
         return False
 
+    def _stands_out(self, proxy: str, dom: _Trail, now: float, pool_size: int) -> bool:
+        """This failure makes the path an outlier on the domain (see OUTLIER_P)."""
+        mine = [*dom.paths.get(proxy, ()), (now, False, False)]
+        run = 0
+        for _t, ok, _origin in reversed(mine):
+            if ok:
+                break
+            run += 1
+        failures = sum(1 for _t, ok, _origin in mine if not ok)
+        # (failures, outcomes, since when): its current run, and all its recent outcomes.
+        tests = [(run, run, mine[-run][0]), (failures, len(mine), mine[0][0])]
+        floor = now - self.window
+        for failed, seen, since in tests:
+            if failed < 2:
+                continue
+            ok, bad, paths = _others(dom, proxy, max(since, floor))
+            if ok < OUTLIER_SUCCESSES or paths < min(2, pool_size - 1):
+                continue
+            if _tail(failed, seen, (bad + 1) / (ok + bad + 2)) < OUTLIER_P:
+                return True
+        return False
+
+    def _failed_elsewhere(self, domain: str, prx: _Trail, since: float) -> bool:
+        """The proxy has failed on another domain since it last worked anywhere (within `since`)."""
+        after = max(since, prx.last_success)
+        return any(t > after and other != domain for t, other in prx.failures)
+
     @staticmethod
     def _pair_or_unknown(proxy: str, dom: _Trail, since: float) -> Blame:
         """The ban signature: the domain works through other proxies, never lately through this one."""
@@ -230,3 +291,58 @@ def _working(dom: _Trail, since: float) -> int:
 def _works_without(dom: _Trail, proxy: str, since: float) -> bool:
     """The domain has worked lately through some proxy other than this one."""
     return any(t >= since for p, t in reversed(dom.worked.items()) if p != proxy)
+
+
+def _remember(dom: _Trail, proxy: str, now: float, ok: bool, origin: bool) -> None:
+    """One outcome on the domain, for the outlier test (bounded: see the module constants)."""
+    dom.outcomes.append((now, proxy, ok))
+    if len(dom.outcomes) > DOMAIN_OUTCOMES:
+        del dom.outcomes[0]
+    mine = dom.paths.get(proxy)
+    if mine is None:
+        mine = dom.paths[proxy] = []
+        if len(dom.paths) > _PATHS_TRACKED:
+            dom.paths.popitem(last=False)
+    else:
+        dom.paths.move_to_end(proxy)
+    mine.append((now, ok, origin))
+    if len(mine) > PATH_OUTCOMES:
+        del mine[0]
+
+
+def _others(dom: _Trail, proxy: str, since: float) -> tuple[int, int, int]:
+    """Outcomes on the domain through other paths since `since`: (successes, failures, paths
+    that succeeded)."""
+    ok = bad = 0
+    paths: set[str] = set()
+    for t, path, good in reversed(dom.outcomes):
+        if t < since:
+            break
+        if path == proxy:
+            continue
+        if good:
+            ok += 1
+            paths.add(path)
+        else:
+            bad += 1
+    return ok, bad, len(paths)
+
+
+def _overturn(dom: _Trail, proxy: str) -> int:
+    """The path's failures since it last worked that were judged the origin's: now known to be
+    its own. Each is counted once."""
+    mine = dom.paths.get(proxy, [])
+    count = 0
+    for i in range(len(mine) - 1, -1, -1):
+        t, ok, origin = mine[i]
+        if ok:
+            break
+        if origin:
+            mine[i] = (t, ok, False)
+            count += 1
+    return count
+
+
+def _tail(failed: int, seen: int, rate: float) -> float:
+    """P(at least `failed` failures in `seen` tries at `rate` each): binomial."""
+    return sum(math.comb(seen, i) * rate**i * (1.0 - rate) ** (seen - i) for i in range(failed, seen + 1))

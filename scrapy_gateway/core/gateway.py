@@ -72,6 +72,7 @@ class Verdict:
     outage: bool = False  # an outage gate opened on the slot: its cuts since it last worked are undone
     doubtful: bool = False  # in slow start, a status failure not blamed on the origin: it frees no room
     spent: bool = False  # the retry took a token of the domain's retry budget
+    overturned: int = 0  # earlier origin verdicts on this path that this failure showed were its own
     events: tuple[Event, ...] = ()
     next_attempt: Attempt | None = None  # the retry's attempt record, when `retry`
 
@@ -198,6 +199,7 @@ class Gateway:
         proxy = attempt.proxy
         cut = fault.kind == ATTEMPT_TIMEOUT
         evidence = fault.blame  # before history settled it
+        overturned = 0
         if proxy is not None and not fault.answered and attempt.sent_at is not None:
             self.pool.waited(proxy, domain, now - attempt.sent_at, now)
         if proxy is not None:
@@ -215,6 +217,7 @@ class Gateway:
                 probing=self.concurrency.probing(slot),
                 growing=self.concurrency.growing(slot),
             )
+            overturned = self.judge.overturned
             fault = replace(fault, blame=blame)
         if attempt.probe is not None:
             self.gates.probe_ended(attempt.probe, now, rng)
@@ -258,6 +261,7 @@ class Gateway:
             overload=overload,
             outage=outage,
             doubtful=doubtful,
+            overturned=overturned,
             events=tuple(events),
         )
         # A Retry-After keeps its own schedule; the gate never sends it early.

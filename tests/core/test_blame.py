@@ -339,3 +339,101 @@ def test_in_slow_start_a_path_that_worked_failing_is_the_overshoot_and_a_fresh_o
     # Doubling, the limit may be anywhere past the capacity: a path that has just worked failing is
     # the overshoot. A fresh path (the start-up burst through bad proxies) is still no overload.
     assert judged(growing=True) == [Blame.ORIGIN, Blame.PAIR]
+
+
+# -- outliers: a path failing while the others work at the same time ---------------------------------
+
+ORG = Blame.ORIGIN
+
+
+def _traffic(judge: Judge, start: float, paths: list[str], rounds: int, domain: str = D) -> float:
+    """Each path succeeds `rounds` times, 10 ms apart; the time after the last."""
+    t = start
+    for _ in range(rounds):
+        for p in paths:
+            judge.success(p, domain, t)
+            t += 0.01
+    return t
+
+
+def test_a_working_proxy_that_starts_failing_while_the_others_work_is_banned_on_its_second_failure():
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
+    # Its first failure cannot be told from an origin shedding load (a reliable path failing once).
+    assert judge.failure(P4, D, t, U) is Blame.ORIGIN
+    assert judge.overturned == 0
+    t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)  # 30 successes through the others meanwhile
+    assert judge.failure(P4, D, t, U) is Blame.PAIR
+    assert judge.overturned == 1  # the first verdict was wrong, and is counted once
+    assert judge.failure(P4, D, t + 0.01, U) is Blame.PAIR
+    assert judge.overturned == 0
+
+
+def test_an_outlier_that_fails_on_another_domain_too_is_the_proxys():
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
+    _traffic(judge, 0.0, [P1, P4], 3, domain="news.example")
+    judge.failure(P4, "news.example", t, U)
+    t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)
+    judge.failure(P4, D, t, U)
+    t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)
+    assert judge.failure(P4, D, t, U) is Blame.PROXY
+
+
+def test_a_status_blamed_on_the_origin_through_one_path_only_is_that_paths():
+    """A per-IP rate limit (nginx limit_req's 503): the origin wrote it, the address is the fault."""
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
+    verdicts = []
+    for _ in range(3):
+        verdicts.append(judge.failure(P4, D, t, ORG))
+        t = _traffic(judge, t + 0.01, [P1, P2, P3], 4)
+    assert verdicts == [ORG, ORG, Blame.PAIR]  # a run of 3 against 24 clean answers elsewhere
+    assert judge.overturned == 2
+
+
+def test_a_flaky_exit_stands_out_within_ten_of_its_requests():
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 5)
+    verdicts = []
+    for i in range(10):
+        if i % 2:
+            judge.success(P4, D, t)
+        else:
+            verdicts.append(judge.failure(P4, D, t, U))
+        t = _traffic(judge, t + 0.01, [P1, P2, P3], 1)
+    assert Blame.PAIR in verdicts
+
+
+def test_failures_shared_by_every_path_make_no_outlier():
+    """An overload failing 30 % of all requests, spread over the paths: no path stands out."""
+    import random
+
+    rng = random.Random(5)
+    judge = Judge(window=30.0)
+    paths = [P1, P2, P3, P4, P5]
+    verdicts = []
+    t = 0.0
+    for _ in range(2000):
+        p = rng.choice(paths)
+        if rng.random() < 0.3:
+            verdicts.append(judge.failure(p, D, t, ORG))
+        else:
+            judge.success(p, D, t)
+        t += 0.01
+    outliers = sum(v is not ORG for v in verdicts)
+    assert outliers <= len(verdicts) * 0.005, outliers
+
+
+def test_an_origin_down_for_every_path_makes_no_outlier():
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
+    verdicts = [judge.failure(p, D, t + 0.01 * i, U) for i, p in enumerate([P1, P2, P3, P4] * 5)]
+    assert Blame.PAIR not in verdicts and Blame.PROXY not in verdicts
+
+
+def test_a_pool_of_one_has_no_outliers():
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1], 40)
+    verdicts = [judge.failure(P1, D, t + 0.01 * i, ORG, pool_size=1) for i in range(5)]
+    assert verdicts == [ORG] * 5

@@ -98,3 +98,29 @@ def test_origin_closed_until_after_the_first_request(world: World) -> None:
 def test_outage_is_validated() -> None:
     with pytest.raises(ValueError, match="outage"):
         ProxySpec(outage=(-1.0, 2.0))
+
+
+def test_a_flapping_proxy_is_down_in_each_period_from_its_phase(world: World) -> None:
+    origin = world.add_origin("o")
+    flapper = world.add_proxy("flap", ProxySpec(flap=(1.0, 0.4, 0.5)), host="127.0.1.1")  # down 0.5-0.9, 1.5-1.9, ...
+    world.start()
+    assert status(origin.url("/first"), flapper.url) == 200  # the epoch: this request
+    epoch = _epoch(world)
+    got = []
+    for k in range(2):
+        _wait_until(epoch, 0.6 + k)
+        got.append(_expect(origin.url(f"/down{k}"), flapper.url, epoch, (0.5 + k, 0.9 + k)))
+        _wait_until(epoch, 1.0 + k)
+        got.append(_expect(origin.url(f"/up{k}"), flapper.url, epoch, (0.5 + k, 0.9 + k)))
+    assert world.snapshot()["proxies"]["flap"]["own_errors"] == got.count(502)
+
+
+def test_the_site_bans_the_flagged_addresses_after_their_allowance_only(world: World) -> None:
+    origin = world.add_origin("o", OriginSpec(ban_ips=frozenset({"127.0.1.2"}), ban_after=2))
+    fine = world.add_proxy("fine", ProxySpec(), host="127.0.1.1")
+    flagged = world.add_proxy("flagged", ProxySpec(), host="127.0.1.2")
+    world.start()
+    # The origin sees each proxy's own address: only the flagged one's third request on is refused.
+    assert [status(origin.url(f"/f{i}"), flagged.url) for i in range(4)] == [200, 200, 503, 503]
+    assert [status(origin.url(f"/g{i}"), fine.url) for i in range(4)] == [200] * 4
+    assert world.snapshot()["origins"]["o"]["banned"] == 2
