@@ -311,14 +311,16 @@ def _remember(dom: _Trail, proxy: str, now: float, ok: bool, origin: bool) -> No
 
 
 def _others(dom: _Trail, proxy: str, since: float) -> tuple[int, int, int]:
-    """Outcomes on the domain through other paths since `since`: (successes, failures, paths
-    that succeeded)."""
+    """Outcomes on the domain since `since` through the other paths that work now (their last
+    outcome was a success): (successes, failures, paths that succeeded). Paths failing now are
+    left out of the yardstick: when most of a pool is banned, the rest shows what the site does."""
     ok = bad = 0
     paths: set[str] = set()
+    failing = {path for path, outcomes in dom.paths.items() if outcomes and not outcomes[-1][1]}
     for t, path, good in reversed(dom.outcomes):
         if t < since:
             break
-        if path == proxy:
+        if path == proxy or path in failing:
             continue
         if good:
             ok += 1

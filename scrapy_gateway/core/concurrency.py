@@ -16,7 +16,9 @@
   request failed, if that is more.
 - Probes (the step into the limit that hurt) are at least PROBE_SPACING / 2 clean responses apart.
 - Proxy-blamed failures never reach this module. An outage is not an overload either: when an
-  outage gate opens (gates.py), the cuts made since the last clean response are undone.
+  outage gate opens (gates.py), the cuts made since the last clean response are undone. Nor is a
+  proxy's failure that looked like one: when the judge finds that the failure behind the last cut
+  was its path's (blame.py, outliers), that cut is undone (`overturned`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class _Limit:
     settled: int = 0  # clean responses at the user's limit since slow start reached it
     held: int = 0  # in slow start: the most requests in flight when one that went well was sent
     over: int = 0  # in slow start: the fewest in flight when one that failed was sent (0: none)
+    # The last cut, for `overturned`: the path whose failure made it, and (value, hurt_at,
+    # repeats, starting, cut_at) before it.
+    cut_by: str | None = None
+    undo: tuple[float, float, int, bool, float] | None = None
 
 
 _MAX_REPEATS = 4  # probing slows down at most 16-fold beyond `caution`
@@ -98,9 +104,11 @@ class ConcurrencyControl:
         capacity may be anywhere below it."""
         return self.starting(slot) and self._limits[slot].value > self.initial
 
-    def overloaded(self, slot: str, ceiling: int, sent_at: float, now: float, load: int | None = None) -> int | None:
+    def overloaded(
+        self, slot: str, ceiling: int, sent_at: float, now: float, load: int | None = None, by: str | None = None
+    ) -> int | None:
         """An origin-blamed overload error; return the new limit if it changed. `load`: as for
-        `clean`."""
+        `clean`; `by`: the path it failed through."""
         entry = self._limits.get(slot)
         if entry is None:
             entry = self._limits[slot] = _Limit(float(ceiling), ceiling)
@@ -111,6 +119,7 @@ class ConcurrencyControl:
         if sent_at < entry.cut_at:
             return None
         before = _effective(entry.value)
+        undo = (entry.value, entry.hurt_at, entry.repeats, entry.starting, entry.cut_at)
         if entry.starting:
             # Slow start doubled the limit over the last round trip, so the capacity lies between
             # half of it and it: go back to the half, and probe just above it cautiously. Unless
@@ -136,7 +145,24 @@ class ConcurrencyControl:
             entry.hurt_at = entry.value
             entry.value = max(float(self.minimum), entry.value * self.beta)
         entry.cut_at = now
+        entry.cut_by, entry.undo = by, undo
         after = _effective(entry.value)
+        return after if after != before else None
+
+    def overturned(self, slot: str, by: str) -> int | None:
+        """The failure through `by` that made the slot's last cut was that path's own: undo the cut
+        (growth since is kept), unless another cut came after it; the new limit if it changed."""
+        entry = self._limits.get(slot)
+        if entry is None or entry.undo is None or entry.cut_by != by:
+            return None
+        before = _effective(entry.value)
+        value, entry.hurt_at, entry.repeats, entry.starting, entry.cut_at = entry.undo
+        entry.value = max(entry.value, value)
+        entry.cut_by = entry.undo = None
+        after = _effective(entry.value)
+        if after >= entry.ceiling and not entry.starting:
+            del self._limits[slot]  # the user's own limit rules again
+            return entry.ceiling if after != before else None
         return after if after != before else None
 
     def doubtful(self, slot: str, load: int | None = None) -> int | None:
@@ -207,6 +233,7 @@ class ConcurrencyControl:
         before = _effective(entry.value)
         entry.value = min(float(entry.ceiling), max(entry.value, entry.calm))
         entry.hurt_at, entry.repeats, entry.cut_at = math.inf, 0, float("-inf")
+        entry.cut_by = entry.undo = None
         after = _effective(entry.value)
         if after >= entry.ceiling:
             del self._limits[slot]

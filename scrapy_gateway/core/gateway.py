@@ -248,9 +248,13 @@ class Gateway:
             and self.concurrency.starting(slot)
         )
         if overload:
-            new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now, load)
+            new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now, load, by=proxy)
         elif doubtful:
             new_limit = self.concurrency.doubtful(slot, load)
+        if overturned and proxy is not None:
+            # An earlier failure through this path was judged the origin's: if it made the last cut,
+            # that cut is undone (with a Redis state, the fleet's limit recovers by itself).
+            new_limit = self.concurrency.overturned(slot, proxy) or new_limit
         outage = opens_outage(events, domain)
         if outage:
             new_limit = self.concurrency.outage(slot) or new_limit

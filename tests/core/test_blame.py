@@ -437,3 +437,18 @@ def test_a_pool_of_one_has_no_outliers():
     t = _traffic(judge, 0.0, [P1], 40)
     verdicts = [judge.failure(P1, D, t + 0.01 * i, ORG, pool_size=1) for i in range(5)]
     assert verdicts == [ORG] * 5
+
+
+def test_when_most_of_the_pool_is_banned_the_paths_that_work_are_the_yardstick():
+    """Six of ten addresses rate-limited at once: compared with all the others (mostly failing),
+    none would stand out; compared with the paths that work now, each does within a few failures."""
+    judge = Judge(window=30.0)
+    good = [f"http://10.0.1.{i}:8080" for i in range(4)]
+    banned = [f"http://10.0.2.{i}:8080" for i in range(6)]
+    t = _traffic(judge, 0.0, good + banned, 3)
+    verdicts: dict[str, list[Blame]] = {p: [] for p in banned}
+    for _ in range(4):
+        for p in banned:
+            verdicts[p].append(judge.failure(p, D, t, ORG))
+            t = _traffic(judge, t + 0.01, good, 1)
+    assert all(Blame.PAIR in v[:3] for v in verdicts.values()), verdicts

@@ -252,3 +252,33 @@ def test_the_end_of_slow_start_never_raises_the_limit():
     assert control.limit(S) == 4
     assert control.overloaded(S, 32, sent_at=1.0, now=1.0) is None  # 19 would be a raise: stays 4
     assert control.limit(S) == 4
+
+
+def test_a_cut_whose_failure_turned_out_the_proxys_is_undone():
+    control = ConcurrencyControl(minimum=1, beta=0.5, initial=0)
+    assert control.overloaded("s", 8, sent_at=0.0, now=1.0, by="p1") == 4
+    control.clean("s")
+    assert control.overturned("s", "p2") is None  # not the path that made it
+    assert control.overturned("s", "p1") == 8  # back to the user's limit: the slot is free again
+    assert control.limit("s") is None
+    assert control.overturned("s", "p1") is None  # once
+
+
+def test_a_cut_that_another_cut_followed_is_not_undone():
+    control = ConcurrencyControl(minimum=1, beta=0.5, initial=0)
+    control.overloaded("s", 8, sent_at=0.0, now=1.0, by="p1")
+    control.overloaded("s", 8, sent_at=2.0, now=3.0, by="p2")  # a real overload after it
+    assert control.overturned("s", "p1") is None
+    assert control.limit("s") == 2
+
+
+def test_an_overturned_cut_in_slow_start_resumes_slow_start():
+    control = ConcurrencyControl(minimum=1, beta=0.7, initial=2)
+    control.begin("s", 32)
+    for _ in range(6):
+        control.clean("s", 1)
+    assert control.limit("s") == 8
+    control.overloaded("s", 32, sent_at=0.0, now=1.0, load=1, by="p1")
+    assert not control.starting("s")
+    assert control.overturned("s", "p1") == 8
+    assert control.starting("s")
