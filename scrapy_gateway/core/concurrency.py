@@ -25,7 +25,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class _Cut:
+    by: str | None  # the path whose failure made it
+    before: tuple[float, float, int, bool, float]  # (value, hurt_at, repeats, starting, cut_at) before it
+    overturned: bool = False  # the judge found that failure was the path's own
 
 
 @dataclass(slots=True)
@@ -40,13 +47,11 @@ class _Limit:
     settled: int = 0  # clean responses at the user's limit since slow start reached it
     held: int = 0  # in slow start: the most requests in flight when one that went well was sent
     over: int = 0  # in slow start: the fewest in flight when one that failed was sent (0: none)
-    # The last cut, for `overturned`: the path whose failure made it, and (value, hurt_at,
-    # repeats, starting, cut_at) before it.
-    cut_by: str | None = None
-    undo: tuple[float, float, int, bool, float] | None = None
+    cuts: list[_Cut] = field(default_factory=list)  # the last ones, oldest first, for `overturned`
 
 
 _MAX_REPEATS = 4  # probing slows down at most 16-fold beyond `caution`
+_CUTS_KEPT = 8  # cuts that can still be undone, per slot
 PROBE_SPACING = 200.0  # clean responses per unit of growth into the limit that hurt, at least
 
 
@@ -145,20 +150,31 @@ class ConcurrencyControl:
             entry.hurt_at = entry.value
             entry.value = max(float(self.minimum), entry.value * self.beta)
         entry.cut_at = now
-        entry.cut_by, entry.undo = by, undo
+        entry.cuts.append(_Cut(by, undo))
+        if len(entry.cuts) > _CUTS_KEPT:
+            del entry.cuts[0]
         after = _effective(entry.value)
         return after if after != before else None
 
     def overturned(self, slot: str, by: str) -> int | None:
-        """The failure through `by` that made the slot's last cut was that path's own: undo the cut
-        (growth since is kept), unless another cut came after it; the new limit if it changed."""
+        """The failure through `by` behind one of the slot's last cuts was that path's own: undo
+        it, with every later cut that was overturned too (growth since is kept); a cut followed by
+        one that stands is undone when that one is. The new limit if it changed."""
         entry = self._limits.get(slot)
-        if entry is None or entry.undo is None or entry.cut_by != by:
+        if entry is None:
+            return None
+        mine = next((cut for cut in reversed(entry.cuts) if cut.by == by and not cut.overturned), None)
+        if mine is None:
+            return None
+        mine.overturned = True
+        undo = None
+        while entry.cuts and entry.cuts[-1].overturned:
+            undo = entry.cuts.pop().before
+        if undo is None:
             return None
         before = _effective(entry.value)
-        value, entry.hurt_at, entry.repeats, entry.starting, entry.cut_at = entry.undo
+        value, entry.hurt_at, entry.repeats, entry.starting, entry.cut_at = undo
         entry.value = max(entry.value, value)
-        entry.cut_by = entry.undo = None
         after = _effective(entry.value)
         if after >= entry.ceiling and not entry.starting:
             del self._limits[slot]  # the user's own limit rules again
@@ -233,7 +249,7 @@ class ConcurrencyControl:
         before = _effective(entry.value)
         entry.value = min(float(entry.ceiling), max(entry.value, entry.calm))
         entry.hurt_at, entry.repeats, entry.cut_at = math.inf, 0, float("-inf")
-        entry.cut_by = entry.undo = None
+        entry.cuts.clear()
         after = _effective(entry.value)
         if after >= entry.ceiling:
             del self._limits[slot]

@@ -264,12 +264,21 @@ def test_a_cut_whose_failure_turned_out_the_proxys_is_undone():
     assert control.overturned("s", "p1") is None  # once
 
 
-def test_a_cut_that_another_cut_followed_is_not_undone():
+def test_a_cut_that_another_cut_followed_is_undone_with_it_only():
     control = ConcurrencyControl(minimum=1, beta=0.5, initial=0)
     control.overloaded("s", 8, sent_at=0.0, now=1.0, by="p1")
-    control.overloaded("s", 8, sent_at=2.0, now=3.0, by="p2")  # a real overload after it
-    assert control.overturned("s", "p1") is None
+    control.overloaded("s", 8, sent_at=2.0, now=3.0, by="p2")
+    assert control.overturned("s", "p1") is None  # p2's cut stands, for now
     assert control.limit("s") == 2
+    assert control.overturned("s", "p2") == 8  # both were false: a chain of bans at the start
+    assert control.limit("s") is None
+
+
+def test_a_cut_that_stands_keeps_the_ones_before_it():
+    control = ConcurrencyControl(minimum=1, beta=0.5, initial=0)
+    control.overloaded("s", 8, sent_at=0.0, now=1.0, by="p1")
+    control.overloaded("s", 8, sent_at=2.0, now=3.0, by="p2")
+    assert control.overturned("s", "p2") == 4  # back to before p2's cut, not before p1's
 
 
 def test_an_overturned_cut_in_slow_start_resumes_slow_start():
