@@ -273,17 +273,21 @@ class FleetLeases:
             self._flush_timer = None
         if self._client is None:
             return
-        if self.shared:
-            for slot, leases in list(self._held.items()):
-                if leases:
-                    await self._call(self._client.zrem(self._key(slot), *leases))
-        self._held.clear()
-        self._spare.clear()
-        self._uses.clear()
-        self._lease_epochs.clear()
-        await asyncio.gather(*self._releases, return_exceptions=True)
-        await self._client.aclose()
-        self._client = None
+        try:
+            if self.shared:
+                for slot, leases in list(self._held.items()):
+                    if leases:
+                        await self._call(self._client.zrem(self._key(slot), *leases))
+        finally:  # a cancellation on the way must not leave the client open
+            self._held.clear()
+            self._spare.clear()
+            self._uses.clear()
+            self._lease_epochs.clear()
+            try:
+                await asyncio.gather(*self._releases, return_exceptions=True)
+            finally:
+                await self._client.aclose()
+                self._client = None
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -298,12 +302,14 @@ class FleetLeases:
             return spare.pop()[0]
         lease = f"{self._token}:{next(self._numbers)}"
         wait, waited = _FIRST_WAIT, False
+        cancels = cancellations()
         while True:
             if not self.shared and not await self._rejoin():
                 self.stats.inc_value(keys.FLEET_UNLEASED)
                 return None
+            if cancellations() > cancels:
+                raise asyncio.CancelledError  # swallowed while asking Redis again (see cancellations)
             args = [lease, ceiling, self.ttl, self.control.initial]
-            cancels = cancellations()
             try:
                 granted, limit, now_ms, held = await self._acquire(
                     keys=[self._key(slot), self._limit_key(slot)], args=args

@@ -44,16 +44,20 @@ _SHARED_PATHS = 3  # working paths that must share it
 _SHARED_SHARE = 0.5  # and the share of the paths that worked in that window they must be
 # Outliers: a path's last PATH_OUTCOMES outcomes on a domain, and the domain's last DOMAIN_OUTCOMES
 # through any path. A path stands out when its failures (its current run, or all of its recent
-# ones) are that unlikely at the failure rate the other paths show over the same time (smoothed:
-# (failures + 1) / (outcomes + 2)), and at least OUTLIER_SUCCESSES successes through other paths,
-# two at least, say they work. At P = 0.001 a run of 2 stands out once 30 others have succeeded
-# meanwhile, a run of 3 against a 10 % failure rate, half of 10 failing against 5 %; an overload
-# failing 30 % of all requests needs a run of 6 on one path.
+# ones) are less likely than OUTLIER_P at the failure rate the other paths show over the domain's
+# last outcomes (smoothed: (failures + 1) / (outcomes + 2); paths failing twice in a row now left
+# out), and the others keep working meanwhile: OUTLIER_SUCCESSES successes through OUTLIER_PATHS
+# other paths since the run began (or since its previous failure). At P = 0.001 a run of 2 stands
+# out against 30 clean answers elsewhere, a run of 3 against a 10 % failure rate, half of 10
+# failing against 5 %; an overload failing 30 % of all requests needs a run of 6 on one path.
 PATH_OUTCOMES = 10
 DOMAIN_OUTCOMES = 48
 OUTLIER_P = 0.001
 OUTLIER_SUCCESSES = 3
-_PATHS_TRACKED = 16  # per domain, the paths with the most recent outcomes
+OUTLIER_PATHS = 2  # distinct other paths those successes came through (so a pool of 2 has no outliers)
+# A path this many failures in a row into its run is left out of the others' yardstick.
+_FAILING_RUN = 2
+_PATHS_TRACKED = _RECENT * 4  # per domain, the paths with the most recent outcomes (as `worked`)
 
 
 @dataclass(slots=True)
@@ -77,8 +81,10 @@ class Judge:
         self._proxies: OrderedDict[str, _Trail] = OrderedDict()
         self._max_domains = max_domains
         self._max_proxies = max_proxies
-        # Origin verdicts that the last failure() showed were the path's (its run turned out an outlier).
+        # Origin verdicts that the last failure() showed were the path's (its run turned out an
+        # outlier), and when the first of that run's failures came.
         self.overturned = 0
+        self.overturned_since = 0.0
 
     @staticmethod
     def _trail(table: OrderedDict[str, _Trail], key: str, cap: int) -> _Trail:
@@ -147,9 +153,9 @@ class Judge:
                 blame = Blame.PROXY
             else:
                 blame = self._pair_or_unknown(proxy, dom, since)
-        elif blame in (Blame.UNKNOWN, Blame.ORIGIN) and self._stands_out(proxy, dom, now, pool_size):
-            blame = Blame.PROXY if self._failed_elsewhere(domain, prx, since) else Blame.PAIR
-            self.overturned = _overturn(dom, proxy)
+        elif blame in (Blame.UNKNOWN, Blame.ORIGIN) and self._stands_out(proxy, dom, now):
+            blame = Blame.PROXY if self._failed_elsewhere(proxy, domain, prx, since) else Blame.PAIR
+            self.overturned, self.overturned_since = _overturn(dom, proxy)
         elif blame is Blame.UNKNOWN:
             paths = min(3, max(pool_size, 2))
             blame = self._settle(proxy, domain, dom, prx, now, paths, transport, probing, growing)
@@ -160,15 +166,18 @@ class Judge:
         """A failure already judged (by another process of the fleet): remember it as it was judged."""
         dom = self._trail(self._domains, domain, self._max_domains)
         prx = self._trail(self._proxies, proxy, self._max_proxies)
-        self._record(dom, prx, proxy, domain, now, blame, path_only)
+        self._record(dom, prx, proxy, domain, now, blame, path_only, mine=False)
 
     @staticmethod
-    def _record(dom: _Trail, prx: _Trail, proxy: str, domain: str, now: float, blame: Blame, path_only: bool) -> None:
+    def _record(
+        dom: _Trail, prx: _Trail, proxy: str, domain: str, now: float, blame: Blame, path_only: bool, mine: bool = True
+    ) -> None:
+        """`mine`: judged here (an origin verdict of another process is its own to overturn)."""
         if proxy in dom.worked:  # only paths that have worked carry a rate (bounded with them)
             rate = dom.rates.get(proxy, 0.0)
             dom.rates[proxy] = rate + _RATE_ALPHA * (1.0 - rate)
         if blame is not Blame.PROXY:
-            _remember(dom, proxy, now, False, blame is Blame.ORIGIN)
+            _remember(dom, proxy, now, False, mine and blame is Blame.ORIGIN)
         # Proxy-wide faults are not evidence about the domain, and vice versa.
         if blame is not Blame.PROXY and not path_only:
             dom.failures.append((now, proxy))
@@ -239,32 +248,38 @@ class Judge:
                 return True
         return False
 
-    def _stands_out(self, proxy: str, dom: _Trail, now: float, pool_size: int) -> bool:
+    def _stands_out(self, proxy: str, dom: _Trail, now: float) -> bool:
         """This failure makes the path an outlier on the domain (see OUTLIER_P)."""
-        mine = [*dom.paths.get(proxy, ()), (now, False, False)]
-        run = 0
-        for _t, ok, _origin in reversed(mine):
-            if ok:
-                break
-            run += 1
-        failures = sum(1 for _t, ok, _origin in mine if not ok)
-        # (failures, outcomes, since when): its current run, and all its recent outcomes.
-        tests = [(run, run, mine[-run][0]), (failures, len(mine), mine[0][0])]
         floor = now - self.window
-        for failed, seen, since in tests:
-            if failed < 2:
+        mine = [o for o in dom.paths.get(proxy, ()) if o[0] >= floor] + [(now, False, False)]
+        run = _run(mine)
+        failed_at = [t for t, ok, _origin in mine if not ok]
+        if len(failed_at) < 2:
+            return False
+        # The yardstick: the other paths over the domain's last outcomes (DOMAIN_OUTCOMES, within
+        # the window), a steadier rate than over the run's own few instants.
+        good, bad, _paths = _others(dom, proxy, floor)
+        rate = (bad + 1) / (good + bad + 2)
+        # Its current run, and all its recent outcomes; each only while the others keep working
+        # meanwhile ("at the same time": an outage's first failures come through one path first).
+        for failed, seen, since in ((run, run, mine[-run][0]), (len(failed_at), len(mine), failed_at[-2])):
+            if failed < 2 or _tail(failed, seen, rate) >= OUTLIER_P:
                 continue
-            ok, bad, paths = _others(dom, proxy, max(since, floor))
-            if ok < OUTLIER_SUCCESSES or paths < min(2, pool_size - 1):
-                continue
-            if _tail(failed, seen, (bad + 1) / (ok + bad + 2)) < OUTLIER_P:
+            good_since, _bad, paths_since = _others(dom, proxy, since)
+            if good_since >= OUTLIER_SUCCESSES and paths_since >= OUTLIER_PATHS:
                 return True
         return False
 
-    def _failed_elsewhere(self, domain: str, prx: _Trail, since: float) -> bool:
-        """The proxy has failed on another domain since it last worked anywhere (within `since`)."""
+    def _failed_elsewhere(self, proxy: str, domain: str, prx: _Trail, since: float) -> bool:
+        """The proxy has failed on another domain since it last worked anywhere (within `since`),
+        one that works through other proxies (a domain failing for everyone says nothing of it)."""
         after = max(since, prx.last_success)
-        return any(t > after and other != domain for t, other in prx.failures)
+        for t, other in prx.failures:
+            if t > after and other != domain:
+                trail = self._domains.get(other)
+                if trail is not None and _works_without(trail, proxy, since):
+                    return True
+        return False
 
     @staticmethod
     def _pair_or_unknown(proxy: str, dom: _Trail, since: float) -> Blame:
@@ -311,12 +326,13 @@ def _remember(dom: _Trail, proxy: str, now: float, ok: bool, origin: bool) -> No
 
 
 def _others(dom: _Trail, proxy: str, since: float) -> tuple[int, int, int]:
-    """Outcomes on the domain since `since` through the other paths that work now (their last
-    outcome was a success): (successes, failures, paths that succeeded). Paths failing now are
-    left out of the yardstick: when most of a pool is banned, the rest shows what the site does."""
+    """Outcomes on the domain since `since` through the other paths, but those failing again
+    and again now (their last two outcomes failures): (successes, failures, paths that succeeded).
+    When most of a pool is banned, the rest shows what the site does; in an overload, a path's
+    one failure in a row is common and keeps its outcomes in the yardstick."""
     ok = bad = 0
     paths: set[str] = set()
-    failing = {path for path, outcomes in dom.paths.items() if outcomes and not outcomes[-1][1]}
+    failing = {path for path, outcomes in dom.paths.items() if _run(outcomes) >= _FAILING_RUN}
     for t, path, good in reversed(dom.outcomes):
         if t < since:
             break
@@ -330,19 +346,29 @@ def _others(dom: _Trail, proxy: str, since: float) -> tuple[int, int, int]:
     return ok, bad, len(paths)
 
 
-def _overturn(dom: _Trail, proxy: str) -> int:
+def _run(outcomes: list[tuple[float, bool, bool]]) -> int:
+    """The failures in a row at the end of a path's outcomes."""
+    run = 0
+    for _t, ok, _origin in reversed(outcomes):
+        if ok:
+            break
+        run += 1
+    return run
+
+
+def _overturn(dom: _Trail, proxy: str) -> tuple[int, float]:
     """The path's failures since it last worked that were judged the origin's: now known to be
-    its own. Each is counted once."""
+    its own. Each is counted once. (How many, when the earliest came.)"""
     mine = dom.paths.get(proxy, [])
-    count = 0
+    count, since = 0, math.inf
     for i in range(len(mine) - 1, -1, -1):
         t, ok, origin = mine[i]
         if ok:
             break
         if origin:
             mine[i] = (t, ok, False)
-            count += 1
-    return count
+            count, since = count + 1, t
+    return count, since
 
 
 def _tail(failed: int, seen: int, rate: float) -> float:

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 @dataclass(slots=True)
 class _Cut:
     by: str | None  # the path whose failure made it
-    before: tuple[float, float, int, bool, float]  # (value, hurt_at, repeats, starting, cut_at) before it
+    at: float  # when
+    before: tuple[float, float, int, bool, float, int]  # (value, hurt_at, repeats, starting, cut_at, over) before it
     overturned: bool = False  # the judge found that failure was the path's own
 
 
@@ -124,7 +125,7 @@ class ConcurrencyControl:
         if sent_at < entry.cut_at:
             return None
         before = _effective(entry.value)
-        undo = (entry.value, entry.hurt_at, entry.repeats, entry.starting, entry.cut_at)
+        undo = (entry.value, entry.hurt_at, entry.repeats, entry.starting, entry.cut_at, entry.over)
         if entry.starting:
             # Slow start doubled the limit over the last round trip, so the capacity lies between
             # half of it and it: go back to the half, and probe just above it cautiously. Unless
@@ -150,30 +151,29 @@ class ConcurrencyControl:
             entry.hurt_at = entry.value
             entry.value = max(float(self.minimum), entry.value * self.beta)
         entry.cut_at = now
-        entry.cuts.append(_Cut(by, undo))
+        entry.cuts.append(_Cut(by, now, undo))
         if len(entry.cuts) > _CUTS_KEPT:
             del entry.cuts[0]
         after = _effective(entry.value)
         return after if after != before else None
 
-    def overturned(self, slot: str, by: str) -> int | None:
-        """The failure through `by` behind one of the slot's last cuts was that path's own: undo
-        it, with every later cut that was overturned too (growth since is kept); a cut followed by
-        one that stands is undone when that one is. The new limit if it changed."""
+    def overturned(self, slot: str, by: str, since: float = -math.inf) -> int | None:
+        """The failures through `by` since `since` were that path's own: undo the cuts they made,
+        with every later cut that was overturned too (growth since is kept); a cut followed by one
+        that stands is undone when that one is. The new limit if it changed."""
         entry = self._limits.get(slot)
         if entry is None:
             return None
-        mine = next((cut for cut in reversed(entry.cuts) if cut.by == by and not cut.overturned), None)
-        if mine is None:
-            return None
-        mine.overturned = True
+        for cut in entry.cuts:
+            if cut.by == by and cut.at >= since:
+                cut.overturned = True
         undo = None
         while entry.cuts and entry.cuts[-1].overturned:
             undo = entry.cuts.pop().before
         if undo is None:
             return None
         before = _effective(entry.value)
-        value, entry.hurt_at, entry.repeats, entry.starting, entry.cut_at = undo
+        value, entry.hurt_at, entry.repeats, entry.starting, entry.cut_at, entry.over = undo
         entry.value = max(entry.value, value)
         after = _effective(entry.value)
         if after >= entry.ceiling and not entry.starting:

@@ -254,7 +254,7 @@ class Gateway:
         if overturned and proxy is not None:
             # An earlier failure through this path was judged the origin's: if it made the last cut,
             # that cut is undone (with a Redis state, the fleet's limit recovers by itself).
-            new_limit = self.concurrency.overturned(slot, proxy) or new_limit
+            new_limit = self.concurrency.overturned(slot, proxy, self.judge.overturned_since) or new_limit
         outage = opens_outage(events, domain)
         if outage:
             new_limit = self.concurrency.outage(slot) or new_limit

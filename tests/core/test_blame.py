@@ -384,12 +384,14 @@ def test_a_status_blamed_on_the_origin_through_one_path_only_is_that_paths():
     """A per-IP rate limit (nginx limit_req's 503): the origin wrote it, the address is the fault."""
     judge = Judge(window=30.0)
     t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
-    verdicts = []
+    verdicts, overturned = [], []
     for _ in range(3):
         verdicts.append(judge.failure(P4, D, t, ORG))
+        overturned.append(judge.overturned)
         t = _traffic(judge, t + 0.01, [P1, P2, P3], 4)
-    assert verdicts == [ORG, ORG, Blame.PAIR]  # a run of 3 against 24 clean answers elsewhere
-    assert judge.overturned == 2
+    # A run of 2 against the others' 42 clean answers of late (the yardstick: the domain's last 48).
+    assert verdicts == [ORG, Blame.PAIR, Blame.PAIR]
+    assert overturned == [0, 1, 0]
 
 
 def test_a_flaky_exit_stands_out_within_ten_of_its_requests():
@@ -405,24 +407,28 @@ def test_a_flaky_exit_stands_out_within_ten_of_its_requests():
     assert Blame.PAIR in verdicts
 
 
-def test_failures_shared_by_every_path_make_no_outlier():
-    """An overload failing 30 % of all requests, spread over the paths: no path stands out."""
+@pytest.mark.parametrize("paths", [4, 8, 16, 30])
+def test_failures_shared_by_every_path_make_few_outliers(paths: int) -> None:
+    """An overload failing 30 % of all requests, spread over the paths at random: runs of bad luck
+    on one path happen, so some failures stand out by chance (about 1 % of them over ten seeds:
+    README, blame rule 2), never a steady share."""
     import random
 
-    rng = random.Random(5)
-    judge = Judge(window=30.0)
-    paths = [P1, P2, P3, P4, P5]
-    verdicts = []
-    t = 0.0
-    for _ in range(2000):
-        p = rng.choice(paths)
-        if rng.random() < 0.3:
-            verdicts.append(judge.failure(p, D, t, ORG))
-        else:
-            judge.success(p, D, t)
-        t += 0.01
-    outliers = sum(v is not ORG for v in verdicts)
-    assert outliers <= len(verdicts) * 0.005, outliers
+    judged = outliers = 0
+    for seed in range(10):
+        rng = random.Random(seed)
+        judge = Judge(window=30.0)
+        names = [f"http://10.0.3.{i}:8080" for i in range(paths)]
+        t = 0.0
+        for _ in range(3000):
+            p = rng.choice(names)
+            if rng.random() < 0.3:
+                judged += 1
+                outliers += judge.failure(p, D, t, ORG, pool_size=paths) is not ORG
+            else:
+                judge.success(p, D, t)
+            t += 0.01
+    assert outliers <= judged * 0.02, (outliers, judged)
 
 
 def test_an_origin_down_for_every_path_makes_no_outlier():
@@ -452,3 +458,27 @@ def test_when_most_of_the_pool_is_banned_the_paths_that_work_are_the_yardstick()
             verdicts[p].append(judge.failure(p, D, t, ORG))
             t = _traffic(judge, t + 0.01, good, 1)
     assert all(Blame.PAIR in v[:3] for v in verdicts.values()), verdicts
+
+
+def test_failures_older_than_the_window_are_no_evidence():
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
+    for _ in range(4):  # a bad spell long ago
+        judge.failure(P4, D, t, ORG)
+        t += 0.01
+    t = _traffic(judge, t + 600.0, [P1, P2, P3, P4], 3)
+    assert judge.failure(P4, D, t, ORG) is ORG
+
+
+@pytest.mark.parametrize("pool", [[P1, P2], [P1, P2, P3]])
+def test_an_outage_starting_through_one_path_first_makes_no_outlier(pool: list[str]) -> None:
+    """The origin goes down: the requests in flight through the others still land well for a
+    moment, while the first path already fails twice. The others must keep working meanwhile."""
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, pool, 20)
+    verdicts = [judge.failure(P1, D, t, ORG, pool_size=len(pool))]
+    t = _traffic(judge, t + 0.01, pool[1:], 1)  # answers already on their way
+    verdicts.append(judge.failure(P1, D, t, ORG, pool_size=len(pool)))
+    for i, p in enumerate(pool * 3):
+        verdicts.append(judge.failure(p, D, t + 0.01 * (i + 1), ORG, pool_size=len(pool)))
+    assert set(verdicts) == {ORG}, verdicts

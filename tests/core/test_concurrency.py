@@ -291,3 +291,12 @@ def test_an_overturned_cut_in_slow_start_resumes_slow_start():
     assert not control.starting("s")
     assert control.overturned("s", "p1") == 8
     assert control.starting("s")
+
+
+def test_only_the_cuts_of_the_overturned_run_are_undone():
+    control = ConcurrencyControl(minimum=1, beta=0.5, initial=0)
+    control.overloaded("s", 16, sent_at=0.0, now=1.0, by="p1")  # an old cut, through p1, that stood
+    control.overloaded("s", 16, sent_at=5.0, now=6.0, by="p1")  # the run that turns out p1's
+    control.overloaded("s", 16, sent_at=7.0, now=8.0, by="p1")
+    assert control.limit("s") == 2
+    assert control.overturned("s", "p1", since=5.0) == 8  # both of the run's cuts; not the old one

@@ -3,6 +3,7 @@ blamed (core/blame.py, outliers), taken out for that domain, and come back when 
 
 from __future__ import annotations
 
+import math
 import re
 
 from demo_world import OriginSpec, ProxySpec, World
@@ -32,10 +33,12 @@ def test_a_flapping_proxy_is_taken_out_while_down_and_comes_back_when_up(world: 
     # Its failures were not the origin's: an origin verdict (its first failure each time, which an
     # overload could have caused too) is overturned by the next one.
     assert result.stat("gateway/blame/origin") - result.stat("gateway/blame/origin_overturned") <= 1, result.stats
-    # Caught within a few requests each time it went down (three windows at most in this crawl),
-    # its probes while still down included.
+    # Caught within a few requests each time it went down, its probes while still down included
+    # (the windows that began while the crawl ran: about 3 in 10 s, more on a loaded machine).
     own = world.snapshot()["proxies"]["flap"]["own_errors"]
-    assert own <= 24, (own, result.stats)
+    last = max(o["at"] for o in result.outcomes)
+    windows = max(1, math.floor((last - 1.0) / 4.0) + 1)
+    assert own <= 8 * windows, (own, windows, result.stats)
     # And it came back: it carried pages after its first time down, and was re-admitted.
     assert result.stat("gateway/pair_readmissions") >= 1, result.stats
     assert any(o.get("proxy") == key and o["at"] > 3.0 for o in result.by_kind("callback"))
