@@ -30,14 +30,16 @@ def test_a_flapping_proxy_is_taken_out_while_down_and_comes_back_when_up(world: 
     ejected = re.findall(r"Proxy (\S+) out of rotation for (\S+) only", result.log)
     assert ejected and {proxy for proxy, _domain in ejected} == {key}, ejected
     assert result.stat("gateway/ejections/count") == 0
-    # Its failures were not the origin's: an origin verdict (its first failure each time, which an
-    # overload could have caused too) is overturned by the next one.
-    assert result.stat("gateway/blame/origin") - result.stat("gateway/blame/origin_overturned") <= 1, result.stats
-    # Caught within a few requests each time it went down, its probes while still down included
-    # (the windows that began while the crawl ran: about 3 in 10 s, more on a loaded machine).
-    own = world.snapshot()["proxies"]["flap"]["own_errors"]
+    # The windows it was down in while the crawl ran: about 3 in 10 s, more on a loaded machine.
     last = max(o["at"] for o in result.outcomes)
     windows = max(1, math.floor((last - 1.0) / 4.0) + 1)
+    # Its failures were not the origin's: an origin verdict (its first failure in a window, which an
+    # overload could have caused too) is overturned by its next failure, unless that never came
+    # in the window or came before enough requests had worked elsewhere to compare with.
+    unresolved = result.stat("gateway/blame/origin") - result.stat("gateway/blame/origin_overturned")
+    assert unresolved <= windows, (windows, result.stats)
+    # Caught within a few requests each time it went down, its probes while still down included.
+    own = world.snapshot()["proxies"]["flap"]["own_errors"]
     assert own <= 8 * windows, (own, windows, result.stats)
     # And it came back: it carried pages after its first time down, and was re-admitted.
     assert result.stat("gateway/pair_readmissions") >= 1, result.stats
