@@ -238,15 +238,7 @@ class Judge:
     def _fails_everywhere(self, proxy: str, domain: str, dom: _Trail, prx: _Trail, since: float) -> bool:
         """This proxy failed lately on another domain that works through other proxies, as does
         this one, and it has succeeded nowhere since."""
-        if not _works_without(dom, proxy, since):
-            return False
-        for t, other in prx.failures:
-            if t < since or other == domain or prx.last_success >= t:
-                continue
-            trail = self._domains.get(other)
-            if trail is not None and _works_without(trail, proxy, since):
-                return True
-        return False
+        return _works_without(dom, proxy, since) and self._failed_elsewhere(proxy, domain, prx, since)
 
     def _stands_out(self, proxy: str, dom: _Trail, now: float) -> bool:
         """This failure makes the path an outlier on the domain (see OUTLIER_P)."""
@@ -271,14 +263,14 @@ class Judge:
         return False
 
     def _failed_elsewhere(self, proxy: str, domain: str, prx: _Trail, since: float) -> bool:
-        """The proxy has failed on another domain since it last worked anywhere (within `since`),
-        one that works through other proxies (a domain failing for everyone says nothing of it)."""
-        after = max(since, prx.last_success)
+        """The proxy has failed since `since`, and since it last worked anywhere, on another domain
+        that works through other proxies (a domain failing for everyone says nothing of it)."""
         for t, other in prx.failures:
-            if t > after and other != domain:
-                trail = self._domains.get(other)
-                if trail is not None and _works_without(trail, proxy, since):
-                    return True
+            if t < since or other == domain or prx.last_success >= t:
+                continue
+            trail = self._domains.get(other)
+            if trail is not None and _works_without(trail, proxy, since):
+                return True
         return False
 
     @staticmethod

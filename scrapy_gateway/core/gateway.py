@@ -252,8 +252,8 @@ class Gateway:
         elif doubtful:
             new_limit = self.concurrency.doubtful(slot, load)
         if overturned and proxy is not None:
-            # An earlier failure through this path was judged the origin's: if it made the last cut,
-            # that cut is undone (with a Redis state, the fleet's limit recovers by itself).
+            # This path's run of failures had been judged the origin's: the cuts that run made are
+            # undone (with a Redis state, the fleet's limit recovers by itself).
             new_limit = self.concurrency.overturned(slot, proxy, self.judge.overturned_since) or new_limit
         outage = opens_outage(events, domain)
         if outage:
