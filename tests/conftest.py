@@ -30,6 +30,7 @@ class CrawlResult:
     elapsed: float
     log: str
     cpu: float = 0.0
+    opened: float | None = None  # time.monotonic() at spider_opened (comparable with the world's epoch)
 
     def by_kind(self, kind: str) -> list[dict[str, Any]]:
         return [o for o in self.outcomes if o["kind"] == kind]
@@ -72,7 +73,13 @@ def run_crawl(
         data = json.loads(out_path.read_text())
     assert not data["deprecations"], data["deprecations"]  # Scrapy 2.19, asyncio reactor, no warnings
     return CrawlResult(
-        data["outcomes"], data["stats"], data["close_reason"], data["elapsed"], done.stderr, data.get("cpu", 0.0)
+        data["outcomes"],
+        data["stats"],
+        data["close_reason"],
+        data["elapsed"],
+        done.stderr,
+        data.get("cpu", 0.0),
+        data.get("opened"),
     )
 
 

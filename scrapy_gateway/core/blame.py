@@ -18,8 +18,10 @@ failures on a domain stand out from the other paths' there at the same time (an 
 Envoy's success-rate outlier detection, tested per path since the verdict is needed at once) is
 the path's fault: PROXY when it has also failed on another domain since it last worked, else PAIR.
 Its failures then are not the origin's, whatever the status said: a proxy that went down, a flaky
-exit, an address the site rate-limits (nginx's limit_req answers 503). The origin verdicts such a
-run of failures had been given are counted as overturned (`Judge.overturned`).
+exit, an address the site rate-limits (nginx's limit_req answers 503). The origin verdicts the
+failures that made it stand out had been given are counted as overturned (`Judge.overturned`), and
+its next failures are its own until it works again (the requests it still carried when it was
+taken out fail in a burst, too fast for the others to show anything in between).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ OUTLIER_PATHS = 2  # distinct other paths those successes came through (so a poo
 # A path this many failures in a row into its run is left out of the others' yardstick.
 _FAILING_RUN = 2
 _PATHS_TRACKED = _RECENT * 4  # per domain, the paths with the most recent outcomes (as `worked`)
+# What a path's failure on a domain was judged, as its outcomes remember it.
+_OTHER, _ORIGIN, _OUTLIER = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -68,10 +72,11 @@ class _Trail:
     worked: OrderedDict[str, float] = field(default_factory=OrderedDict)
     # For domains: each path's failure rate (EWMA over all its outcomes, whoever was blamed).
     rates: dict[str, float] = field(default_factory=dict)
-    # For domains: the last outcomes (time, path, ok), and each path's own (time, ok, judged the
-    # origin's), for the outlier test. Lists, trimmed by hand: most domains see few outcomes.
+    # For domains: the last outcomes (time, path, ok), and each path's own (time, ok, what its
+    # failure was judged: _OTHER, _ORIGIN, _OUTLIER), for the outlier test. Lists, trimmed by hand:
+    # most domains see few outcomes.
     outcomes: list[tuple[float, str, bool]] = field(default_factory=list)
-    paths: OrderedDict[str, list[tuple[float, bool, bool]]] = field(default_factory=OrderedDict)
+    paths: OrderedDict[str, list[tuple[float, bool, int]]] = field(default_factory=OrderedDict)
 
 
 class Judge:
@@ -108,7 +113,7 @@ class Judge:
             dom.rates.pop(gone, None)
         # A new path starts unproven: it must first show several successes in a row.
         dom.rates[proxy] = dom.rates.get(proxy, _UNPROVEN) * (1.0 - _RATE_ALPHA)
-        _remember(dom, proxy, now, True, False)
+        _remember(dom, proxy, now, True, _OTHER)
         self._trail(self._proxies, proxy, self._max_proxies).last_success = now
 
     def worked(self, proxy: str, domain: str, now: float) -> bool:
@@ -147,19 +152,21 @@ class Judge:
         dom = self._trail(self._domains, domain, self._max_domains)
         prx = self._trail(self._proxies, proxy, self._max_proxies)
         self.overturned = 0
+        outlier = False
         since = now - self.window
         if blame is Blame.UNKNOWN and path_only:
             if self._fails_everywhere(proxy, domain, dom, prx, since):
                 blame = Blame.PROXY
             else:
                 blame = self._pair_or_unknown(proxy, dom, since)
-        elif blame in (Blame.UNKNOWN, Blame.ORIGIN) and self._stands_out(proxy, dom, now):
+        elif blame in (Blame.UNKNOWN, Blame.ORIGIN) and (counted := self._stands_out(proxy, dom, now)) is not None:
             blame = Blame.PROXY if self._failed_elsewhere(proxy, domain, prx, since) else Blame.PAIR
-            self.overturned, self.overturned_since = _overturn(dom, proxy)
+            self.overturned, self.overturned_since = _overturn(dom, proxy, counted)
+            outlier = True
         elif blame is Blame.UNKNOWN:
             paths = min(3, max(pool_size, 2))
             blame = self._settle(proxy, domain, dom, prx, now, paths, transport, probing, growing)
-        self._record(dom, prx, proxy, domain, now, blame, path_only)
+        self._record(dom, prx, proxy, domain, now, blame, path_only, outlier=outlier)
         return blame
 
     def record(self, proxy: str, domain: str, now: float, blame: Blame, *, path_only: bool = False) -> None:
@@ -170,14 +177,24 @@ class Judge:
 
     @staticmethod
     def _record(
-        dom: _Trail, prx: _Trail, proxy: str, domain: str, now: float, blame: Blame, path_only: bool, mine: bool = True
+        dom: _Trail,
+        prx: _Trail,
+        proxy: str,
+        domain: str,
+        now: float,
+        blame: Blame,
+        path_only: bool,
+        mine: bool = True,
+        outlier: bool = False,
     ) -> None:
-        """`mine`: judged here (an origin verdict of another process is its own to overturn)."""
+        """`mine`: judged here (an origin verdict of another process is its own to overturn);
+        `outlier`: judged the path's by the outlier test."""
         if proxy in dom.worked:  # only paths that have worked carry a rate (bounded with them)
             rate = dom.rates.get(proxy, 0.0)
             dom.rates[proxy] = rate + _RATE_ALPHA * (1.0 - rate)
-        if blame is not Blame.PROXY:
-            _remember(dom, proxy, now, False, mine and blame is Blame.ORIGIN)
+        if blame is not Blame.PROXY or outlier:
+            mark = _OUTLIER if outlier else _ORIGIN if mine and blame is Blame.ORIGIN else _OTHER
+            _remember(dom, proxy, now, False, mark)
         # Proxy-wide faults are not evidence about the domain, and vice versa.
         if blame is not Blame.PROXY and not path_only:
             dom.failures.append((now, proxy))
@@ -240,27 +257,31 @@ class Judge:
         this one, and it has succeeded nowhere since."""
         return _works_without(dom, proxy, since) and self._failed_elsewhere(proxy, domain, prx, since)
 
-    def _stands_out(self, proxy: str, dom: _Trail, now: float) -> bool:
-        """This failure makes the path an outlier on the domain (see OUTLIER_P)."""
+    def _stands_out(self, proxy: str, dom: _Trail, now: float) -> float | None:
+        """This failure makes the path an outlier on the domain (see OUTLIER_P), or its current run
+        of failures already did: when the failures that stand out began (None: it does not)."""
         floor = now - self.window
-        mine = [o for o in dom.paths.get(proxy, ()) if o[0] >= floor] + [(now, False, False)]
+        mine = [o for o in dom.paths.get(proxy, ()) if o[0] >= floor] + [(now, False, _OTHER)]
         run = _run(mine)
-        failed_at = [t for t, ok, _origin in mine if not ok]
+        if any(mark == _OUTLIER for _t, _ok, mark in mine[-run:]):
+            return mine[-run][0]
+        failed_at = [t for t, ok, _mark in mine if not ok]
         if len(failed_at) < 2:
-            return False
+            return None
         # The yardstick: the other paths over the domain's last outcomes (DOMAIN_OUTCOMES, within
         # the window), a steadier rate than over the run's own few instants.
         good, bad, _paths = _others(dom, proxy, floor)
         rate = (bad + 1) / (good + bad + 2)
         # Its current run, and all its recent outcomes; each only while the others keep working
         # meanwhile ("at the same time": an outage's first failures come through one path first).
-        for failed, seen, since in ((run, run, mine[-run][0]), (len(failed_at), len(mine), failed_at[-2])):
+        tests = ((run, run, mine[-run][0], mine[-run][0]), (len(failed_at), len(mine), failed_at[-2], failed_at[0]))
+        for failed, seen, since, counted in tests:
             if failed < 2 or _tail(failed, seen, rate) >= OUTLIER_P:
                 continue
             good_since, _bad, paths_since = _others(dom, proxy, since)
             if good_since >= OUTLIER_SUCCESSES and paths_since >= OUTLIER_PATHS:
-                return True
-        return False
+                return counted
+        return None
 
     def _failed_elsewhere(self, proxy: str, domain: str, prx: _Trail, since: float) -> bool:
         """The proxy has failed since `since`, and since it last worked anywhere, on another domain
@@ -300,7 +321,7 @@ def _works_without(dom: _Trail, proxy: str, since: float) -> bool:
     return any(t >= since for p, t in reversed(dom.worked.items()) if p != proxy)
 
 
-def _remember(dom: _Trail, proxy: str, now: float, ok: bool, origin: bool) -> None:
+def _remember(dom: _Trail, proxy: str, now: float, ok: bool, mark: int) -> None:
     """One outcome on the domain, for the outlier test (bounded: see the module constants)."""
     dom.outcomes.append((now, proxy, ok))
     if len(dom.outcomes) > DOMAIN_OUTCOMES:
@@ -312,7 +333,7 @@ def _remember(dom: _Trail, proxy: str, now: float, ok: bool, origin: bool) -> No
             dom.paths.popitem(last=False)
     else:
         dom.paths.move_to_end(proxy)
-    mine.append((now, ok, origin))
+    mine.append((now, ok, mark))
     if len(mine) > PATH_OUTCOMES:
         del mine[0]
 
@@ -338,29 +359,29 @@ def _others(dom: _Trail, proxy: str, since: float) -> tuple[int, int, int]:
     return ok, bad, len(paths)
 
 
-def _run(outcomes: list[tuple[float, bool, bool]]) -> int:
+def _run(outcomes: list[tuple[float, bool, int]]) -> int:
     """The failures in a row at the end of a path's outcomes."""
     run = 0
-    for _t, ok, _origin in reversed(outcomes):
+    for _t, ok, _mark in reversed(outcomes):
         if ok:
             break
         run += 1
     return run
 
 
-def _overturn(dom: _Trail, proxy: str) -> tuple[int, float]:
-    """The path's failures since it last worked that were judged the origin's: now known to be
-    its own. Each is counted once. (How many, when the earliest came.)"""
+def _overturn(dom: _Trail, proxy: str, since: float) -> tuple[int, float]:
+    """The path's failures since `since` that were judged the origin's: now known to be its own.
+    Each is counted once. (How many, when the earliest came.)"""
     mine = dom.paths.get(proxy, [])
-    count, since = 0, math.inf
+    count, first = 0, math.inf
     for i in range(len(mine) - 1, -1, -1):
-        t, ok, origin = mine[i]
-        if ok:
+        t, ok, mark = mine[i]
+        if t < since:
             break
-        if origin:
-            mine[i] = (t, ok, False)
-            count, since = count + 1, t
-    return count, since
+        if not ok and mark == _ORIGIN:
+            mine[i] = (t, ok, _OTHER)
+            count, first = count + 1, t
+    return count, first
 
 
 def _tail(failed: int, seen: int, rate: float) -> float:

@@ -5,11 +5,19 @@ The rules, in one place:
   way to 0. A proxy is ejected when its score reaches `eject_score` or its streak of consecutive
   failures reaches `eject_streak`; a hard failure (refused connection, bad credentials) ejects at
   once.
-- an ejected proxy is out for `cooldown_base * 2**(ejections-1)` seconds, capped at `cooldown_cap`,
-  jittered by +-20 %; then it is on probation: it carries one request at a time, the first success
-  clears it, the first failure ejects it again for longer.
+- an ejected record is out for `base * 2**(strikes-1)` seconds, capped at `cooldown_cap`, jittered
+  by +-20 %; then it is on probation: it carries one request at a time, the first success clears
+  it, the first failure ejects it again for longer. Each ejection is a strike; a strike is
+  forgiven for every `cooldown_base` seconds the record then stays in (as Envoy's ejection
+  multiplier), so a repeat offender stays out longer and a proxy that failed once long ago starts
+  afresh.
+- `base` is `cooldown_base` for a record that has never worked (a dead or misconfigured proxy: a
+  probe of it is likely wasted), and `relapse` for one that has: a proxy that goes bad mid-crawl
+  (down for a while, an exit that flaps) is usually back soon, and short first cooldowns re-admit
+  it within a few seconds of its recovery.
 - after `retire_after` ejections without a success in between it is retired for the rest of the
-  crawl (0 = never); wrong credentials retire it at once.
+  crawl (0 = never); only ejections of a full `cooldown_base` or more count, so a proxy that has
+  worked is retired no sooner than one that never did. Wrong credentials retire it at once.
 """
 
 from __future__ import annotations
@@ -35,16 +43,18 @@ class HealthRules:
     cooldown_base: float = 10.0
     cooldown_cap: float = 300.0
     retire_after: int = 6
+    relapse: float = 1.0  # the first cooldown of a record that has worked (see the module's text)
 
-    def cooldown(self, ejections: int, rng: random.Random) -> float:
-        exponent = min(max(ejections - 1, 0), 30)
-        return float(min(self.cooldown_cap, self.cooldown_base * 2**exponent * rng.uniform(0.8, 1.2)))
+    def cooldown(self, base: float, strikes: float) -> float:
+        """Before jitter: `base` doubled for each strike past the first, capped."""
+        return float(min(self.cooldown_cap, base * 2 ** min(max(strikes - 1.0, 0.0), 30.0)))
 
 
 class Health:
     """Mutable health record; owned by one pool, never shared across threads."""
 
     __slots__ = (
+        "back_at",
         "ejected_at",
         "ejections",
         "inflight",
@@ -54,6 +64,7 @@ class Health:
         "score",
         "state",
         "streak",
+        "strikes",
         "until",
     )
 
@@ -62,7 +73,9 @@ class Health:
         self.streak = 0
         self.state = State.ACTIVE
         self.until = 0.0  # monotonic time the cooldown ends, when EJECTED
-        self.ejections = 0  # consecutive ejections without a success in between
+        self.ejections = 0  # consecutive full-length ejections without a success in between
+        self.strikes = 0.0  # ejections, less those forgiven for the time it stayed in since
+        self.back_at: float | None = None  # when it last came (back) into service and worked
         self.probation = False
         self.inflight = 0
         self.last_success = float("-inf")
@@ -82,6 +95,8 @@ class Health:
         self.streak = 0
         self.ejections = 0
         self.last_success = now
+        if self.back_at is None:
+            self.back_at = now
         readmitted = self.probation
         self.probation = False
         return readmitted
@@ -94,14 +109,21 @@ class Health:
 
     def eject(self, rules: HealthRules, now: float, rng: random.Random) -> bool:
         """Take out of rotation; True when this ejection retires it for good."""
-        self.ejections += 1
         self.probation = False
+        if self.back_at is not None:
+            self.strikes = max(0.0, self.strikes - (now - self.back_at) / rules.cooldown_base)
+            self.back_at = None
+        self.strikes += 1.0
+        base = min(rules.relapse, rules.cooldown_base) if self.last_success > float("-inf") else rules.cooldown_base
+        cooldown = rules.cooldown(base, self.strikes)
+        if cooldown >= rules.cooldown_base:
+            self.ejections += 1
         if rules.retire_after and self.ejections >= rules.retire_after:
             self.state = State.RETIRED
             return True
         self.state = State.EJECTED
         self.ejected_at = now
-        self.until = now + rules.cooldown(self.ejections, rng)
+        self.until = now + min(rules.cooldown_cap, cooldown * rng.uniform(0.8, 1.2))
         # Re-admitted records start from half the threshold, so one more failure sends them back.
         self.score = rules.eject_score / 2
         self.streak = 0
@@ -112,6 +134,7 @@ class Health:
         self.state = State.ACTIVE
         self.probation = False
         self.ejections = max(0, self.ejections - 1)
+        self.strikes = max(0.0, self.strikes - 1.0)
         self.score = rules.eject_score / 2
         self.streak = 0
 

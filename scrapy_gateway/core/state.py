@@ -23,6 +23,8 @@ def _health(health: Health, now: float) -> dict[str, Any]:
         "remaining": max(0.0, health.until - now) if health.state is State.EJECTED else 0.0,
         "ejections": health.ejections,
         "probation": health.probation,
+        "strikes": health.strikes,
+        "worked": health.last_success > float("-inf"),
     }
 
 
@@ -33,6 +35,10 @@ def _restore(health: Health, data: dict[str, Any], now: float) -> None:
     health.until = now + float(data["remaining"])
     health.ejections = int(data["ejections"])
     health.probation = bool(data["probation"])
+    health.strikes = float(data.get("strikes", health.ejections))  # absent in files of 0.1
+    if data.get("worked"):  # monotonic times do not survive: it worked, so "just now"
+        health.last_success = now
+        health.back_at = now if health.state is State.ACTIVE else None
 
 
 def dump(gateway: Gateway, now: float) -> dict[str, Any]:

@@ -482,3 +482,38 @@ def test_an_outage_starting_through_one_path_first_makes_no_outlier(pool: list[s
     for i, p in enumerate(pool * 3):
         verdicts.append(judge.failure(p, D, t + 0.01 * (i + 1), ORG, pool_size=len(pool)))
     assert set(verdicts) == {ORG}, verdicts
+
+
+def test_the_requests_an_outlier_still_carried_fail_as_its_own():
+    """Taken out, it still carries requests: they fail in a burst, with no answer elsewhere in
+    between to compare with. Its run stands out already; each is the path's until it works."""
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
+    judge.failure(P4, D, t, ORG)
+    t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)
+    assert judge.failure(P4, D, t, ORG) is Blame.PAIR
+    burst = [judge.failure(P4, D, t + 0.001 * i, ORG) for i in range(1, 5)]
+    assert burst == [Blame.PAIR] * 4
+    assert judge.overturned == 0  # counted once, with the run's first verdict
+    judge.success(P4, D, t + 1.0)  # back: its next failure is judged afresh
+    assert judge.failure(P4, D, t + 1.01, ORG) is ORG
+
+
+def test_origin_verdicts_before_a_late_success_are_overturned_with_the_failures_that_stood_out():
+    """A request sent before the ban answers well after the first 503s came back (out of order):
+    the window test finds the path an outlier, and every origin verdict it counted is overturned."""
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3], 10)
+    t = first = _traffic(judge, t, [P4], 2)
+    assert judge.failure(P4, D, t, ORG) is ORG
+    assert judge.failure(P4, D, t + 0.005, ORG) is ORG  # too soon: nothing worked elsewhere since
+    judge.success(P4, D, t + 0.01)
+    t = _traffic(judge, t + 0.02, [P1, P2, P3], 3)
+    # Not a run (a success came in between), but 3 of its last 6 against the others' clean record.
+    assert judge.failure(P4, D, t, ORG) is Blame.PAIR
+    assert judge.overturned == 2
+    assert judge.overturned_since == first
+    # Then the requests it still carried fail in a burst, nothing answering elsewhere in between:
+    # its own, as the failures that stood out (the old rule asked for fresh successes elsewhere).
+    burst = [judge.failure(P4, D, t + 0.001 * i, ORG) for i in range(1, 4)]
+    assert burst == [Blame.PAIR] * 3

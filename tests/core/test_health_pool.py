@@ -84,19 +84,85 @@ def test_success_resets_streak_and_decays_score():
 
 
 @pytest.mark.parametrize(
-    ("ejections", "nominal"), [(1, 10.0), (2, 20.0), (3, 40.0), (5, 160.0), (6, 300.0), (31, 300.0), (10**6, 300.0)]
+    ("strikes", "nominal"), [(1, 10.0), (2, 20.0), (3, 40.0), (5, 160.0), (6, 300.0), (31, 300.0), (10**6, 300.0)]
 )
-def test_cooldown_doubles_is_capped_and_jittered(ejections, nominal):
-    draws = [RULES.cooldown(ejections, random.Random(seed)) for seed in range(300)]
-    assert all(c <= RULES.cooldown_cap for c in draws)  # the cap holds after the jitter
-    if nominal < RULES.cooldown_cap:
-        assert RULES.cooldown(ejections, random.Random(7)) == nominal * random.Random(7).uniform(0.8, 1.2)
-        assert all(0.8 * nominal <= c <= 1.2 * nominal for c in draws)
-        assert min(draws) < 0.85 * nominal
-        assert max(draws) > 1.15 * nominal
-    else:
-        assert min(draws) >= 0.8 * RULES.cooldown_cap
-        assert sum(c == RULES.cooldown_cap for c in draws) > 100  # jitter above the cap is clipped
+def test_cooldown_doubles_per_strike_and_is_capped(strikes, nominal):
+    assert RULES.cooldown(RULES.cooldown_base, strikes) == nominal
+    assert RULES.cooldown(1.0, 1.5) == pytest.approx(2**0.5)  # forgiven strikes are fractions
+
+
+def _cooldowns(health: Health, rules: HealthRules, count: int, now: float, rng: random.Random) -> list[float]:
+    """Eject `count` times in a row, each at the end of the last cooldown (failed probes)."""
+    out = []
+    for _ in range(count):
+        health.eject(rules, now, rng)
+        out.append(health.until - now)
+        now = health.until
+    return out
+
+
+def test_cooldowns_of_a_proxy_that_never_worked_start_at_the_base_and_jitter():
+    for seed in range(200):
+        got = _cooldowns(Health(), HealthRules(retire_after=0), 7, 0.0, random.Random(seed))
+        for cooldown, nominal in zip(got, [10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0], strict=True):
+            assert 0.8 * nominal - 1e-9 <= cooldown <= min(1.2 * nominal, RULES.cooldown_cap) + 1e-9
+    draws = [_cooldowns(Health(), RULES, 1, 0.0, random.Random(seed))[0] for seed in range(300)]
+    assert min(draws) < 8.5 and max(draws) > 11.5  # jittered both ways
+    capped = [_cooldowns(Health(), HealthRules(retire_after=0), 7, 0.0, random.Random(s))[-1] for s in range(300)]
+    assert sum(abs(c - RULES.cooldown_cap) < 1e-9 for c in capped) > 100  # jitter above the cap is clipped
+
+
+def test_a_proxy_that_worked_starts_short_and_doubles_while_it_stays_down():
+    health = Health()
+    health.succeed(RULES, 0.0)
+    got = _cooldowns(health, RULES, 6, 5.0, random.Random(3))
+    for cooldown, nominal in zip(got, [1.0, 2.0, 4.0, 8.0, 16.0, 32.0], strict=True):
+        assert 0.8 * nominal <= cooldown <= 1.2 * nominal
+
+
+def test_strikes_are_forgiven_while_it_stays_in():
+    health = Health()
+    health.succeed(RULES, 0.0)
+    now = 100.0
+    _cooldowns(health, RULES, 3, now, random.Random(1))  # 1, 2, 4 s: down for about 7 s
+    assert health.strikes == 3.0
+    back = health.until
+    health.usable(back)
+    health.succeed(RULES, back)
+    # Goes bad again 5 s later: a repeat offender starts where it left, less half a strike.
+    health.eject(RULES, back + 5.0, random.Random(1))
+    assert health.strikes == pytest.approx(3.5)
+    assert health.until - (back + 5.0) == pytest.approx(2**2.5 * random.Random(1).uniform(0.8, 1.2))
+    # In service for a long time after: the next ejection is a first one again.
+    health.usable(health.until)
+    health.succeed(RULES, health.until)
+    again = health.until + 10 * RULES.cooldown_base
+    health.eject(RULES, again, random.Random(1))
+    assert health.strikes == 1.0
+    assert health.until - again == pytest.approx(RULES.relapse * random.Random(1).uniform(0.8, 1.2))
+
+
+def test_a_proxy_that_worked_is_retired_no_sooner_than_one_that_never_did():
+    rules = HealthRules(retire_after=3)
+    dead, relapsed = Health(), Health()
+    relapsed.succeed(rules, 0.0)
+    times = []
+    for health in (dead, relapsed):
+        now = 1.0
+        while not health.eject(rules, now, random.Random(2)):
+            now = health.until
+        times.append(now)
+    assert dead.state is relapsed.state is State.RETIRED
+    assert relapsed.ejections == dead.ejections == 3
+    assert times[1] >= times[0]  # 1+2+4+8 s of quick looks, then 16, 32: past 10+20
+
+
+def test_relapse_is_never_above_the_base():
+    rules = HealthRules(cooldown_base=0.5, relapse=1.0)
+    health = Health()
+    health.succeed(rules, 0.0)
+    health.eject(rules, 1.0, random.Random(1))
+    assert health.until - 1.0 <= 0.5 * 1.2
 
 
 def test_eject_sets_cooldown_and_probation_follows():
@@ -105,7 +171,7 @@ def test_eject_sets_cooldown_and_probation_follows():
     health.fail(RULES, hard=False)
     assert health.eject(RULES, 100.0, random.Random(1)) is False
     assert health.state is State.EJECTED
-    assert health.until == 100.0 + RULES.cooldown(1, random.Random(1))
+    assert health.until == 100.0 + RULES.cooldown_base * random.Random(1).uniform(0.8, 1.2)
     assert health.score == RULES.eject_score / 2
     assert health.streak == 0
     assert not health.usable(health.until - 0.001)

@@ -51,3 +51,21 @@ def test_unknown_proxies_are_ignored_and_junk_is_refused() -> None:
     for junk in ({}, {"version": 99}, {"version": 1, "proxies": {"x": 1}}, {"version": 1}):
         with pytest.raises(ValueError):
             state.load(Gateway(PROXIES, Policy()), junk, now=0.0)
+
+
+def test_a_proxy_that_worked_keeps_its_short_cooldowns_and_strikes_after_a_resume() -> None:
+    before = Gateway(PROXIES, Policy())
+    rng = random.Random(1)
+    key = PROXIES[2].key
+    before.sent(key, "a.example", 10.0, first_attempt=True)
+    before.pool.succeeded(key, "a.example", 10.5, latency=0.1)
+    health = before.pool.records[key].health
+    health.eject(before.policy.health, 20.0, rng)
+    saved = json.loads(json.dumps(state.dump(before, now=20.0)))
+    after = Gateway(PROXIES, Policy())
+    state.load(after, saved, now=0.0)
+    restored = after.pool.records[key].health
+    assert restored.strikes == 1.0
+    restored.usable(restored.until)
+    restored.eject(after.policy.health, restored.until, rng)  # its probe failed: 2 s, not 20
+    assert restored.until - restored.ejected_at <= 2.0 * 1.2

@@ -5,7 +5,8 @@ Input (argv[1], a JSON file): {"settings": {...}, "urls": [...], "meta": {...}, 
 the saved dupefilter skips the start URLs. Without an errback (errback false) a failure is only
 Scrapy's "Error downloading" log line.
 Output (argv[2]): {"outcomes": [...], "stats": {...}, "close_reason": str, "elapsed": float,
-"cpu": float (CPU seconds from spider_opened on)}.
+"cpu": float (CPU seconds from spider_opened on), "opened": float (time.monotonic() at
+spider_opened: the system-wide clock, which a test compares with the world's epoch)}.
 Every request ends in exactly one callback or errback; the list lets a test prove it.
 
 Times are seconds from the crawl's own start (the spider_opened signal), not from this process's:
@@ -178,6 +179,7 @@ def main() -> None:
         "close_reason": outcome.get("close_reason"),
         "elapsed": since_opened(CLOSED) if OPENED is not None else 0.0,
         "cpu": _cpu_seconds() - (cpu_at_open[0] if cpu_at_open else 0.0),
+        "opened": OPENED,
     }
     with open(sys.argv[2], "w", encoding="utf-8") as f:
         json.dump(out, f, default=str)
