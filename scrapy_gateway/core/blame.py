@@ -259,7 +259,7 @@ class Judge:
 
     def _stands_out(self, proxy: str, dom: _Trail, now: float) -> float | None:
         """This failure makes the path an outlier on the domain (see OUTLIER_P), or its current run
-        of failures already did: when the failures that stand out began (None: it does not)."""
+        of failures already did: since when its failures are its own (None: it does not stand out)."""
         floor = now - self.window
         mine = [o for o in dom.paths.get(proxy, ()) if o[0] >= floor] + [(now, False, _OTHER)]
         run = _run(mine)
@@ -274,13 +274,13 @@ class Judge:
         rate = (bad + 1) / (good + bad + 2)
         # Its current run, and all its recent outcomes; each only while the others keep working
         # meanwhile ("at the same time": an outage's first failures come through one path first).
-        tests = ((run, run, mine[-run][0], mine[-run][0]), (len(failed_at), len(mine), failed_at[-2], failed_at[0]))
-        for failed, seen, since, counted in tests:
+        # Either way, its recent failures there (its last outcomes, within the window) were its own.
+        for failed, seen, since in ((run, run, mine[-run][0]), (len(failed_at), len(mine), failed_at[-2])):
             if failed < 2 or _tail(failed, seen, rate) >= OUTLIER_P:
                 continue
             good_since, _bad, paths_since = _others(dom, proxy, since)
             if good_since >= OUTLIER_SUCCESSES and paths_since >= OUTLIER_PATHS:
-                return counted
+                return failed_at[0]
         return None
 
     def _failed_elsewhere(self, proxy: str, domain: str, prx: _Trail, since: float) -> bool:

@@ -228,7 +228,8 @@ class Gateway:
             if self.gates.is_open(PROVIDER):
                 self.pool.finished(proxy, domain, now)  # the pool is innocent of a provider outage
             else:
-                events += self.pool.failed(proxy, domain, fault, now, rng)
+                refused = evidence in (Blame.ORIGIN, Blame.PAIR)
+                events += self.pool.failed(proxy, domain, fault, now, rng, refused=refused)
         new_limit = None
         sent_at = now if attempt.sent_at is None else attempt.sent_at
         # Overload is an origin shedding load: a Retry-After is its own throttle, and failures at an

@@ -14,7 +14,8 @@ The rules, in one place:
 - `base` is `cooldown_base` for a record that has never worked (a dead or misconfigured proxy: a
   probe of it is likely wasted), and `relapse` for one that has: a proxy that goes bad mid-crawl
   (down for a while, an exit that flaps) is usually back soon, and short first cooldowns re-admit
-  it within a few seconds of its recovery.
+  it within a few seconds of its recovery. Not so a refusal the site itself wrote for this
+  address (a ban): the site decided, and its decision lasts; that ejection takes `cooldown_base`.
 - after `retire_after` ejections without a success in between it is retired for the rest of the
   crawl (0 = never); only ejections of a full `cooldown_base` or more count, so a proxy that has
   worked is retired no sooner than one that never did. Wrong credentials retire it at once.
@@ -107,14 +108,16 @@ class Health:
         self.streak += 1
         return hard or self.probation or self.score >= rules.eject_score or self.streak >= rules.eject_streak
 
-    def eject(self, rules: HealthRules, now: float, rng: random.Random) -> bool:
-        """Take out of rotation; True when this ejection retires it for good."""
+    def eject(self, rules: HealthRules, now: float, rng: random.Random, *, durable: bool = False) -> bool:
+        """Take out of rotation; True when this ejection retires it for good. `durable`: the
+        site refused this address (no quick look, whether it worked before or not)."""
         self.probation = False
         if self.back_at is not None:
             self.strikes = max(0.0, self.strikes - (now - self.back_at) / rules.cooldown_base)
             self.back_at = None
         self.strikes += 1.0
-        base = min(rules.relapse, rules.cooldown_base) if self.last_success > float("-inf") else rules.cooldown_base
+        quick = self.last_success > float("-inf") and not durable
+        base = min(rules.relapse, rules.cooldown_base) if quick else rules.cooldown_base
         cooldown = rules.cooldown(base, self.strikes)
         if cooldown >= rules.cooldown_base:
             self.ejections += 1

@@ -346,8 +346,12 @@ class ProxyPool:
         record.health.latency.bound(took, now)
         self.pair(proxy_key, domain).latency.bound(took, now)
 
-    def failed(self, proxy_key: str, domain: str, fault: Fault, now: float, rng: random.Random) -> list[Event]:
-        """Record a failure whose blame is final. Origin faults only release the request."""
+    def failed(
+        self, proxy_key: str, domain: str, fault: Fault, now: float, rng: random.Random, *, refused: bool = False
+    ) -> list[Event]:
+        """Record a failure whose blame is final. Origin faults only release the request.
+        `refused`: the failure itself said the site refused (its status, before history): a ban
+        of the pair lasts (health.py)."""
         # An origin's failure says nothing of the proxy: its debut is still to come.
         ok = None if fault.blame is Blame.ORIGIN else False
         found = self.finished(proxy_key, domain, now if fault.answered else 0.0, ok=ok, ended=now)
@@ -374,7 +378,7 @@ class ProxyPool:
         if pair.state is not State.ACTIVE:
             return []
         if pair.fail(self.rules, hard=True) and fault.blame is Blame.PAIR:
-            retired = pair.eject(self.rules, now, rng)
+            retired = pair.eject(self.rules, now, rng, durable=refused)
             if retired:  # a pair is never retired for good: a ban may lift; keep it at the cap
                 pair.state, pair.until = State.EJECTED, now + self.rules.cooldown_cap
             return [PairEjected(proxy_key, domain, fault.kind, pair.until - now)]

@@ -517,3 +517,15 @@ def test_origin_verdicts_before_a_late_success_are_overturned_with_the_failures_
     # its own, as the failures that stood out (the old rule asked for fresh successes elsewhere).
     burst = [judge.failure(P4, D, t + 0.001 * i, ORG) for i in range(1, 4)]
     assert burst == [Blame.PAIR] * 3
+
+
+def test_a_run_that_stands_out_overturns_the_verdicts_of_its_failures_before_a_late_success_too():
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3], 5)
+    t = _traffic(judge, t, [P4], 2)
+    assert [judge.failure(P4, D, t + 0.01 * i, ORG) for i in range(2)] == [ORG, ORG]
+    judge.success(P4, D, t + 0.02)  # sent before the ban, answered after its first 503s
+    assert [judge.failure(P4, D, t + 0.03 + 0.01 * i, ORG) for i in range(2)] == [ORG, ORG]
+    t = _traffic(judge, t + 0.06, [P1, P2, P3], 2)
+    assert judge.failure(P4, D, t, ORG) is Blame.PAIR  # a run of 3 against the others' clean 21
+    assert judge.overturned == 4

@@ -608,3 +608,23 @@ def test_what_another_process_learnt_takes_a_proxy_out_here_too() -> None:
     for key in keys[4:8]:
         assert pool.learned(Ejected(key, "http_502", 10.0), now=100.0, seconds_left=10.0)
     assert not pool.learned(Ejected(keys[8], "http_502", 10.0), now=100.0, seconds_left=10.0)
+
+
+def test_a_refusal_the_site_wrote_takes_the_full_base_even_for_a_proxy_that_worked():
+    health = Health()
+    health.succeed(RULES, 0.0)
+    health.eject(RULES, 5.0, random.Random(4), durable=True)
+    assert health.until - 5.0 >= 0.8 * RULES.cooldown_base
+
+
+def test_a_pair_banned_by_the_sites_own_status_is_out_for_the_full_base():
+    pool, keys = make_pool(3)
+    rng = random.Random(5)
+    for refused, expected in ((False, RULES.relapse), (True, RULES.cooldown_base)):
+        key = keys[int(refused)]
+        pool.started(key, D, 0.0)
+        pool.succeeded(key, D, 0.1, latency=0.1)
+        pool.started(key, D, 1.0)
+        events = pool.failed(key, D, PAIR, 1.0, rng, refused=refused)
+        assert [type(e) for e in events] == [PairEjected]
+        assert 0.8 * expected <= pool.pair(key, D).until - 1.0 <= 1.2 * expected
