@@ -21,7 +21,8 @@ Its failures then are not the origin's, whatever the status said: a proxy that w
 exit, an address the site rate-limits (nginx's limit_req answers 503). The origin verdicts the
 failures that made it stand out had been given are counted as overturned (`Judge.overturned`), and
 its next failures are its own until it works again (the requests it still carried when it was
-taken out fail in a burst, too fast for the others to show anything in between).
+taken out fail in a burst, too fast for the others to show anything in between). Within the window
+after, a repeat offender's first failure counts as a run of two (a flapping proxy going down again).
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class _Trail:
     # most domains see few outcomes.
     outcomes: list[tuple[float, str, bool]] = field(default_factory=list)
     paths: OrderedDict[str, list[tuple[float, bool, int]]] = field(default_factory=OrderedDict)
+    # For domains: when each path was last found an outlier there (a repeat offender's first
+    # failure is its own), for as many paths as `paths`.
+    flagged: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
 
 class Judge:
@@ -163,6 +167,10 @@ class Judge:
             blame = Blame.PROXY if self._failed_elsewhere(proxy, domain, prx, since) else Blame.PAIR
             self.overturned, self.overturned_since = _overturn(dom, proxy, counted)
             outlier = True
+            dom.flagged[proxy] = now
+            dom.flagged.move_to_end(proxy)
+            if len(dom.flagged) > _PATHS_TRACKED:
+                dom.flagged.popitem(last=False)
         elif blame is Blame.UNKNOWN:
             paths = min(3, max(pool_size, 2))
             blame = self._settle(proxy, domain, dom, prx, now, paths, transport, probing, growing)
@@ -265,13 +273,21 @@ class Judge:
         run = _run(mine)
         if any(mark == _OUTLIER for _t, _ok, mark in mine[-run:]):
             return mine[-run][0]
-        failed_at = [t for t, ok, _mark in mine if not ok]
-        if len(failed_at) < 2:
-            return None
         # The yardstick: the other paths over the domain's last outcomes (DOMAIN_OUTCOMES, within
         # the window), a steadier rate than over the run's own few instants.
         good, bad, _paths = _others(dom, proxy, floor)
         rate = (bad + 1) / (good + bad + 2)
+        # A repeat offender, found an outlier here lately and back: its first failure counts as a
+        # run of two (the one that stood out, and this), against the others working meanwhile
+        # (since it last worked, or in the last seconds). Otherwise the overload rule takes it,
+        # and each time a flapping proxy goes down costs the domain a cut.
+        if run == 1 and len(mine) > 1 and dom.flagged.get(proxy, -math.inf) >= floor and _tail(2, 2, rate) < OUTLIER_P:
+            good_since, _bad, paths_since = _others(dom, proxy, min(mine[-2][0], now - _SHARED_WINDOW))
+            if good_since >= OUTLIER_SUCCESSES and paths_since >= OUTLIER_PATHS:
+                return now
+        failed_at = [t for t, ok, _mark in mine if not ok]
+        if len(failed_at) < 2:
+            return None
         # Its current run, and all its recent outcomes; each only while the others keep working
         # meanwhile ("at the same time": an outage's first failures come through one path first).
         # Either way, its recent failures there (its last outcomes, within the window) were its own.

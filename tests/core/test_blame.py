@@ -484,6 +484,11 @@ def test_an_outage_starting_through_one_path_first_makes_no_outlier(pool: list[s
     assert set(verdicts) == {ORG}, verdicts
 
 
+def _run_of(judge: Judge, path: str) -> int:
+    outcomes = judge._domains[D].paths[path]
+    return len(outcomes) - max((i + 1 for i, (_t, ok, _m) in enumerate(outcomes) if ok), default=0)
+
+
 def test_the_requests_an_outlier_still_carried_fail_as_its_own():
     """Taken out, it still carries requests: they fail in a burst, with no answer elsewhere in
     between to compare with. Its run stands out already; each is the path's until it works."""
@@ -495,8 +500,8 @@ def test_the_requests_an_outlier_still_carried_fail_as_its_own():
     burst = [judge.failure(P4, D, t + 0.001 * i, ORG) for i in range(1, 5)]
     assert burst == [Blame.PAIR] * 4
     assert judge.overturned == 0  # counted once, with the run's first verdict
-    judge.success(P4, D, t + 1.0)  # back: its next failure is judged afresh
-    assert judge.failure(P4, D, t + 1.01, ORG) is ORG
+    judge.success(P4, D, t + 1.0)  # back: a new run
+    assert _run_of(judge, P4) == 0
 
 
 def test_origin_verdicts_before_a_late_success_are_overturned_with_the_failures_that_stood_out():
@@ -529,3 +534,29 @@ def test_a_run_that_stands_out_overturns_the_verdicts_of_its_failures_before_a_l
     t = _traffic(judge, t + 0.06, [P1, P2, P3], 2)
     assert judge.failure(P4, D, t, ORG) is Blame.PAIR  # a run of 3 against the others' clean 21
     assert judge.overturned == 4
+
+
+def test_a_repeat_offender_is_out_on_its_first_failure_while_the_others_work():
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
+    judge.failure(P4, D, t, U)
+    t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)
+    assert judge.failure(P4, D, t, U) is Blame.PAIR  # found an outlier: it went down
+    t = _traffic(judge, t + 2.0, [P1, P2, P3, P4], 10)  # back, and working again
+    assert judge.failure(P4, D, t, U) is Blame.PAIR  # down again: its own at once, no origin verdict
+    # A path never found an outlier keeps the benefit of the doubt (the overload rule).
+    assert judge.failure(P3, D, t + 0.01, U) is Blame.ORIGIN
+    # Nor is the record held against it for ever: past the window, it is a first failure again.
+    t = _traffic(judge, t + 31.0, [P1, P2, P3, P4], 10)
+    assert judge.failure(P4, D, t, U) is not Blame.PAIR
+
+
+def test_a_repeat_offender_failing_as_the_others_stop_working_is_not_blamed_alone():
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
+    judge.failure(P4, D, t, U)
+    t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)
+    judge.failure(P4, D, t, U)
+    judge.success(P4, D, t + 2.0)
+    # The origin goes down: nothing else worked since P4 last did.
+    assert judge.failure(P4, D, t + 2.01, U) is not Blame.PAIR
