@@ -18,8 +18,8 @@ failures on a domain stand out from the other paths' there at the same time (an 
 Envoy's success-rate outlier detection, tested per path since the verdict is needed at once) is
 the path's fault: PROXY when it has also failed on another domain since it last worked, else PAIR.
 Its failures then are not the origin's, whatever the status said: a proxy that went down, a flaky
-exit, an address the site rate-limits (nginx's limit_req answers 503). The origin verdicts the
-failures that made it stand out had been given are counted as overturned (`Judge.overturned`), and
+exit, an address the site rate-limits (nginx's limit_req answers 503). The origin verdicts of its
+run, and of its failures just before it, are counted as overturned (`Judge.overturned`), and
 its next failures are its own until it works again (the requests it still carried when it was
 taken out fail in a burst, too fast for the others to show anything in between). Within the window
 after, a repeat offender's first failure counts as a run of two (a flapping proxy going down again).
@@ -80,7 +80,7 @@ class _Trail:
     paths: OrderedDict[str, list[tuple[float, bool, int]]] = field(default_factory=OrderedDict)
     # For domains: when each path was last found an outlier there (a repeat offender's first
     # failure is its own), for as many paths as `paths`.
-    flagged: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    flagged: OrderedDict[str, float] | None = None  # made on the first (most trails never need it)
 
 
 class Judge:
@@ -167,10 +167,11 @@ class Judge:
             blame = Blame.PROXY if self._failed_elsewhere(proxy, domain, prx, since) else Blame.PAIR
             self.overturned, self.overturned_since = _overturn(dom, proxy, counted)
             outlier = True
-            dom.flagged[proxy] = now
-            dom.flagged.move_to_end(proxy)
-            if len(dom.flagged) > _PATHS_TRACKED:
-                dom.flagged.popitem(last=False)
+            flagged = dom.flagged = dom.flagged if dom.flagged is not None else OrderedDict()
+            flagged[proxy] = now
+            flagged.move_to_end(proxy)
+            if len(flagged) > _PATHS_TRACKED:
+                flagged.popitem(last=False)
         elif blame is Blame.UNKNOWN:
             paths = min(3, max(pool_size, 2))
             blame = self._settle(proxy, domain, dom, prx, now, paths, transport, probing, growing)
@@ -279,10 +280,11 @@ class Judge:
         rate = (bad + 1) / (good + bad + 2)
         # A repeat offender, found an outlier here lately and back: its first failure counts as a
         # run of two (the one that stood out, and this), against the others working meanwhile
-        # (since it last worked, or in the last seconds). Otherwise the overload rule takes it,
-        # and each time a flapping proxy goes down costs the domain a cut.
-        if run == 1 and len(mine) > 1 and dom.flagged.get(proxy, -math.inf) >= floor and _tail(2, 2, rate) < OUTLIER_P:
-            good_since, _bad, paths_since = _others(dom, proxy, min(mine[-2][0], now - _SHARED_WINDOW))
+        # (since it last worked: an outage's first failure through it finds them just failing).
+        # Otherwise the overload rule takes it, and each time a flapper goes down costs a cut.
+        flagged = dom.flagged.get(proxy, -math.inf) if dom.flagged is not None else -math.inf
+        if run == 1 and len(mine) > 1 and flagged >= floor and _tail(2, 2, rate) < OUTLIER_P:
+            good_since, _bad, paths_since = _others(dom, proxy, mine[-2][0])
             if good_since >= OUTLIER_SUCCESSES and paths_since >= OUTLIER_PATHS:
                 return now
         failed_at = [t for t, ok, _mark in mine if not ok]
@@ -290,13 +292,17 @@ class Judge:
             return None
         # Its current run, and all its recent outcomes; each only while the others keep working
         # meanwhile ("at the same time": an outage's first failures come through one path first).
-        # Either way, its recent failures there (its last outcomes, within the window) were its own.
+        # Either way, its failures were its own: those of its run, and the ones just before (within
+        # _SHARED_WINDOW: a request sent before it went bad may answer well after its first
+        # failures); not older ones, which may have been a real overload's.
+        start = mine[-run][0] - _SHARED_WINDOW
+        own = min(t for t in failed_at if t >= start)
         for failed, seen, since in ((run, run, mine[-run][0]), (len(failed_at), len(mine), failed_at[-2])):
             if failed < 2 or _tail(failed, seen, rate) >= OUTLIER_P:
                 continue
             good_since, _bad, paths_since = _others(dom, proxy, since)
             if good_since >= OUTLIER_SUCCESSES and paths_since >= OUTLIER_PATHS:
-                return failed_at[0]
+                return own
         return None
 
     def _failed_elsewhere(self, proxy: str, domain: str, prx: _Trail, since: float) -> bool:

@@ -23,6 +23,7 @@ The rules, in one place:
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from enum import Enum
@@ -112,10 +113,11 @@ class Health:
         """Take out of rotation; True when this ejection retires it for good. `durable`: the
         site refused this address (no quick look, whether it worked before or not)."""
         self.probation = False
-        if self.back_at is not None:
-            self.strikes = max(0.0, self.strikes - (now - self.back_at) / rules.cooldown_base)
-            self.back_at = None
-        self.strikes += 1.0
+        self.strikes = self.strikes_now(rules, now) + 1.0
+        self.back_at = None
+        # Past the strike whose cooldown reaches the cap, more strikes would only keep it out longer
+        # after it recovers, without any longer cooldown to show for them.
+        self.strikes = min(self.strikes, 2.0 + math.log2(rules.cooldown_cap / min(rules.relapse, rules.cooldown_base)))
         quick = self.last_success > float("-inf") and not durable
         base = min(rules.relapse, rules.cooldown_base) if quick else rules.cooldown_base
         cooldown = rules.cooldown(base, self.strikes)
@@ -131,6 +133,12 @@ class Health:
         self.score = rules.eject_score / 2
         self.streak = 0
         return False
+
+    def strikes_now(self, rules: HealthRules, now: float) -> float:
+        """Strikes, less those its time in service since it came back has forgiven."""
+        if self.back_at is None:
+            return self.strikes
+        return max(0.0, self.strikes - (now - self.back_at) / rules.cooldown_base)
 
     def forgive(self, rules: HealthRules) -> None:
         """Undo an ejection that was not this record's fault (a provider-wide outage)."""

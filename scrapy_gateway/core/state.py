@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from scrapy_gateway.core.gateway import Gateway
-from scrapy_gateway.core.health import Health, State
+from scrapy_gateway.core.health import Health, HealthRules, State
 
 VERSION = 1
 
 
-def _health(health: Health, now: float) -> dict[str, Any]:
+def _health(health: Health, now: float, rules: HealthRules) -> dict[str, Any]:
     return {
         "score": health.score,
         "streak": health.streak,
@@ -23,7 +23,7 @@ def _health(health: Health, now: float) -> dict[str, Any]:
         "remaining": max(0.0, health.until - now) if health.state is State.EJECTED else 0.0,
         "ejections": health.ejections,
         "probation": health.probation,
-        "strikes": health.strikes,
+        "strikes": health.strikes_now(rules, now),
         "worked": health.last_success > float("-inf"),
     }
 
@@ -43,7 +43,7 @@ def _restore(health: Health, data: dict[str, Any], now: float) -> None:
 
 def dump(gateway: Gateway, now: float) -> dict[str, Any]:
     pairs = [
-        [proxy, domain, _health(health, now)]
+        [proxy, domain, _health(health, now, gateway.policy.health)]
         for (proxy, domain), health in gateway.pool.pairs.items()
         if health.state is not State.ACTIVE or health.score > 0.05
     ]
@@ -51,7 +51,7 @@ def dump(gateway: Gateway, now: float) -> dict[str, Any]:
         "version": VERSION,
         "proxies": {
             r.proxy.key: {
-                **_health(r.health, now),
+                **_health(r.health, now, gateway.policy.health),
                 "requests": r.requests,
                 "successes": r.successes,
                 "failures": dict(r.failures),

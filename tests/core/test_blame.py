@@ -542,12 +542,12 @@ def test_a_repeat_offender_is_out_on_its_first_failure_while_the_others_work():
     judge.failure(P4, D, t, U)
     t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)
     assert judge.failure(P4, D, t, U) is Blame.PAIR  # found an outlier: it went down
-    t = _traffic(judge, t + 2.0, [P1, P2, P3, P4], 10)  # back, and working again
+    t = _traffic(judge, t + 2.0, [P4, P1, P2, P3], 10)  # back, and working again
     assert judge.failure(P4, D, t, U) is Blame.PAIR  # down again: its own at once, no origin verdict
     # A path never found an outlier keeps the benefit of the doubt (the overload rule).
     assert judge.failure(P3, D, t + 0.01, U) is Blame.ORIGIN
     # Nor is the record held against it for ever: past the window, it is a first failure again.
-    t = _traffic(judge, t + 31.0, [P1, P2, P3, P4], 10)
+    t = _traffic(judge, t + 31.0, [P4, P1, P2, P3], 10)
     assert judge.failure(P4, D, t, U) is not Blame.PAIR
 
 
@@ -560,3 +560,26 @@ def test_a_repeat_offender_failing_as_the_others_stop_working_is_not_blamed_alon
     judge.success(P4, D, t + 2.0)
     # The origin goes down: nothing else worked since P4 last did.
     assert judge.failure(P4, D, t + 2.01, U) is not Blame.PAIR
+
+
+def test_a_repeat_offender_is_not_blamed_for_an_outage_that_reaches_it_first():
+    """Traffic runs right up to the outage: the others' last successes came before its own."""
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
+    judge.failure(P4, D, t, U)
+    t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)
+    judge.failure(P4, D, t, U)
+    t = _traffic(judge, t + 2.0, [P1, P2, P3, P4], 10)  # its success is the last before the outage
+    assert judge.failure(P4, D, t, ORG) is ORG
+
+
+def test_an_outlier_does_not_overturn_an_overload_verdict_from_long_before():
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
+    assert judge.failure(P4, D, t, ORG) is ORG  # a real overload's 503, through a fine path
+    t = _traffic(judge, t + 0.01, [P1, P2, P3, P4], 5)
+    t = _traffic(judge, t + 10.0, [P1, P2, P3], 10)
+    judge.failure(P4, D, t, ORG)  # 10 s later it goes bad
+    t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)
+    assert judge.failure(P4, D, t, ORG) is Blame.PAIR
+    assert judge.overturned == 1  # the run's first verdict, not the overload's

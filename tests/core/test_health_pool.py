@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -628,3 +629,18 @@ def test_a_pair_banned_by_the_sites_own_status_is_out_for_the_full_base():
         events = pool.failed(key, D, PAIR, 1.0, rng, refused=refused)
         assert [type(e) for e in events] == [PairEjected]
         assert 0.8 * expected <= pool.pair(key, D).until - 1.0 <= 1.2 * expected
+
+
+def test_strikes_stop_growing_once_the_cooldown_is_capped():
+    health = Health()
+    health.succeed(RULES, 0.0)
+    _cooldowns(health, HealthRules(retire_after=0), 40, 1.0, random.Random(2))
+    assert health.strikes <= 2.0 + math.log2(RULES.cooldown_cap / RULES.relapse)
+
+
+def test_forgiving_an_ejection_forgives_its_strike():
+    health = Health()
+    health.succeed(RULES, 0.0)
+    health.eject(RULES, 1.0, random.Random(1))
+    health.forgive(RULES)
+    assert health.strikes == 0.0

@@ -69,3 +69,15 @@ def test_a_proxy_that_worked_keeps_its_short_cooldowns_and_strikes_after_a_resum
     restored.usable(restored.until)
     restored.eject(after.policy.health, restored.until, rng)  # its probe failed: 2 s, not 20
     assert restored.until - restored.ejected_at <= 2.0 * 1.2
+
+
+def test_strikes_forgiven_before_a_pause_stay_forgiven() -> None:
+    before = Gateway(PROXIES, Policy())
+    rules = before.policy.health
+    health = before.pool.records[PROXIES[2].key].health
+    health.succeed(rules, 0.0)
+    health.eject(rules, 1.0, random.Random(1))
+    health.usable(health.until)
+    health.succeed(rules, health.until)
+    saved = state.dump(before, now=health.until + 10 * rules.cooldown_base)  # an hour in service, say
+    assert saved["proxies"][PROXIES[2].key]["strikes"] == 0.0
