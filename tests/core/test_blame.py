@@ -536,12 +536,18 @@ def test_a_run_that_stands_out_overturns_the_verdicts_of_its_failures_before_a_l
     assert judge.overturned == 4
 
 
-def test_a_repeat_offender_is_out_on_its_first_failure_while_the_others_work():
+def _offender() -> tuple[Judge, float]:
+    """P4 worked, then failed twice while the others kept working: found an outlier at the end."""
     judge = Judge(window=30.0)
     t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
     judge.failure(P4, D, t, U)
     t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)
-    assert judge.failure(P4, D, t, U) is Blame.PAIR  # found an outlier: it went down
+    assert judge.failure(P4, D, t, U) is Blame.PAIR
+    return judge, t
+
+
+def test_a_repeat_offender_is_out_on_its_first_failure_while_the_others_work():
+    judge, t = _offender()  # it went down
     t = _traffic(judge, t + 2.0, [P4, P1, P2, P3], 10)  # back, and working again
     assert judge.failure(P4, D, t, U) is Blame.PAIR  # down again: its own at once, no origin verdict
     # A path never found an outlier keeps the benefit of the doubt (the overload rule).
@@ -552,11 +558,7 @@ def test_a_repeat_offender_is_out_on_its_first_failure_while_the_others_work():
 
 
 def test_a_repeat_offender_failing_as_the_others_stop_working_is_not_blamed_alone():
-    judge = Judge(window=30.0)
-    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
-    judge.failure(P4, D, t, U)
-    t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)
-    judge.failure(P4, D, t, U)
+    judge, t = _offender()
     judge.success(P4, D, t + 2.0)
     # The origin goes down: nothing else worked since P4 last did.
     assert judge.failure(P4, D, t + 2.01, U) is not Blame.PAIR
@@ -564,11 +566,7 @@ def test_a_repeat_offender_failing_as_the_others_stop_working_is_not_blamed_alon
 
 def test_a_repeat_offender_is_not_blamed_for_an_outage_that_reaches_it_first():
     """Traffic runs right up to the outage: the others' last successes came before its own."""
-    judge = Judge(window=30.0)
-    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
-    judge.failure(P4, D, t, U)
-    t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)
-    judge.failure(P4, D, t, U)
+    judge, t = _offender()
     t = _traffic(judge, t + 2.0, [P1, P2, P3, P4], 10)  # its success is the last before the outage
     assert judge.failure(P4, D, t, ORG) is ORG
 
