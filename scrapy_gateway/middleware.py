@@ -312,8 +312,15 @@ class GatewayMiddleware:
         if not handled:
             domain, slot = self._where(request)
             load = _load(request)
+            started = request.meta.get(m.STARTED)
             events, new_limit = self.core.on_success(
-                attempt.proxy if attempt else None, domain, slot, self.runtime.now(), _latency(request), load
+                attempt.proxy if attempt else None,
+                domain,
+                slot,
+                self.runtime.now(),
+                _latency(request),
+                load,
+                sent_at=started if isinstance(started, float) else None,
             )
             self._events(events)
             fleet = self.runtime.fleet

@@ -73,10 +73,10 @@ class _Trail:
     worked: OrderedDict[str, float] = field(default_factory=OrderedDict)
     # For domains: each path's failure rate (EWMA over all its outcomes, whoever was blamed).
     rates: dict[str, float] = field(default_factory=dict)
-    # For domains: the last outcomes (time, path, ok), and each path's own (time, ok, what its
-    # failure was judged: _OTHER, _ORIGIN, _OUTLIER), for the outlier test. Lists, trimmed by hand:
-    # most domains see few outcomes.
-    outcomes: list[tuple[float, str, bool]] = field(default_factory=list)
+    # For domains: the last outcomes (time, when its request was sent, path, ok), and each path's
+    # own (time, ok, what its failure was judged: _OTHER, _ORIGIN, _OUTLIER), for the outlier test.
+    # Lists, trimmed by hand: most domains see few outcomes.
+    outcomes: list[tuple[float, float, str, bool]] = field(default_factory=list)
     paths: OrderedDict[str, list[tuple[float, bool, int]]] = field(default_factory=OrderedDict)
     # For domains: when each path was last found an outlier there (a repeat offender's first
     # failure is its own), for as many paths as `paths`.
@@ -106,7 +106,8 @@ class Judge:
             table.move_to_end(key)
         return trail
 
-    def success(self, proxy: str, domain: str, now: float) -> None:
+    def success(self, proxy: str, domain: str, now: float, sent: float | None = None) -> None:
+        """`sent`: when the request left (default: now), for the outlier test's "at the same time"."""
         dom = self._trail(self._domains, domain, self._max_domains)
         dom.last_success = now
         worked = dom.worked
@@ -117,7 +118,7 @@ class Judge:
             dom.rates.pop(gone, None)
         # A new path starts unproven: it must first show several successes in a row.
         dom.rates[proxy] = dom.rates.get(proxy, _UNPROVEN) * (1.0 - _RATE_ALPHA)
-        _remember(dom, proxy, now, True, _OTHER)
+        _remember(dom, proxy, now, now if sent is None else sent, True, _OTHER)
         self._trail(self._proxies, proxy, self._max_proxies).last_success = now
 
     def worked(self, proxy: str, domain: str, now: float) -> bool:
@@ -137,6 +138,7 @@ class Judge:
         now: float,
         blame: Blame,
         *,
+        sent: float | None = None,
         pool_size: int = 3,
         transport: bool = False,
         path_only: bool = False,
@@ -145,7 +147,7 @@ class Judge:
     ) -> Blame:
         """Record a failure and return its blame, settled from history when it was UNKNOWN.
 
-        `pool_size`: how many proxies could have carried the request (an outage is seen through
+        `sent`: when its request left (default: now). `pool_size`: how many proxies could have carried the request (an outage is seen through
         min(3, pool_size) of them). `transport`: no status came back (a drop, a timeout, a failed
         tunnel): a dying proxy drops connections too, so it is no evidence of an overload.
         `path_only`: the failure is evidence about the path alone (a per-attempt timeout, which
@@ -158,12 +160,13 @@ class Judge:
         self.overturned = 0
         outlier = False
         since = now - self.window
+        sent = now if sent is None else sent
         if blame is Blame.UNKNOWN and path_only:
             if self._fails_everywhere(proxy, domain, dom, prx, since):
                 blame = Blame.PROXY
             else:
                 blame = self._pair_or_unknown(proxy, dom, since)
-        elif blame in (Blame.UNKNOWN, Blame.ORIGIN) and (counted := self._stands_out(proxy, dom, now)) is not None:
+        elif blame in (Blame.UNKNOWN, Blame.ORIGIN) and (counted := self._stands_out(proxy, dom, now, sent)) is not None:
             blame = Blame.PROXY if self._failed_elsewhere(proxy, domain, prx, since) else Blame.PAIR
             self.overturned, self.overturned_since = _overturn(dom, proxy, counted)
             outlier = True
@@ -175,14 +178,16 @@ class Judge:
         elif blame is Blame.UNKNOWN:
             paths = min(3, max(pool_size, 2))
             blame = self._settle(proxy, domain, dom, prx, now, paths, transport, probing, growing)
-        self._record(dom, prx, proxy, domain, now, blame, path_only, outlier=outlier)
+        self._record(dom, prx, proxy, domain, now, sent, blame, path_only, outlier=outlier)
         return blame
 
-    def record(self, proxy: str, domain: str, now: float, blame: Blame, *, path_only: bool = False) -> None:
+    def record(
+        self, proxy: str, domain: str, now: float, blame: Blame, *, sent: float | None = None, path_only: bool = False
+    ) -> None:
         """A failure already judged (by another process of the fleet): remember it as it was judged."""
         dom = self._trail(self._domains, domain, self._max_domains)
         prx = self._trail(self._proxies, proxy, self._max_proxies)
-        self._record(dom, prx, proxy, domain, now, blame, path_only, mine=False)
+        self._record(dom, prx, proxy, domain, now, now if sent is None else sent, blame, path_only, mine=False)
 
     @staticmethod
     def _record(
@@ -191,6 +196,7 @@ class Judge:
         proxy: str,
         domain: str,
         now: float,
+        sent: float,
         blame: Blame,
         path_only: bool,
         mine: bool = True,
@@ -203,7 +209,7 @@ class Judge:
             dom.rates[proxy] = rate + _RATE_ALPHA * (1.0 - rate)
         if blame is not Blame.PROXY or outlier:
             mark = _OUTLIER if outlier else _ORIGIN if mine and blame is Blame.ORIGIN else _OTHER
-            _remember(dom, proxy, now, False, mark)
+            _remember(dom, proxy, now, sent, False, mark)
         # Proxy-wide faults are not evidence about the domain, and vice versa.
         if blame is not Blame.PROXY and not path_only:
             dom.failures.append((now, proxy))
@@ -266,9 +272,12 @@ class Judge:
         this one, and it has succeeded nowhere since."""
         return _works_without(dom, proxy, since) and self._failed_elsewhere(proxy, domain, prx, since)
 
-    def _stands_out(self, proxy: str, dom: _Trail, now: float) -> float | None:
-        """This failure makes the path an outlier on the domain (see OUTLIER_P), or its current run
-        of failures already did: since when its failures are its own (None: it does not stand out)."""
+    def _stands_out(self, proxy: str, dom: _Trail, now: float, sent: float) -> float | None:
+        """This failure (of a request sent at `sent`) makes the path an outlier on the domain (see
+        OUTLIER_P), or its current run of failures already did: since when its failures are its own
+        (None: it does not stand out). The others' successes count only for requests sent no later
+        than this one: at the end of an outage, a path's requests sent during it still fail while
+        the others' sent after it succeed, which says the origin is back, not that the path is bad."""
         floor = now - self.window
         mine = [o for o in dom.paths.get(proxy, ()) if o[0] >= floor] + [(now, False, _OTHER)]
         run = _run(mine)
@@ -276,7 +285,7 @@ class Judge:
             return mine[-run][0]
         # The yardstick: the other paths over the domain's last outcomes (DOMAIN_OUTCOMES, within
         # the window), a steadier rate than over the run's own few instants.
-        good, bad, _paths = _others(dom, proxy, floor)
+        good, bad, _paths = _others(dom, proxy, floor, math.inf)
         rate = (bad + 1) / (good + bad + 2)
         # A repeat offender, found an outlier here lately and back: its first failure counts as a
         # run of two (the one that stood out, and this), against the others working meanwhile
@@ -284,7 +293,7 @@ class Judge:
         # Otherwise the overload rule takes it, and each time a flapper goes down costs a cut.
         flagged = dom.flagged.get(proxy, -math.inf) if dom.flagged is not None else -math.inf
         if run == 1 and len(mine) > 1 and flagged >= floor and _tail(2, 2, rate) < OUTLIER_P:
-            good_since, _bad, paths_since = _others(dom, proxy, mine[-2][0])
+            good_since, _bad, paths_since = _others(dom, proxy, mine[-2][0], sent)
             if good_since >= OUTLIER_SUCCESSES and paths_since >= OUTLIER_PATHS:
                 return now
         failed_at = [t for t, ok, _mark in mine if not ok]
@@ -300,7 +309,7 @@ class Judge:
         for failed, seen, since in ((run, run, mine[-run][0]), (len(failed_at), len(mine), failed_at[-2])):
             if failed < 2 or _tail(failed, seen, rate) >= OUTLIER_P:
                 continue
-            good_since, _bad, paths_since = _others(dom, proxy, since)
+            good_since, _bad, paths_since = _others(dom, proxy, since, sent)
             if good_since >= OUTLIER_SUCCESSES and paths_since >= OUTLIER_PATHS:
                 return own
         return None
@@ -343,9 +352,9 @@ def _works_without(dom: _Trail, proxy: str, since: float) -> bool:
     return any(t >= since for p, t in reversed(dom.worked.items()) if p != proxy)
 
 
-def _remember(dom: _Trail, proxy: str, now: float, ok: bool, mark: int) -> None:
+def _remember(dom: _Trail, proxy: str, now: float, sent: float, ok: bool, mark: int) -> None:
     """One outcome on the domain, for the outlier test (bounded: see the module constants)."""
-    dom.outcomes.append((now, proxy, ok))
+    dom.outcomes.append((now, sent, proxy, ok))
     if len(dom.outcomes) > DOMAIN_OUTCOMES:
         del dom.outcomes[0]
     mine = dom.paths.get(proxy)
@@ -360,18 +369,19 @@ def _remember(dom: _Trail, proxy: str, now: float, ok: bool, mark: int) -> None:
         del mine[0]
 
 
-def _others(dom: _Trail, proxy: str, since: float) -> tuple[int, int, int]:
-    """Outcomes on the domain since `since` through the other paths, but those failing again
-    and again now (their last two outcomes failures): (successes, failures, paths that succeeded).
+def _others(dom: _Trail, proxy: str, since: float, sent_by: float) -> tuple[int, int, int]:
+    """Outcomes on the domain since `since`, of requests sent by `sent_by`, through the other
+    paths, but those failing again and again now (their last two outcomes failures): (successes,
+    failures, paths that succeeded).
     When most of a pool is banned, the rest shows what the site does; in an overload, a path's
     one failure in a row is common and keeps its outcomes in the yardstick."""
     ok = bad = 0
     paths: set[str] = set()
     failing = {path for path, outcomes in dom.paths.items() if _run(outcomes) >= _FAILING_RUN}
-    for t, path, good in reversed(dom.outcomes):
+    for t, sent, path, good in reversed(dom.outcomes):
         if t < since:
             break
-        if path == proxy or path in failing:
+        if path == proxy or path in failing or sent > sent_by:
             continue
         if good:
             ok += 1

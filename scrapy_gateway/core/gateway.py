@@ -160,9 +160,11 @@ class Gateway:
         now: float,
         latency: float | None = None,
         load: int | None = None,
+        sent_at: float | None = None,
     ) -> tuple[list[Event], int | None]:
         """`latency`: how long the download took to its headers (Scrapy's download_latency);
-        `load`: the requests in flight on the slot when it was sent, itself included."""
+        `load`: the requests in flight on the slot when it was sent, itself included; `sent_at`:
+        when its transfer began (default: `latency` before now)."""
         events: list[Event] = list(self.gates.success(self._scopes(domain, proxy is not None), now))
         seen = None
         if latency is not None and latency >= 0.0:
@@ -174,7 +176,9 @@ class Gateway:
             pair = self.pool.pairs.get((proxy, domain))
             if seen is not None and pair is not None:
                 seen.path_observed(proxy, pair.latency)
-        self.judge.success(proxy or DIRECT, domain, now)
+        if sent_at is None:
+            sent_at = now - latency if latency is not None else now
+        self.judge.success(proxy or DIRECT, domain, now, sent=sent_at)
         if self.outbox is not None:
             self.outbox.add(Heard(proxy, domain, latency=latency))
         return events, self.concurrency.clean(slot, load)
@@ -199,6 +203,9 @@ class Gateway:
         proxy = attempt.proxy
         cut = fault.kind == ATTEMPT_TIMEOUT
         evidence = fault.blame  # before history settled it
+        silent = 0  # paths cut on the domain since it last answered, this one included
+        if cut and proxy is not None and (seen := self.latencies.get(domain)) is not None:
+            silent = seen.silent_through(proxy)
         overturned = 0
         if proxy is not None and not fault.answered and attempt.sent_at is not None:
             self.pool.waited(proxy, domain, now - attempt.sent_at, now)
@@ -208,12 +215,14 @@ class Gateway:
                 domain,
                 now,
                 fault.blame,
+                sent=attempt.sent_at,
                 pool_size=len(self.pool),
                 transport=fault.transport,
-                # A cut says the path is slower than the domain has shown elsewhere: never an outage.
-                # Through a rotating endpoint, each request leaves by another exit: failures through
-                # one identity are no cross-proxy evidence of the origin's fault.
-                path_only=cut or self.endpoints,
+                # A cut says the path is slower than the domain has shown elsewhere: never an outage,
+                # unless other paths have been cut there too since it last answered (it turned slow
+                # for everyone). Through a rotating endpoint, each request leaves by another exit:
+                # failures through one identity are no cross-proxy evidence of the origin's fault.
+                path_only=(cut and silent < 2) or self.endpoints,
                 probing=self.concurrency.probing(slot),
                 growing=self.concurrency.growing(slot),
             )
@@ -352,12 +361,14 @@ class Gateway:
                 pair = self.pool.pairs.get((proxy, domain))
                 if seen is not None and pair is not None:
                     seen.path_observed(proxy, pair.latency)
-            self.judge.success(proxy or DIRECT, domain, now)
+            sent = now - heard.latency if heard.latency is not None else now
+            self.judge.success(proxy or DIRECT, domain, now, sent=sent)
             return events
         if proxy is not None:
             if heard.waited is not None:
                 self.pool.waited(proxy, domain, heard.waited, now)
-            self.judge.record(proxy, domain, now, fault.blame, path_only=heard.cut or self.endpoints)
+            sent = now - heard.waited if heard.waited is not None else None
+            self.judge.record(proxy, domain, now, fault.blame, sent=sent, path_only=heard.cut or self.endpoints)
         if heard.probe is not None:
             self.gates.probe_heard(heard.probe, now, rng)
         events = self._gate_evidence(fault, heard.evidence, proxy, domain, now, rng, cut=heard.cut)

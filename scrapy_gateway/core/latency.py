@@ -16,7 +16,9 @@ it waits, since the estimates move): a path may take as long as the domain has s
 path, or as long as this path itself has shown, whichever is longer, times a safety factor; never
 less than a floor and never more than the user's own DOWNLOAD_TIMEOUT. A domain that is slow
 through every path has shown it is slow, so it is never cut short, and nothing is cut before the
-domain has shown anything at all.
+domain has shown anything at all. A domain that turns slow for everyone has not shown it yet: once
+attempts through several paths have been cut since it last answered, each further path silent
+doubles every attempt's limit there (as a path's own silences do), until it answers again.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class TimeoutRule:
         shown = domain.timeout()
         if shown is None:
             return None  # the domain has shown nothing yet: nothing to compare a path with
+        if isinstance(domain, DomainLatency):
+            cuts = max(cuts, min(domain.escalations(), self.path_escalations))
         if path is not None:
             if (own := path.timeout()) is not None:
                 shown = max(shown, own)  # a slow path that answers is slow, not silent
@@ -132,13 +136,31 @@ class DomainLatency(Latency):
     as long as its fastest known path takes (a slow path keeps its own, longer, estimate).
     """
 
-    __slots__ = ("fast_path", "fast_srtt", "fast_timeout")
+    __slots__ = ("fast_path", "fast_srtt", "fast_timeout", "silent")
 
     def __init__(self) -> None:
         super().__init__()
         self.fast_path: str | None = None
         self.fast_timeout = 0.0
         self.fast_srtt = 0.0
+        self.silent: set[str] | None = None  # paths cut here since the domain last answered
+
+    def observe(self, sample: float, now: float) -> None:
+        super().observe(sample, now)
+        self.silent = None
+
+    def silent_through(self, path: str) -> int:
+        """An attempt through `path` was cut: how many paths have been, since the last answer."""
+        silent = self.silent
+        if silent is None:
+            silent = self.silent = set()
+        silent.add(path)
+        return len(silent)
+
+    def escalations(self) -> int:
+        """Doublings every attempt here takes: one per silent path past the first (one silent
+        path is that path's own problem)."""
+        return len(self.silent) - 1 if self.silent else 0
 
     def path_observed(self, key: str, path: Latency) -> None:
         """`path` (a proxy's estimates on this domain) has just learned a sample."""

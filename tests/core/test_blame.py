@@ -581,3 +581,21 @@ def test_an_outlier_does_not_overturn_an_overload_verdict_from_long_before():
     t = _traffic(judge, t + 0.01, [P1, P2, P3], 10)
     assert judge.failure(P4, D, t, ORG) is Blame.PAIR
     assert judge.overturned == 1  # the run's first verdict, not the overload's
+
+
+def test_requests_sent_during_an_outage_failing_after_it_ends_make_no_outlier():
+    """An origin too slow for nginx: every request sent during it gets a 504 a second later. It
+    recovers at `back`: the others' requests sent after it succeed at once, while P1's sent just
+    before it still fail. Those successes came later than its requests left: no evidence of P1."""
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3, P4], 10)
+    for i in range(8):  # the outage, through every path
+        judge.failure([P1, P2, P3, P4][i % 4], D, t + 1.0 + 0.1 * i, U, sent=t + 0.1 * i)
+    back = t + 2.0
+    for i in range(12):
+        judge.success([P2, P3, P4][i % 3], D, back + 0.05 + 0.02 * i, sent=back + 0.02 * i)
+    verdicts = [judge.failure(P1, D, back + 0.3 + 0.2 * i, U, sent=back - 0.7 + 0.2 * i) for i in range(3)]
+    assert Blame.PAIR not in verdicts and Blame.PROXY not in verdicts, verdicts
+    # The same failures of requests sent after the others' successes do stand out.
+    later = [judge.failure(P1, D, back + 1.0 + 0.01 * i, U, sent=back + 0.9 + 0.01 * i) for i in range(2)]
+    assert later[-1] is Blame.PAIR, later

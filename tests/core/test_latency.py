@@ -10,7 +10,7 @@ import pytest
 from scrapy_gateway.core.attempt import Attempt
 from scrapy_gateway.core.faults import ATTEMPT_TIMEOUT, Blame, TransportError, classify_transport
 from scrapy_gateway.core.gateway import Gateway, Policy
-from scrapy_gateway.core.latency import PEAK_TAU, Latency, TimeoutRule
+from scrapy_gateway.core.latency import PEAK_TAU, DomainLatency, Latency, TimeoutRule
 from scrapy_gateway.core.pool import Pick
 from scrapy_gateway.core.proxies import parse_proxies
 
@@ -97,6 +97,19 @@ def test_a_paths_own_silences_escalate_its_limit_a_few_times() -> None:
         path.bound(1.0, 0.0)
     # A proxy too slow for the first limit is measured on a later try; capped at 2**3.
     assert RULE.attempt_timeout(domain, path, cuts=0, user_timeout=180.0) == pytest.approx(8.0)
+
+
+def test_a_domain_silent_through_several_paths_escalates_every_attempts_limit() -> None:
+    domain = DomainLatency()
+    domain.observe(0.02, 0.0)
+    fresh = [RULE.attempt_timeout(domain, None, cuts=0, user_timeout=180.0)]
+    for path in ("p1", "p1", "p2", "p3", "p4", "p5"):  # cut through one path, then through more
+        domain.silent_through(path)
+        fresh.append(RULE.attempt_timeout(domain, None, cuts=0, user_timeout=180.0))
+    # One silent path is its own problem; each further one doubles, up to the paths' own cap.
+    assert fresh == [1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 8.0]
+    domain.observe(0.02, 1.0)  # it answers again
+    assert RULE.attempt_timeout(domain, None, cuts=0, user_timeout=180.0) == 1.0
 
 
 def test_factor_zero_turns_timeouts_off() -> None:
@@ -208,6 +221,30 @@ def test_cut_attempts_are_never_the_origins_and_escalate_the_request() -> None:
         assert verdict.next_attempt is not None and verdict.next_attempt.cuts == 1
     # What the silent paths showed is kept: they now take at least a second.
     assert gateway.pool.records[keys[0]].health.latency.current(1.0) == pytest.approx(1.0)
+
+
+def test_a_domain_turned_slow_for_every_path_that_worked_is_the_origins_not_the_paths() -> None:
+    """An origin that stops answering in time for everyone: its cuts through paths that worked
+    there are an outage's (as the 504s a reverse proxy would send), not three silent proxies."""
+    gateway, keys = _gateway(4)
+    rng = random.Random(1)
+    for _ in range(10):
+        for key in keys:
+            gateway.sent(key, D, 0.0, first_attempt=True)
+            gateway.on_success(key, D, D, 0.05, 0.05)
+    before = gateway.attempt_timeout(D, keys[3], cuts=0, user_timeout=180.0)
+    cut = classify_transport(TransportError.CUT, via_proxy=True)
+    blames = []
+    for i, key in enumerate(keys[:3] * 2):
+        gateway.sent(key, D, 1.0, first_attempt=True)
+        verdict = gateway.on_failure(cut, Attempt(5, 10, proxy=key, sent_at=1.0), domain=D, slot=D, ceiling=8, now=2.0 + 0.01 * i, rng=rng)
+        blames.append(verdict.fault.blame)
+    assert blames[0] is not Blame.ORIGIN  # one path cut: that path's, as far as anyone knows
+    assert blames[-1] is Blame.ORIGIN, blames
+    assert Blame.PAIR not in blames and Blame.PROXY not in blames, blames
+    # A fresh request there, through the path not yet cut, now waits twice two times longer.
+    assert before is not None
+    assert gateway.attempt_timeout(D, keys[3], cuts=0, user_timeout=180.0) == pytest.approx(4 * before)
 
 
 def test_attempt_timeout_reads_the_domain_and_the_path() -> None:
