@@ -151,10 +151,14 @@ class ConcurrencyControl:
             entry.hurt_at = entry.value
             entry.value = max(float(self.minimum), entry.value * self.beta)
         entry.cut_at = now
-        entry.cuts.append(_Cut(by, now, undo))
-        if len(entry.cuts) > _CUTS_KEPT:
-            del entry.cuts[0]
         after = _effective(entry.value)
+        if after < before:
+            # Only cuts that lowered the limit are kept for an undo: at the minimum, a storm of
+            # failures would push the cuts that got it there out of the list, and an undo of them
+            # all would stop short of where the limit was.
+            entry.cuts.append(_Cut(by, now, undo))
+            if len(entry.cuts) > _CUTS_KEPT:
+                del entry.cuts[0]
         return after if after != before else None
 
     def overturned(self, slot: str, by: str, since: float = -math.inf) -> int | None:

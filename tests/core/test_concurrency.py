@@ -300,3 +300,20 @@ def test_only_the_cuts_of_the_overturned_run_are_undone():
     control.overloaded("s", 16, sent_at=7.0, now=8.0, by="p1")
     assert control.limit("s") == 2
     assert control.overturned("s", "p1", since=5.0) == 8  # both of the run's cuts; not the old one
+
+
+def test_failures_at_the_minimum_do_not_push_the_cuts_that_got_it_there_out_of_the_undo():
+    """Six banned addresses at a crawl's start: the limit goes 8 -> 1 in a few cuts, then their
+    next failures find it at the minimum. Once all turn out the addresses' own, it is back at 8."""
+    control = ConcurrencyControl(minimum=1, beta=0.5, initial=0)
+    now = 1.0
+    for by in ("p1", "p2", "p3"):  # 8 -> 4 -> 2 -> 1
+        control.overloaded("s", 8, sent_at=now - 0.5, now=now, by=by)
+        now += 1.0
+    assert control.limit("s") == 1
+    for i in range(12):  # at the minimum: each is a cut of nothing
+        control.overloaded("s", 8, sent_at=now - 0.5, now=now, by=f"p{4 + i % 3}")
+        now += 1.0
+    for by in ("p1", "p2", "p3", "p4", "p5", "p6"):
+        control.overturned("s", by)
+    assert control.limit("s") is None  # the user's 8 again
