@@ -147,11 +147,12 @@ class Judge:
     ) -> Blame:
         """Record a failure and return its blame, settled from history when it was UNKNOWN.
 
-        `sent`: when its request left (default: now). `pool_size`: how many proxies could have carried the request (an outage is seen through
-        min(3, pool_size) of them). `transport`: no status came back (a drop, a timeout, a failed
-        tunnel): a dying proxy drops connections too, so it is no evidence of an overload.
-        `path_only`: the failure is evidence about the path alone (a per-attempt timeout, which
-        only happens because the domain answers faster elsewhere): never the origin's.
+        `sent`: when its request left (default: now). `pool_size`: how many proxies could have
+        carried the request (an outage is seen through min(3, pool_size) of them). `transport`: no
+        status came back (a drop, a timeout, a failed tunnel): a dying proxy drops connections too,
+        so it is no evidence of an overload. `path_only`: the failure is evidence about the path
+        alone (a per-attempt timeout, which only happens because the domain answers faster
+        elsewhere): never the origin's.
         `probing`: the domain's concurrency limit is at or above where the origin last overloaded.
         `growing`: the domain's limit is in slow start, past its first step.
         """
@@ -166,7 +167,9 @@ class Judge:
                 blame = Blame.PROXY
             else:
                 blame = self._pair_or_unknown(proxy, dom, since)
-        elif blame in (Blame.UNKNOWN, Blame.ORIGIN) and (counted := self._stands_out(proxy, dom, now, sent)) is not None:
+        elif (
+            blame in (Blame.UNKNOWN, Blame.ORIGIN) and (counted := self._stands_out(proxy, dom, now, sent)) is not None
+        ):
             blame = Blame.PROXY if self._failed_elsewhere(proxy, domain, prx, since) else Blame.PAIR
             self.overturned, self.overturned_since = _overturn(dom, proxy, counted)
             outlier = True

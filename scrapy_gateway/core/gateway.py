@@ -367,8 +367,8 @@ class Gateway:
         if proxy is not None:
             if heard.waited is not None:
                 self.pool.waited(proxy, domain, heard.waited, now)
-            sent = now - heard.waited if heard.waited is not None else None
-            self.judge.record(proxy, domain, now, fault.blame, sent=sent, path_only=heard.cut or self.endpoints)
+            left_at = now - heard.waited if heard.waited is not None else None
+            self.judge.record(proxy, domain, now, fault.blame, sent=left_at, path_only=heard.cut or self.endpoints)
         if heard.probe is not None:
             self.gates.probe_heard(heard.probe, now, rng)
         events = self._gate_evidence(fault, heard.evidence, proxy, domain, now, rng, cut=heard.cut)

@@ -237,7 +237,9 @@ def test_a_domain_turned_slow_for_every_path_that_worked_is_the_origins_not_the_
     blames = []
     for i, key in enumerate(keys[:3] * 2):
         gateway.sent(key, D, 1.0, first_attempt=True)
-        verdict = gateway.on_failure(cut, Attempt(5, 10, proxy=key, sent_at=1.0), domain=D, slot=D, ceiling=8, now=2.0 + 0.01 * i, rng=rng)
+        verdict = gateway.on_failure(
+            cut, Attempt(5, 10, proxy=key, sent_at=1.0), domain=D, slot=D, ceiling=8, now=2.0 + 0.01 * i, rng=rng
+        )
         blames.append(verdict.fault.blame)
     assert blames[0] is not Blame.ORIGIN  # one path cut: that path's, as far as anyone knows
     assert blames[-1] is Blame.ORIGIN, blames
