@@ -313,6 +313,8 @@ class GatewayMiddleware:
             domain, slot = self._where(request)
             load = _load(request)
             started = request.meta.get(m.STARTED)
+            # A transfer start older than this attempt is stale (meta copied from elsewhere).
+            fresh = isinstance(started, float) and attempt is not None and started >= (attempt.sent_at or 0.0)
             events, new_limit = self.core.on_success(
                 attempt.proxy if attempt else None,
                 domain,
@@ -320,7 +322,7 @@ class GatewayMiddleware:
                 self.runtime.now(),
                 _latency(request),
                 load,
-                sent_at=started if isinstance(started, float) else None,
+                sent_at=started if fresh else None,
             )
             self._events(events)
             fleet = self.runtime.fleet

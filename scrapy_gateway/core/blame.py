@@ -74,10 +74,10 @@ class _Trail:
     # For domains: each path's failure rate (EWMA over all its outcomes, whoever was blamed).
     rates: dict[str, float] = field(default_factory=dict)
     # For domains: the last outcomes (time, when its request was sent, path, ok), and each path's
-    # own (time, ok, what its failure was judged: _OTHER, _ORIGIN, _OUTLIER), for the outlier test.
+    # own (time, ok, what its failure was judged: _OTHER, _ORIGIN, _OUTLIER, sent), for the outlier test.
     # Lists, trimmed by hand: most domains see few outcomes.
     outcomes: list[tuple[float, float, str, bool]] = field(default_factory=list)
-    paths: OrderedDict[str, list[tuple[float, bool, int]]] = field(default_factory=OrderedDict)
+    paths: OrderedDict[str, list[tuple[float, bool, int, float]]] = field(default_factory=OrderedDict)
     # For domains: when each path was last found an outlier there (a repeat offender's first
     # failure is its own), for as many paths as `paths`.
     flagged: OrderedDict[str, float] | None = None  # made on the first (most trails never need it)
@@ -282,9 +282,9 @@ class Judge:
         than this one: at the end of an outage, a path's requests sent during it still fail while
         the others' sent after it succeed, which says the origin is back, not that the path is bad."""
         floor = now - self.window
-        mine = [o for o in dom.paths.get(proxy, ()) if o[0] >= floor] + [(now, False, _OTHER)]
+        mine = [o for o in dom.paths.get(proxy, ()) if o[0] >= floor] + [(now, False, _OTHER, sent)]
         run = _run(mine)
-        if any(mark == _OUTLIER for _t, _ok, mark in mine[-run:]):
+        if any(mark == _OUTLIER for _t, _ok, mark, _sent in mine[-run:]):
             return mine[-run][0]
         # The yardstick: the other paths over the domain's last outcomes (DOMAIN_OUTCOMES, within
         # the window), a steadier rate than over the run's own few instants.
@@ -299,18 +299,20 @@ class Judge:
             good_since, _bad, paths_since = _others(dom, proxy, mine[-2][0], sent)
             if good_since >= OUTLIER_SUCCESSES and paths_since >= OUTLIER_PATHS:
                 return now
-        failed_at = [t for t, ok, _mark in mine if not ok]
-        if len(failed_at) < 2:
+        failed = [(t, left) for t, ok, _mark, left in mine if not ok]
+        if len(failed) < 2:
             return None
         # Its current run, and all its recent outcomes; each only while the others keep working
         # meanwhile ("at the same time": an outage's first failures come through one path first).
         # Either way, its failures were its own: those of its run, and the ones just before (within
         # _SHARED_WINDOW: a request sent before it went bad may answer well after its first
-        # failures); not older ones, which may have been a real overload's.
+        # failures); not older ones, which may have been a real overload's. "Meanwhile" is in send
+        # times: the others' answers that came after the first of the failures left, to requests
+        # sent no later than this one (a path whose failures take seconds is still compared).
         start = mine[-run][0] - _SHARED_WINDOW
-        own = min(t for t in failed_at if t >= start)
-        for failed, seen, since in ((run, run, mine[-run][0]), (len(failed_at), len(mine), failed_at[-2])):
-            if failed < 2 or _tail(failed, seen, rate) >= OUTLIER_P:
+        own = min(t for t, _left in failed if t >= start)
+        for bad, seen, since in ((run, run, mine[-run][3]), (len(failed), len(mine), failed[-2][1])):
+            if bad < 2 or _tail(bad, seen, rate) >= OUTLIER_P:
                 continue
             good_since, _bad, paths_since = _others(dom, proxy, since, sent)
             if good_since >= OUTLIER_SUCCESSES and paths_since >= OUTLIER_PATHS:
@@ -367,7 +369,7 @@ def _remember(dom: _Trail, proxy: str, now: float, sent: float, ok: bool, mark: 
             dom.paths.popitem(last=False)
     else:
         dom.paths.move_to_end(proxy)
-    mine.append((now, ok, mark))
+    mine.append((now, ok, mark, sent))
     if len(mine) > PATH_OUTCOMES:
         del mine[0]
 
@@ -377,7 +379,9 @@ def _others(dom: _Trail, proxy: str, since: float, sent_by: float) -> tuple[int,
     paths, but those failing again and again now (their last two outcomes failures): (successes,
     failures, paths that succeeded).
     When most of a pool is banned, the rest shows what the site does; in an overload, a path's
-    one failure in a row is common and keeps its outcomes in the yardstick."""
+    one failure in a row is common and keeps its outcomes in the yardstick. When the domain's
+    last outcomes do not reach back to `since` (a path whose failures take seconds, on a busy
+    domain), those sent by `sent_by` are forgotten: every outcome kept counts, as it arrived."""
     ok = bad = 0
     paths: set[str] = set()
     failing = {path for path, outcomes in dom.paths.items() if _run(outcomes) >= _FAILING_RUN}
@@ -391,13 +395,16 @@ def _others(dom: _Trail, proxy: str, since: float, sent_by: float) -> tuple[int,
             paths.add(path)
         else:
             bad += 1
+    else:
+        if sent_by != math.inf and len(dom.outcomes) >= DOMAIN_OUTCOMES:
+            return _others(dom, proxy, since, math.inf)
     return ok, bad, len(paths)
 
 
-def _run(outcomes: list[tuple[float, bool, int]]) -> int:
+def _run(outcomes: list[tuple[float, bool, int, float]]) -> int:
     """The failures in a row at the end of a path's outcomes."""
     run = 0
-    for _t, ok, _mark in reversed(outcomes):
+    for _t, ok, _mark, _sent in reversed(outcomes):
         if ok:
             break
         run += 1
@@ -410,11 +417,11 @@ def _overturn(dom: _Trail, proxy: str, since: float) -> tuple[int, float]:
     mine = dom.paths.get(proxy, [])
     count, first = 0, math.inf
     for i in range(len(mine) - 1, -1, -1):
-        t, ok, mark = mine[i]
+        t, ok, mark, left = mine[i]
         if t < since:
             break
         if not ok and mark == _ORIGIN:
-            mine[i] = (t, ok, _OTHER)
+            mine[i] = (t, ok, _OTHER, left)
             count, first = count + 1, t
     return count, first
 

@@ -205,7 +205,7 @@ class Gateway:
         evidence = fault.blame  # before history settled it
         silent = 0  # paths cut on the domain since it last answered, this one included
         if cut and proxy is not None and (seen := self.latencies.get(domain)) is not None:
-            silent = seen.silent_through(proxy)
+            silent = seen.silent_through(proxy, now if attempt.sent_at is None else attempt.sent_at)
         overturned = 0
         if proxy is not None and not fault.answered and attempt.sent_at is not None:
             self.pool.waited(proxy, domain, now - attempt.sent_at, now)
@@ -361,7 +361,7 @@ class Gateway:
                 pair = self.pool.pairs.get((proxy, domain))
                 if seen is not None and pair is not None:
                     seen.path_observed(proxy, pair.latency)
-            sent = now - heard.latency if heard.latency is not None else now
+            sent = since - heard.latency if heard.latency is not None else since  # it arrived at `since`
             self.judge.success(proxy or DIRECT, domain, now, sent=sent)
             return events
         if proxy is not None:

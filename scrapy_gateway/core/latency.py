@@ -149,8 +149,12 @@ class DomainLatency(Latency):
         super().observe(sample, now)
         self.silent = None
 
-    def silent_through(self, path: str) -> int:
-        """An attempt through `path` was cut: how many paths have been, since the last answer."""
+    def silent_through(self, path: str, sent_at: float) -> int:
+        """An attempt through `path`, sent at `sent_at`, was cut: how many paths have been since
+        the last answer. A cut of an attempt sent before that answer is no silence of the domain
+        (the deadline watch cuts every attempt past its limit in one tick)."""
+        if self.samples and self.stamp > sent_at:
+            return len(self.silent) if self.silent else 0
         silent = self.silent
         if silent is None:
             silent = self.silent = set()

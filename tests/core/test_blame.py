@@ -486,7 +486,7 @@ def test_an_outage_starting_through_one_path_first_makes_no_outlier(pool: list[s
 
 def _run_of(judge: Judge, path: str) -> int:
     outcomes = judge._domains[D].paths[path]
-    return len(outcomes) - max((i + 1 for i, (_t, ok, _m) in enumerate(outcomes) if ok), default=0)
+    return len(outcomes) - max((i + 1 for i, (_t, ok, _m, _s) in enumerate(outcomes) if ok), default=0)
 
 
 def test_the_requests_an_outlier_still_carried_fail_as_its_own():
@@ -599,3 +599,27 @@ def test_requests_sent_during_an_outage_failing_after_it_ends_make_no_outlier():
     # The same failures of requests sent after the others' successes do stand out.
     later = [judge.failure(P1, D, back + 1.0 + 0.01 * i, U, sent=back + 0.9 + 0.01 * i) for i in range(2)]
     assert later[-1] is Blame.PAIR, later
+
+
+def test_a_path_whose_failures_take_seconds_still_stands_out():
+    """P1 goes bad at 1 s: each of its requests (one every 0.1 s) fails 2 s after it left, while
+    the others answer in 50 ms. 'Meanwhile' runs from when its failing requests left."""
+    judge = Judge(window=30.0)
+    others = [P2, P3, P4, P5]
+    events: list[tuple[float, float, str, bool]] = []  # (arrives, left, path, ok)
+    for i in range(400):  # 4 s of the others' traffic, 10 ms apart
+        left = 0.01 * i
+        events.append((left + 0.05, left, others[i % 4], True))
+    for i in range(10):
+        left = 0.1 * i
+        events.append((left + 0.05, left, P1, True))  # it works for its first second
+    for i in range(20):
+        left = 1.0 + 0.1 * i
+        events.append((left + 2.0, left, P1, False))
+    verdicts = []
+    for arrives, left, path, ok in sorted(events):
+        if ok:
+            judge.success(path, D, arrives, sent=left)
+        else:
+            verdicts.append(judge.failure(path, D, arrives, U, sent=left))
+    assert Blame.PAIR in verdicts[:3], verdicts

@@ -104,7 +104,7 @@ def test_a_domain_silent_through_several_paths_escalates_every_attempts_limit() 
     domain.observe(0.02, 0.0)
     fresh = [RULE.attempt_timeout(domain, None, cuts=0, user_timeout=180.0)]
     for path in ("p1", "p1", "p2", "p3", "p4", "p5"):  # cut through one path, then through more
-        domain.silent_through(path)
+        domain.silent_through(path, 0.5)
         fresh.append(RULE.attempt_timeout(domain, None, cuts=0, user_timeout=180.0))
     # One silent path is its own problem; each further one doubles, up to the paths' own cap.
     assert fresh == [1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 8.0]
@@ -247,6 +247,25 @@ def test_a_domain_turned_slow_for_every_path_that_worked_is_the_origins_not_the_
     # A fresh request there, through the path not yet cut, now waits twice two times longer.
     assert before is not None
     assert gateway.attempt_timeout(D, keys[3], cuts=0, user_timeout=180.0) == pytest.approx(4 * before)
+
+
+def test_attempts_cut_in_one_tick_while_the_domain_answers_stay_the_paths() -> None:
+    """Three proxies die in a pool that works: their attempts, sent before the others' last
+    answers, are cut in the same tick. That is no silence of the domain."""
+    gateway, keys = _gateway(6)
+    rng = random.Random(1)
+    for _ in range(10):
+        for key in keys:
+            gateway.sent(key, D, 0.0, first_attempt=True)
+            gateway.on_success(key, D, D, 0.05, 0.05)
+    before = gateway.attempt_timeout(D, keys[5], cuts=0, user_timeout=180.0)
+    gateway.on_success(keys[5], D, D, 1.9, 0.05)  # the domain answers after the cut ones left
+    cut = classify_transport(TransportError.CUT, via_proxy=True)
+    for key in keys[:3] * 2:
+        attempt = Attempt(5, 10, proxy=key, sent_at=1.0)
+        verdict = gateway.on_failure(cut, attempt, domain=D, slot=D, ceiling=8, now=2.0, rng=rng)
+        assert verdict.fault.blame is not Blame.ORIGIN
+    assert gateway.attempt_timeout(D, keys[5], cuts=0, user_timeout=180.0) == pytest.approx(before)
 
 
 def test_attempt_timeout_reads_the_domain_and_the_path() -> None:
