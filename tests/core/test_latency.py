@@ -223,15 +223,21 @@ def test_cut_attempts_are_never_the_origins_and_escalate_the_request() -> None:
     assert gateway.pool.records[keys[0]].health.latency.current(1.0) == pytest.approx(1.0)
 
 
-def test_a_domain_turned_slow_for_every_path_that_worked_is_the_origins_not_the_paths() -> None:
-    """An origin that stops answering in time for everyone: its cuts through paths that worked
-    there are an outage's (as the 504s a reverse proxy would send), not three silent proxies."""
-    gateway, keys = _gateway(4)
-    rng = random.Random(1)
+def _worked_gateway(n: int) -> tuple[Gateway, list[str]]:
+    """A pool of `n` whose every proxy has answered on D ten times in 50 ms."""
+    gateway, keys = _gateway(n)
     for _ in range(10):
         for key in keys:
             gateway.sent(key, D, 0.0, first_attempt=True)
             gateway.on_success(key, D, D, 0.05, 0.05)
+    return gateway, keys
+
+
+def test_a_domain_turned_slow_for_every_path_that_worked_is_the_origins_not_the_paths() -> None:
+    """An origin that stops answering in time for everyone: its cuts through paths that worked
+    there are an outage's (as the 504s a reverse proxy would send), not three silent proxies."""
+    gateway, keys = _worked_gateway(4)
+    rng = random.Random(1)
     before = gateway.attempt_timeout(D, keys[3], cuts=0, user_timeout=180.0)
     cut = classify_transport(TransportError.CUT, via_proxy=True)
     blames = []
@@ -252,12 +258,8 @@ def test_a_domain_turned_slow_for_every_path_that_worked_is_the_origins_not_the_
 def test_attempts_cut_in_one_tick_while_the_domain_answers_stay_the_paths() -> None:
     """Three proxies die in a pool that works: their attempts, sent before the others' last
     answers, are cut in the same tick. That is no silence of the domain."""
-    gateway, keys = _gateway(6)
+    gateway, keys = _worked_gateway(6)
     rng = random.Random(1)
-    for _ in range(10):
-        for key in keys:
-            gateway.sent(key, D, 0.0, first_attempt=True)
-            gateway.on_success(key, D, D, 0.05, 0.05)
     before = gateway.attempt_timeout(D, keys[5], cuts=0, user_timeout=180.0)
     gateway.on_success(keys[5], D, D, 1.9, 0.05)  # the domain answers after the cut ones left
     cut = classify_transport(TransportError.CUT, via_proxy=True)
