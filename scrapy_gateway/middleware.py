@@ -312,9 +312,6 @@ class GatewayMiddleware:
         if not handled:
             domain, slot = self._where(request)
             load = _load(request)
-            started = request.meta.get(m.STARTED)
-            # A transfer start older than this attempt is stale (meta copied from elsewhere).
-            fresh = isinstance(started, float) and attempt is not None and started >= (attempt.sent_at or 0.0)
             events, new_limit = self.core.on_success(
                 attempt.proxy if attempt else None,
                 domain,
@@ -322,7 +319,7 @@ class GatewayMiddleware:
                 self.runtime.now(),
                 _latency(request),
                 load,
-                sent_at=started if fresh else None,
+                sent_at=_started(request, attempt) if attempt else None,
             )
             self._events(events)
             fleet = self.runtime.fleet
@@ -354,8 +351,8 @@ class GatewayMiddleware:
         shared = request.meta.get(m.RETRY_TIMES, 0) - attempt.proxy_retries
         if shared > attempt.retries:
             attempt = replace(attempt, retries=shared)
-        started = request.meta.get(m.STARTED)
-        if isinstance(started, float) and attempt.sent_at is not None and started >= attempt.sent_at:
+        started = _started(request, attempt)
+        if started is not None:
             # Sent when its transfer began, not when it joined its slot's queue: errors of requests
             # queued before a cut but sent after it are the new limit's, and do cut again.
             attempt = replace(attempt, sent_at=started)
@@ -450,6 +447,15 @@ def _latency(request: Request) -> float | None:
     """Scrapy's time to the response headers (set by its handlers), not time queued in a slot."""
     value = request.meta.get(m.DOWNLOAD_LATENCY)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _started(request: Request, attempt: Attempt) -> float | None:
+    """When this attempt's transfer began (set by the gateway's downloader); None when unknown or
+    older than the attempt (meta copied from another request)."""
+    started = request.meta.get(m.STARTED)
+    if isinstance(started, float) and attempt.sent_at is not None and started >= attempt.sent_at:
+        return started
+    return None
 
 
 def _load(request: Request) -> int | None:

@@ -74,8 +74,8 @@ class _Trail:
     # For domains: each path's failure rate (EWMA over all its outcomes, whoever was blamed).
     rates: dict[str, float] = field(default_factory=dict)
     # For domains: the last outcomes (time, when its request was sent, path, ok), and each path's
-    # own (time, ok, what its failure was judged: _OTHER, _ORIGIN, _OUTLIER, sent), for the outlier test.
-    # Lists, trimmed by hand: most domains see few outcomes.
+    # own (time, ok, what its failure was judged: _OTHER, _ORIGIN, _OUTLIER, when it was sent), for
+    # the outlier test. Lists, trimmed by hand: most domains see few outcomes.
     outcomes: list[tuple[float, float, str, bool]] = field(default_factory=list)
     paths: OrderedDict[str, list[tuple[float, bool, int, float]]] = field(default_factory=OrderedDict)
     # For domains: when each path was last found an outlier there (a repeat offender's first

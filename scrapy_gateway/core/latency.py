@@ -81,6 +81,11 @@ class Latency:
             return self.peak
         return self.peak * math.exp(-elapsed / PEAK_TAU)
 
+    def escalations(self) -> int:
+        """Doublings every attempt through this path takes beyond its own (a domain's: see
+        DomainLatency)."""
+        return 0
+
     def timeout(self) -> float | None:
         """RFC 6298's retransmission timeout for this path, or None before any sample."""
         return self.srtt + 4.0 * self.rttvar if self.samples else None
@@ -116,8 +121,7 @@ class TimeoutRule:
         shown = domain.timeout()
         if shown is None:
             return None  # the domain has shown nothing yet: nothing to compare a path with
-        if isinstance(domain, DomainLatency):
-            cuts = max(cuts, min(domain.escalations(), self.path_escalations))
+        cuts = max(cuts, min(domain.escalations(), self.path_escalations))
         if path is not None:
             if (own := path.timeout()) is not None:
                 shown = max(shown, own)  # a slow path that answers is slow, not silent
