@@ -106,10 +106,19 @@ class Gateway:
         # Set by a fleet's shared state: what this process sees, kept for the others (heard.py).
         self.outbox: Outbox | None = None
 
-    def _fresh_path(self, attempt: Attempt) -> bool:
+    def _fresh_path(self, attempt: Attempt, blame: Blame) -> bool:
         """A retry of this attempt goes out through another path: another proxy of the pool, or
-        another exit of a rotating endpoint."""
-        return attempt.rotating and (len(self.pool) > 1 or self.endpoints)
+        another exit of a rotating endpoint. A failure nobody could blame is fresh evidence only
+        through a proxy the request has not failed through yet: in a pool of two whose proxies
+        both fail it (an origin whose listener is gone while its open connections still answer),
+        it backs off rather than spend its retries within a second."""
+        if not attempt.rotating:
+            return False
+        if self.endpoints:
+            return True
+        if blame is not Blame.UNKNOWN:
+            return len(self.pool) > 1
+        return len(self.pool) > len(attempt.tried) + (attempt.proxy not in attempt.tried)
 
     def _scopes(self, domain: str, via_pool: bool) -> tuple[str, ...]:
         return (PROVIDER, domain) if via_pool and self.pool else (domain,)
@@ -305,7 +314,7 @@ class Gateway:
         if hopeless or not fault.retryable or not attempt.can_retry(proxy_side=proxy_side):
             return self._told(evidence, attempt, domain, now, base)
         spent = False
-        if self._fresh_path(attempt) and fault.blame is not Blame.ORIGIN:
+        if fault.blame is not Blame.ORIGIN and self._fresh_path(attempt, fault.blame):
             # The next proxy is a fresh path: no reason to wait, and the origin never saw this one.
             delay = budget_wait = 0.0
             if fault.blame is Blame.UNKNOWN:

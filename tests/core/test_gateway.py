@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -11,7 +12,7 @@ from scrapy_gateway.core.backoff import Backoff
 from scrapy_gateway.core.events import Ejected, GateOpened, PairEjected, Readmitted
 from scrapy_gateway.core.faults import Blame, Fault, TransportError, classify_status, classify_transport
 from scrapy_gateway.core.gates import PROVIDER
-from scrapy_gateway.core.gateway import Gateway, Policy, Verdict
+from scrapy_gateway.core.gateway import OVERLOAD_BACKOFF_SCALE, Gateway, Policy, Verdict
 from scrapy_gateway.core.pool import Pick
 from scrapy_gateway.core.proxies import Proxy, parse_proxy
 
@@ -87,6 +88,39 @@ def test_unknown_blame_retries_at_once_but_is_paced_by_the_budget():
     verdicts = [failure(gateway, TIMEOUT, key, now=1.0) for _ in range(4)]
     assert [v.fault.blame for v in verdicts] == [Blame.UNKNOWN] * 4
     assert [(v.delay, v.budget_wait) for v in verdicts] == [(0.0, 0.0), (0.0, 0.0), (1.0, 1.0), (2.0, 2.0)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_unknown_failures_through_every_proxy_of_the_pool_back_off(seed):
+    # The origin's listener is gone while its open connections still answer: both proxies of a
+    # pool of two keep working and fail new connections. A request that failed through both has
+    # no fresh path left, and its next unknown failure must not retry at once.
+    gateway = Gateway(proxies(2), Policy())
+    first, second = (p.key for p in proxies(2))
+    attempt = Attempt(10, 0)
+    delays = []
+    for n in range(4):
+        now = 1.0 + n * 0.01
+        for key in (first, second):
+            gateway.sent(key, D, now - 0.05, first_attempt=True)
+            gateway.on_success(key, D, D, now, 0.05)
+        proxy = (first, second)[n % 2]
+        gateway.sent(proxy, D, now, first_attempt=False)
+        verdict = gateway.on_failure(
+            TIMEOUT,
+            replace(attempt, proxy=proxy, sent_at=now),
+            domain=D,
+            slot=D,
+            ceiling=8,
+            now=now,
+            rng=random.Random(seed),
+        )
+        assert verdict.fault.blame is Blame.UNKNOWN and verdict.next_attempt is not None
+        delays.append(verdict.delay)
+        attempt = verdict.next_attempt
+    assert delays[0] == 0.0  # the second proxy is a fresh path
+    assert all(delay > 0.0 for delay in delays[1:])
+    assert delays[1] == Backoff(1.0, 30.0).delay(2, random.Random(seed), scale=OVERLOAD_BACKOFF_SCALE)
 
 
 def test_first_attempts_refill_the_budget():
