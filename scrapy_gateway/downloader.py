@@ -109,6 +109,7 @@ class GatewayDownloaderMixin(_Base):
         if slot.latercall:
             return
         now = monotonic()
+        runtime = self.gateway_runtime
         delay = slot.download_delay()
         if delay:
             penalty = delay - now + slot.lastseen
@@ -118,6 +119,8 @@ class GatewayDownloaderMixin(_Base):
         while slot.queue and slot.free_transfer_slots() > 0:
             slot.lastseen = now
             request, queue_dfd = slot.queue.popleft()
+            if runtime.reroute is not None:
+                runtime.reroute(request)  # its proxy may have been taken out while it queued
             slot.transferring.add(request)  # the fix: reserve before the task exists
             request.meta[m.LOAD] = len(slot.transferring)  # what slow start learns from (concurrency.py)
             _schedule_coro(self._wait_for_download(slot, request, queue_dfd))

@@ -71,6 +71,9 @@ class GatewayMiddleware:
         self._judged: WeakKeyDictionary[Request, Verdict | None] = WeakKeyDictionary()
         self.mask = runtime.mask
         runtime.judging = True
+        runtime.reroute = self._reroute
+        self._http_proxy: HttpProxyMiddleware | None = None  # the crawl's, found on first use
+        self._http_proxy_looked = False
         crawler.signals.connect(self._downloaded, signal=signals.response_downloaded)
         if runtime.fleet is not None:
             # With a Redis state the fleet's limit rules each slot (fleet_limits.py): this
@@ -142,6 +145,36 @@ class GatewayMiddleware:
             self.stats.inc_value(keys.REQUESTS)
         self.core.sent(proxy_key, domain, now, first_attempt=first)
         return None
+
+    def _reroute(self, request: Request) -> None:
+        """As its transfer starts: a request routed on arrival has queued for its slot, and its
+        proxy may have been taken out meanwhile (by the first failures of the requests ahead of
+        it). It goes through another proxy then, with that proxy's credentials only."""
+        meta = request.meta
+        attempt = m.attempt_of(meta)
+        if attempt is None or attempt.proxy is None:
+            return
+        choice = self.core.reroute(attempt, m.domain_of(request), self.runtime.now(), self.runtime.rng)
+        if choice is None:
+            return
+        meta[m.ATTEMPT] = replace(attempt, proxy=choice.proxy.key)
+        meta.pop(m.AUTH_PROXY, None)
+        request.headers.pop(b"Proxy-Authorization", None)
+        meta[m.PROXY] = choice.proxy.url
+        http_proxy = self._find_http_proxy()
+        if http_proxy is not None:
+            http_proxy.process_request(request)  # the new proxy's credentials, as it sets them
+        self.stats.inc_value(keys.REROUTED)
+
+    def _find_http_proxy(self) -> HttpProxyMiddleware | None:
+        """The crawl's HttpProxyMiddleware (None when disabled): it already ran for the request."""
+        if not self._http_proxy_looked:
+            engine = engine_of(self.crawler)
+            manager = engine.downloader.middleware if engine is not None else None
+            chain = getattr(manager, "middlewares", ())
+            self._http_proxy = next((mw for mw in chain if isinstance(mw, HttpProxyMiddleware)), None)
+            self._http_proxy_looked = True
+        return self._http_proxy
 
     def _first_attempt(self, meta: dict[str, Any]) -> Attempt:
         retry_times = meta.get(m.RETRY_TIMES, 0)

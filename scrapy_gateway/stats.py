@@ -29,6 +29,7 @@ RETRY_AFTER_MAX = f"{PREFIX}/retry_after/max_seconds"
 WAITING_MAX = f"{PREFIX}/waiting/max"
 WAITING_PERSISTED = f"{PREFIX}/waiting/persisted"
 WAITING_CANCELLED = f"{PREFIX}/waiting/cancelled"
+REROUTED = f"{PREFIX}/rerouted"  # attempts moved off a proxy taken out while they queued for their slot
 NO_PROXY_WAITS = f"{PREFIX}/no_proxy/waits"
 NO_PROXY_ERRORS = f"{PREFIX}/no_proxy/errors"
 GATES_OPENED = f"{PREFIX}/gates/opened"

@@ -133,6 +133,19 @@ class Gateway:
         seen = self.latencies.get(domain)
         return self.pool.choose(domain, now, rng, avoid, seen.typical() if seen is not None else None)
 
+    def reroute(self, attempt: Attempt, domain: str, now: float, rng: random.Random) -> Pick | None:
+        """Just before an attempt's transfer starts: another proxy when the one it was routed to
+        has left rotation since (a request routed on arrival may queue for its slot while the
+        proxy's first failures take it out). None: it goes as routed."""
+        proxy = attempt.proxy
+        if proxy is None or attempt.pinned or self.pool.in_rotation(proxy, domain, now):
+            return None
+        choice = self.route(domain, now, rng, (*attempt.tried, proxy))
+        if not isinstance(choice, Pick) or choice.proxy.key == proxy:
+            return None
+        self.pool.rerouted(proxy, choice.proxy.key, domain, now)
+        return choice
+
     def attempt_timeout(self, domain: str, proxy: str, *, cuts: int, user_timeout: float) -> float | None:
         """Seconds an attempt through this proxy may take before it is cut, or None (the user's)."""
         rule = self.timeouts

@@ -338,6 +338,24 @@ class ProxyPool:
         record.health.latency.observe(latency, now)
         pair.latency.observe(latency, now)
 
+    def in_rotation(self, proxy_key: str, domain: str, now: float) -> bool:
+        """Neither the proxy nor its pair with the domain has been taken out (and is still out)."""
+        record = self.records.get(proxy_key)
+        if record is None:
+            return True
+        health = record.health
+        if health.state is not State.ACTIVE and not (health.state is State.EJECTED and now >= health.until):
+            return False
+        pair = self.pairs.get((proxy_key, domain))
+        return pair is None or pair.state is State.ACTIVE or now >= pair.until
+
+    def rerouted(self, old: str, new: str, domain: str, now: float) -> None:
+        """A request routed to `old` goes through `new` instead, before it was sent."""
+        found = self.finished(old, domain)
+        if found is not None:
+            found[0].requests -= 1
+        self.started(new, domain, now)
+
     def waited(self, proxy_key: str, domain: str, took: float, now: float) -> None:
         """An attempt through this proxy got no answer in `took` seconds: it takes at least that."""
         record = self.records.get(proxy_key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from demo_world import OriginSpec, ProxySpec, World
 
 from scrapy_gateway.core.proxies import parse_proxy
@@ -92,3 +93,25 @@ def test_https_through_connect_rotates_on_tunnel_failures(world: World) -> None:
     assert len(result.by_kind("callback")) == 30
     assert result.stat("gateway/failures/tunnel_502") >= 1
     assert world.snapshot()["proxies"]["bad"]["requests"] <= 10
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https-connect"])
+def test_requests_queued_for_a_proxy_taken_out_meanwhile_go_through_another(world: World, tls: bool) -> None:
+    # One download at a time on the domain, so the requests routed on arrival queue for the slot.
+    # The first of them through the proxy given the wrong password retires it; the ones queued
+    # behind it go through the other proxy when their turn comes, with its credentials only.
+    origin = world.add_origin("a", OriginSpec(tls=tls))
+    good = world.add_proxy("good", ProxySpec(credentials=("bob", "s3cretBBB")))
+    locked = world.add_proxy("locked", ProxySpec(credentials=("user", "right")))
+    world.start()
+    wrong = locked.url.replace(":right@", ":wrong@")
+    urls = [origin.url(f"/p/{i}") for i in range(20)]
+    result = run_crawl(gateway_settings([good.url, wrong], CONCURRENT_REQUESTS_PER_DOMAIN=1), urls)
+    result.assert_each_request_ended_once(20)
+    assert len(result.by_kind("callback")) == 20
+    assert result.stat("gateway/retirements") == 1
+    proxies = world.snapshot()["proxies"]
+    assert proxies["locked"]["auth_failures"] == 1, proxies["locked"]
+    assert result.stat("gateway/rerouted") >= 1, result.stats
+    assert proxies["good"]["authorization_values_seen"] == [good.authorization]
+    assert "wrong" not in result.log
