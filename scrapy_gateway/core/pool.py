@@ -376,6 +376,10 @@ class ProxyPool:
         if found is None:
             return []
         record, pair = found
+        if self._last.get(domain) is record:
+            # Whoever is to blame, a path that just failed is no longer the one to beat: if it was
+            # the path's fault, the next request would go straight back to it.
+            del self._last[domain]
         if fault.blame is Blame.ORIGIN:
             record.origin_failures += 1
             return []

@@ -644,3 +644,21 @@ def test_forgiving_an_ejection_forgives_its_strike():
     health.eject(RULES, 1.0, random.Random(1))
     health.forgive(RULES)
     assert health.strikes == 0.0
+
+
+def test_a_remembered_proxy_that_fails_is_no_longer_in_every_comparison():
+    # The fastest proxy is the domain's remembered one: every choice compares against it, and it
+    # wins. Once it fails (even a failure judged the origin's), the next choice is a plain draw of
+    # two, which leaves it out a third of the time.
+    picks = []
+    for seed in range(30):
+        pool, keys = make_pool(3)
+        for i in range(5):
+            for key, latency in ((keys[0], 0.01), (keys[1], 0.05), (keys[2], 0.05)):
+                pool.started(key, D, float(i))
+                pool.succeeded(key, D, float(i), latency)
+        rng = random.Random(seed)
+        assert all(pool.choose(D, 5.0, rng).proxy.key == keys[0] for _ in range(5))
+        fail(pool, keys[0], ORIGIN, 5.0, rng)
+        picks.append(pool.choose(D, 5.0, rng).proxy.key)
+    assert 0 < sum(1 for key in picks if key != keys[0]) < len(picks)
