@@ -34,6 +34,9 @@ class _Cut:
     at: float  # when
     before: tuple[float, float, int, bool, float, int]  # (value, hurt_at, repeats, starting, cut_at, over) before it
     overturned: bool = False  # the judge found that failure was the path's own
+    # A floor mark instead of a cut: overloads that found the limit at its minimum (a cut of
+    # nothing), by path, when last. Undoing the cuts before it waits until each was overturned.
+    floor: dict[str | None, float] | None = None
 
 
 @dataclass(slots=True)
@@ -53,6 +56,8 @@ class _Limit:
 
 _MAX_REPEATS = 4  # probing slows down at most 16-fold beyond `caution`
 _CUTS_KEPT = 8  # cuts that can still be undone, per slot
+_FLOOR_PATHS = 16  # paths a floor mark names; past them, it stands for good
+_MANY = "*"  # a floor mark's stand-in for the paths past _FLOOR_PATHS (never a proxy key)
 PROBE_SPACING = 200.0  # clean responses per unit of growth into the limit that hurt, at least
 
 
@@ -153,12 +158,18 @@ class ConcurrencyControl:
         entry.cut_at = now
         after = _effective(entry.value)
         if after < before:
-            # Only cuts that lowered the limit are kept for an undo: at the minimum, a storm of
-            # failures would push the cuts that got it there out of the list, and an undo of them
-            # all would stop short of where the limit was.
             entry.cuts.append(_Cut(by, now, undo))
-            if len(entry.cuts) > _CUTS_KEPT:
-                del entry.cuts[0]
+            _trim(entry.cuts)
+        elif entry.cuts:
+            # At the minimum: no cut, but an undo of the cuts before must not skip an overload
+            # that stands here. One mark for the run of them, so that a storm at the minimum does
+            # not push the cuts that got it there out of the list.
+            mark = entry.cuts[-1]
+            if mark.floor is None:
+                mark = _Cut(by, now, undo, floor={})
+                entry.cuts.append(mark)
+            assert mark.floor is not None
+            mark.floor[by if by in mark.floor or len(mark.floor) < _FLOOR_PATHS else _MANY] = now
         return after if after != before else None
 
     def overturned(self, slot: str, by: str, since: float = -math.inf) -> int | None:
@@ -169,7 +180,11 @@ class ConcurrencyControl:
         if entry is None:
             return None
         for cut in entry.cuts:
-            if cut.by == by and cut.at >= since:
+            if cut.floor is not None:
+                if by in cut.floor and cut.floor[by] >= since:
+                    del cut.floor[by]
+                cut.overturned = not cut.floor
+            elif cut.by == by and cut.at >= since:
                 cut.overturned = True
         undo = None
         while entry.cuts and entry.cuts[-1].overturned:
@@ -272,6 +287,15 @@ class ConcurrencyControl:
     def _evict(self) -> None:
         """Forget the least recently throttled slot (it falls back to the user's own limit)."""
         self._limits.popitem(last=False)
+
+
+def _trim(cuts: list[_Cut]) -> None:
+    """Keep the last _CUTS_KEPT cuts (floor marks do not count), and the marks after the first."""
+    if sum(1 for cut in cuts if cut.floor is None) > _CUTS_KEPT:
+        first = next(i for i, cut in enumerate(cuts) if cut.floor is None)
+        del cuts[: first + 1]
+        while cuts and cuts[0].floor is not None:
+            del cuts[0]
 
 
 def _effective(value: float) -> int:

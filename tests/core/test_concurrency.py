@@ -317,3 +317,19 @@ def test_failures_at_the_minimum_do_not_push_the_cuts_that_got_it_there_out_of_t
     for by in ("p1", "p2", "p3", "p4", "p5", "p6"):
         control.overturned("s", by)
     assert control.limit("s") is None  # the user's 8 again
+
+
+def test_an_undo_never_skips_an_overload_that_stands_at_the_minimum():
+    control = ConcurrencyControl(minimum=1, beta=0.5, initial=0)
+    now = 1.0
+    for by in ("p1", "p2", "p3"):  # 8 -> 4 -> 2 -> 1
+        control.overloaded("s", 8, sent_at=now - 0.5, now=now, by=by)
+        now += 1.0
+    for by in ("p4", "p4", "p5"):  # at the minimum: real overloads, through paths that stay clean
+        assert control.overloaded("s", 8, sent_at=now - 0.5, now=now, by=by) is None
+        now += 1.0
+    assert control.overturned("s", "p3") is None  # the origin failed at 1 since: it stays 1
+    assert control.overturned("s", "p4") is None  # and p5's still stands
+    assert control.limit("s") == 1
+    assert control.overturned("s", "p5") == 2  # back to before p3's cut; p2's stands
+    assert control.overturned("s", "p2") == 4
