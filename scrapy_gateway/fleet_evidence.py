@@ -44,7 +44,7 @@ _LONGEST = 86_400.0  # seconds: a latency, wait or Retry-After past this is garb
 
 _BLAMES = {b.value[:2]: b for b in Blame}  # "pr", "pa", "or", "un"
 _FLAGS = ("throttles", "hard", "retryable", "answered", "transport", "retires")
-_CUT, _WITHDREW = 1 << 6, 1 << 7
+_CUT, _WITHDREW, _EVERYONE = 1 << 6, 1 << 7, 1 << 8
 
 
 def encode(heard: Heard) -> list[Any]:
@@ -54,7 +54,7 @@ def encode(heard: Heard) -> list[Any]:
     if fault is None:
         return row
     flags = sum(1 << i for i, name in enumerate(_FLAGS) if getattr(fault, name))
-    flags |= (_CUT if heard.cut else 0) | (_WITHDREW if heard.withdrew else 0)
+    flags |= (_CUT if heard.cut else 0) | (_WITHDREW if heard.withdrew else 0) | (_EVERYONE if heard.everyone else 0)
     row += [
         fault.kind,
         fault.blame.value[:2],
@@ -93,6 +93,7 @@ def decode(row: Any) -> Heard | None:
         fault=fault,
         evidence=evidence,
         cut=bool(flags & _CUT),
+        everyone=bool(flags & _EVERYONE),
         probe=probe,
         waited=waited,
         withdrew=bool(flags & _WITHDREW),

@@ -315,7 +315,7 @@ class Gateway:
                 held = replace(
                     base, retry=True, delay=max(0.0, hold.until - now), next_attempt=attempt.waiting_on(hold.scope)
                 )
-                return self._told(evidence, attempt, domain, now, held)
+                return self._told(evidence, attempt, domain, now, held, everyone=cut and silent >= 2)
         # A proxy's own failure says nothing about the page: it is retried on another proxy from a
         # separate allowance, so a few bad proxies cannot use up the retries the origin may need.
         # A rotating endpoint's own failures (anything without the origin's evidence) are an exit's.
@@ -325,7 +325,7 @@ class Gateway:
         # Wrong credentials do not heal: without another proxy to rotate to, a retry cannot succeed.
         hopeless = fault.retires and not (attempt.rotating and len(self.pool) > 1)
         if hopeless or not fault.retryable or not attempt.can_retry(proxy_side=proxy_side):
-            return self._told(evidence, attempt, domain, now, base)
+            return self._told(evidence, attempt, domain, now, base, everyone=cut and silent >= 2)
         spent = False
         if fault.blame is not Blame.ORIGIN and self._fresh_path(attempt, fault.blame):
             # The next proxy is a fresh path: no reason to wait, and the origin never saw this one.
@@ -344,10 +344,13 @@ class Gateway:
             delay = max(delay, budget_wait)
         retry = attempt.increment(proxy_side=proxy_side, cut=cut)
         verdict = replace(base, retry=True, delay=delay, budget_wait=budget_wait, spent=spent, next_attempt=retry)
-        return self._told(evidence, attempt, domain, now, verdict)
+        return self._told(evidence, attempt, domain, now, verdict, everyone=cut and silent >= 2)
 
-    def _told(self, evidence: Blame, attempt: Attempt, domain: str, now: float, verdict: Verdict) -> Verdict:
-        """The verdict, once what it saw is in the outbox for the fleet (heard.py)."""
+    def _told(
+        self, evidence: Blame, attempt: Attempt, domain: str, now: float, verdict: Verdict, *, everyone: bool
+    ) -> Verdict:
+        """The verdict, once what it saw is in the outbox for the fleet (heard.py). `everyone`: a
+        cut made while the domain was slow through other paths too (evidence about the domain)."""
         if self.outbox is not None:
             fault, sent_at = verdict.fault, attempt.sent_at
             self.outbox.add(
@@ -357,6 +360,7 @@ class Gateway:
                     fault=fault,
                     evidence=evidence,
                     cut=fault.kind == ATTEMPT_TIMEOUT,
+                    everyone=everyone,
                     probe=attempt.probe,
                     waited=now - sent_at if not fault.answered and sent_at is not None else None,
                     withdrew=verdict.spent,
@@ -390,7 +394,14 @@ class Gateway:
             if heard.waited is not None:
                 self.pool.waited(proxy, domain, heard.waited, now)
             left_at = now - heard.waited if heard.waited is not None else None
-            self.judge.record(proxy, domain, now, fault.blame, sent=left_at, path_only=heard.cut or self.endpoints)
+            self.judge.record(
+                proxy,
+                domain,
+                now,
+                fault.blame,
+                sent=left_at,
+                path_only=(heard.cut and not heard.everyone) or self.endpoints,
+            )
         if heard.probe is not None:
             self.gates.probe_heard(heard.probe, now, rng)
         events = self._gate_evidence(fault, heard.evidence, proxy, domain, now, rng, cut=heard.cut)

@@ -27,6 +27,7 @@ class Heard:
     fault: Fault | None = None
     evidence: Blame = Blame.UNKNOWN  # the failure's own blame, before history settled it
     cut: bool = False  # a per-attempt timeout: evidence about the path only
+    everyone: bool = False  # but for a cut made while the domain was slow through other paths too
     probe: str | None = None  # the outage gate (scope) the attempt probed
     waited: float | None = None  # an unanswered failure: seconds it waited for nothing
     withdrew: bool = False  # its retry took a token of the domain's retry budget

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from scrapy_gateway.core.events import Ejected, GateClosed, GateOpened, Readmitted
-from scrapy_gateway.core.faults import Blame, Fault, classify_status
+from scrapy_gateway.core.faults import ATTEMPT_TIMEOUT, Blame, Fault, classify_status
 from scrapy_gateway.core.gates import PROVIDER
 from scrapy_gateway.core.gateway import Gateway, Policy
 from scrapy_gateway.core.health import State
@@ -146,6 +148,7 @@ def test_the_stream_rows_round_trip_and_garbage_is_none():
         Heard(
             "http://10.0.0.2:8080", D, fault=fault, evidence=Blame.UNKNOWN, cut=True, probe=D, waited=1.5, withdrew=True
         ),
+        Heard("http://10.0.0.3:8080", D, fault=fault, cut=True, everyone=True),
     ]
     for heard in rows:
         assert decode(encode(heard)) == heard
@@ -154,6 +157,20 @@ def test_the_stream_rows_round_trip_and_garbage_is_none():
     # Durations no download could take are dropped, never a poisoned latency estimate.
     for seconds in (float("inf"), float("nan"), 1e9):
         assert decode(["p", D, seconds]) == Heard("p", D)
+
+
+@pytest.mark.parametrize("everyone", [False, True])
+def test_heard_cuts_are_evidence_about_the_domain_only_when_the_sender_found_it_slow_everywhere(everyone):
+    # Two other processes cut attempts through two paths of a domain that has never answered; a
+    # third path fails here. Cuts made while the domain was slow through other paths too (as
+    # the senders judged) are the domain's evidence: three paths failing is an outage.
+    gateway = Gateway(proxies(4), Policy())
+    paths = keys(4)
+    cut = Fault(ATTEMPT_TIMEOUT, Blame.UNKNOWN, retryable=True, transport=True)
+    for key in paths[:2]:
+        gateway.hear(Heard(key, D, fault=cut, cut=True, everyone=everyone, waited=1.0), 3.0, RNG)
+    verdict = failure(gateway, PLAIN_502, paths[2], now=3.1)
+    assert verdict.fault.blame is (Blame.ORIGIN if everyone else Blame.UNKNOWN)
 
 
 def test_a_proxy_outside_the_pool_teaches_nothing():
