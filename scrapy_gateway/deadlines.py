@@ -141,7 +141,8 @@ class DeadlineWatch:
 
 class WatchedHandlers:
     """Scrapy's handler table with every download the gateway routes under a DeadlineWatch, and,
-    with a shared state, every download under a fleet-wide lease of its slot (fleet.py)."""
+    with a shared state, every download under a fleet-wide lease of its slot (fleet.py). `before`
+    sees each request as its transfer starts, after those waits."""
 
     def __init__(
         self,
@@ -149,11 +150,13 @@ class WatchedHandlers:
         watch: DeadlineWatch,
         fleet: FleetLeases | None = None,
         slot_of: Callable[[Request], tuple[str, int]] | None = None,
+        before: Callable[[Request], None] | None = None,
     ) -> None:
         self._handlers = handlers
         self._watch = watch
         self._fleet = fleet
         self._slot_of = slot_of
+        self._before = before  # called as each transfer starts (the middleware's late rerouting)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._handlers, name)
@@ -180,6 +183,8 @@ class WatchedHandlers:
     async def _download(self, request: Request) -> Response:
         # When the transfer starts, after any wait in the slot's queue: what "sent" means for
         # the once-per-round-trip rule of the concurrency control and for a silent path's wait.
+        if self._before is not None:
+            self._before(request)  # after every wait: in the slot's queue, and for a fleet lease
         request.meta[m.STARTED] = self._watch.clock()
         response: Response = await self._watch.download(self._handlers.download_request_async, request)
         return response

@@ -10,7 +10,8 @@ Three changes, all small:
 3. A request due later that arrives without passing the scheduler waits in `fetch`, before the
    downloader counts it (see parking.py).
 4. Downloads run under the gateway's per-attempt timeouts: the handler table is wrapped in a
-   DeadlineWatch (see deadlines.py), and, with a shared state, under fleet-wide leases (fleet.py).
+   DeadlineWatch (see deadlines.py), and, with a shared state, under fleet-wide leases (fleet.py);
+   as each transfer starts, the middleware may move it off a proxy taken out while it waited.
 
 A project with a Downloader of its own combines them as
 `class MyDownloader(GatewayDownloaderMixin, YourDownloader)`; the add-on does that by itself.
@@ -56,7 +57,7 @@ class GatewayDownloaderMixin(_Base):
         self.gateway_deadlines = DeadlineWatch(runtime.core, runtime.clock, timeout)
         # Duck-typed: it forwards every other attribute to Scrapy's own table.
         self.handlers = WatchedHandlers(  # type: ignore[assignment]
-            self.handlers, self.gateway_deadlines, runtime.fleet, self._gateway_slot_of
+            self.handlers, self.gateway_deadlines, runtime.fleet, self._gateway_slot_of, self._gateway_reroute
         )
         # A project's fetch(request, spider) still gets its spider, and the deprecation warning
         # Scrapy would have given it (the engine only sees this class's optional argument).
@@ -80,6 +81,12 @@ class GatewayDownloaderMixin(_Base):
         """The request's slot key and the user's limit there (fleet.py: the fleet's ceiling)."""
         key = self.get_slot_key(request)
         return key, self.gateway_runtime.config.ceiling(key)
+
+    def _gateway_reroute(self, request: Request) -> None:
+        """As its transfer starts (the middleware sets the hook: it is built after this class)."""
+        reroute = self.gateway_runtime.reroute
+        if reroute is not None:
+            reroute(request)
 
     async def _fetch_when_due(self, request: Request) -> Response | Request:
         await self.gateway_runtime.room.wait_here(request)
@@ -109,7 +116,6 @@ class GatewayDownloaderMixin(_Base):
         if slot.latercall:
             return
         now = monotonic()
-        runtime = self.gateway_runtime
         delay = slot.download_delay()
         if delay:
             penalty = delay - now + slot.lastseen
@@ -119,8 +125,6 @@ class GatewayDownloaderMixin(_Base):
         while slot.queue and slot.free_transfer_slots() > 0:
             slot.lastseen = now
             request, queue_dfd = slot.queue.popleft()
-            if runtime.reroute is not None:
-                runtime.reroute(request)  # its proxy may have been taken out while it queued
             slot.transferring.add(request)  # the fix: reserve before the task exists
             request.meta[m.LOAD] = len(slot.transferring)  # what slow start learns from (concurrency.py)
             _schedule_coro(self._wait_for_download(slot, request, queue_dfd))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
 
 from scrapy import Request, signals
@@ -34,7 +35,7 @@ from scrapy_gateway.core.faults import Fault, TransportError, classify_status, c
 from scrapy_gateway.core.gates import PROVIDER, Hold
 from scrapy_gateway.core.gateway import Verdict, opens_outage
 from scrapy_gateway.core.pool import Exhausted, Pick, Wait
-from scrapy_gateway.core.proxies import ProxyListError, parse_proxy
+from scrapy_gateway.core.proxies import Proxy, ProxyListError, parse_proxy
 from scrapy_gateway.errors import NoProxyAvailable
 from scrapy_gateway.handlers import transport_failure
 from scrapy_gateway.runtime import GatewayRuntime
@@ -149,21 +150,36 @@ class GatewayMiddleware:
     def _reroute(self, request: Request) -> None:
         """As its transfer starts: a request routed on arrival has queued for its slot, and its
         proxy may have been taken out meanwhile (by the first failures of the requests ahead of
-        it). It goes through another proxy then, with that proxy's credentials only."""
+        it). It goes through another proxy then, with that proxy's credentials only, as Scrapy's
+        HttpProxyMiddleware sets them (without it, it goes as routed)."""
         meta = request.meta
         attempt = m.attempt_of(meta)
-        if attempt is None or attempt.proxy is None:
+        if attempt is None or attempt.proxy is None or self._left_alone(request):
             return
-        choice = self.core.reroute(attempt, m.domain_of(request), self.runtime.now(), self.runtime.rng)
-        if choice is None:
+        domain, now = m.domain_of(request), self.runtime.now()
+        choice = self.core.reroute(attempt, domain, now, self.runtime.rng)
+        record = self.core.pool.records.get(attempt.proxy)
+        http_proxy = self._find_http_proxy()
+        # Only a request that still goes where this middleware sent it (no other component has
+        # changed its proxy since, and its record is not one copied from another request's meta).
+        if choice is None or record is None or http_proxy is None or not _goes_to(meta.get(m.PROXY), record.proxy):
             return
-        meta[m.ATTEMPT] = replace(attempt, proxy=choice.proxy.key)
+        routed = Request(request.url, meta={m.PROXY: choice.proxy.url})
+        try:
+            http_proxy.process_request(routed)
+        except Exception as exc:  # a password its HTTPPROXY_AUTH_ENCODING cannot encode, say
+            logger.warning(
+                "scrapy-gateway: %(request)s goes through the proxy it was first routed to: %(error)s",
+                {"request": request, "error": self.mask.text(f"{type(exc).__name__}: {exc}")},
+            )
+            return
+        meta[m.ATTEMPT] = self.core.rerouted(attempt, choice.proxy.key, domain, now)
+        meta[m.PROXY] = routed.meta[m.PROXY]
         meta.pop(m.AUTH_PROXY, None)
         request.headers.pop(b"Proxy-Authorization", None)
-        meta[m.PROXY] = choice.proxy.url
-        http_proxy = self._find_http_proxy()
-        if http_proxy is not None:
-            http_proxy.process_request(request)  # the new proxy's credentials, as it sets them
+        if m.AUTH_PROXY in routed.meta:
+            meta[m.AUTH_PROXY] = routed.meta[m.AUTH_PROXY]
+            request.headers[b"Proxy-Authorization"] = routed.headers[b"Proxy-Authorization"]
         self.stats.inc_value(keys.REROUTED)
 
     def _find_http_proxy(self) -> HttpProxyMiddleware | None:
@@ -474,6 +490,18 @@ class GatewayMiddleware:
         if fleet and limit == old:
             return
         self.report.limit(slot, limit, old, fault, fleet=fleet, doubtful=doubtful)
+
+
+def _goes_to(url: object, proxy: Proxy) -> bool:
+    """`meta["proxy"]` (as HttpProxyMiddleware left it) names this proxy's host and port."""
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    return (parts.hostname or "") == proxy.host.lower() and port == proxy.port
 
 
 def _latency(request: Request) -> float | None:

@@ -34,8 +34,8 @@ class _Cut:
     at: float  # when
     before: tuple[float, float, int, bool, float, int]  # (value, hurt_at, repeats, starting, cut_at, over) before it
     overturned: bool = False  # the judge found that failure was the path's own
-    # A floor mark instead of a cut: overloads that found the limit at its minimum (a cut of
-    # nothing), by path, when last. Undoing the cuts before it waits until each was overturned.
+    # A floor mark instead of a cut: overloads that cut nothing (the limit at its minimum), by
+    # path, when first. Undoing the cuts before it waits until each was overturned.
     floor: dict[str | None, float] | None = None
 
 
@@ -161,15 +161,17 @@ class ConcurrencyControl:
             entry.cuts.append(_Cut(by, now, undo))
             _trim(entry.cuts)
         elif entry.cuts:
-            # At the minimum: no cut, but an undo of the cuts before must not skip an overload
-            # that stands here. One mark for the run of them, so that a storm at the minimum does
-            # not push the cuts that got it there out of the list.
+            # A cut of nothing (at the minimum, or too small to change the whole limit): an undo
+            # of the cuts before must not skip an overload that stands here. One mark for the run
+            # of them, so that a storm at the minimum does not push the cuts that got it there
+            # out of the list.
             mark = entry.cuts[-1]
             if mark.floor is None:
                 mark = _Cut(by, now, undo, floor={})
                 entry.cuts.append(mark)
             assert mark.floor is not None
-            mark.floor[by if by in mark.floor or len(mark.floor) < _FLOOR_PATHS else _MANY] = now
+            # Its first time: the judge overturns a path's recent failures, not an older overload.
+            mark.floor.setdefault(by if by in mark.floor or len(mark.floor) < _FLOOR_PATHS else _MANY, now)
         return after if after != before else None
 
     def overturned(self, slot: str, by: str, since: float = -math.inf) -> int | None:

@@ -143,8 +143,13 @@ class Gateway:
         choice = self.route(domain, now, rng, (*attempt.tried, proxy))
         if not isinstance(choice, Pick) or choice.proxy.key == proxy:
             return None
-        self.pool.rerouted(proxy, choice.proxy.key, domain, now)
         return choice
+
+    def rerouted(self, attempt: Attempt, proxy: str, domain: str, now: float) -> Attempt:
+        """The attempt goes through `proxy` (from `reroute`) after all: its next record."""
+        if attempt.proxy is not None:
+            self.pool.moved(attempt.proxy, proxy, domain, now)
+        return replace(attempt, proxy=proxy)
 
     def attempt_timeout(self, domain: str, proxy: str, *, cuts: int, user_timeout: float) -> float | None:
         """Seconds an attempt through this proxy may take before it is cut, or None (the user's)."""

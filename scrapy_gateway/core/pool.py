@@ -349,11 +349,16 @@ class ProxyPool:
         pair = self.pairs.get((proxy_key, domain))
         return pair is None or pair.state is State.ACTIVE or now >= pair.until
 
-    def rerouted(self, old: str, new: str, domain: str, now: float) -> None:
+    def moved(self, old: str, new: str, domain: str, now: float) -> None:
         """A request routed to `old` goes through `new` instead, before it was sent."""
-        found = self.finished(old, domain)
-        if found is not None:
-            found[0].requests -= 1
+        record = self.records.get(old)
+        if record is not None:
+            record.requests -= 1
+            record.health.inflight = max(0, record.health.inflight - 1)
+            pair = self.pair(old, domain)
+            pair.inflight = max(0, pair.inflight - 1)
+            if not record.debuted and not record.health.inflight:
+                self.debuts.end(old, now, None, None)  # its first contact has not happened yet
         self.started(new, domain, now)
 
     def waited(self, proxy_key: str, domain: str, took: float, now: float) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import pytest
 from scrapy import Request
+from scrapy.downloadermiddlewares.httpproxy import HttpProxyMiddleware
 from scrapy.exceptions import DownloadConnectionRefusedError, ResponseDataLossError
 from scrapy.http import Response
 
 from scrapy_gateway.core.attempt import Attempt
-from scrapy_gateway.core.health import State
+from scrapy_gateway.core.health import HealthRules, State
 from scrapy_gateway.core.proxies import parse_proxy
 from scrapy_gateway.meta import ATTEMPT, attempt_of
 from tests.adapters.conftest import Rig
@@ -295,3 +297,53 @@ def test_a_bad_exception_table_entry_is_named_at_start_up(rig: Callable[..., Rig
 
     with pytest.raises(ConfigError, match=r"GATEWAY_TRANSPORT_ERRORS: entry 1: .*'sideways'"):
         rig(GATEWAY_TRANSPORT_ERRORS=[["mylib.Err", "sideways"]])
+
+
+def _queued_behind_an_ejection(r: Rig, request: Request) -> str:
+    """The request routed as it entered the downloader, its proxy's URL credentials turned into a
+    header by HttpProxyMiddleware; then, while it queued, its proxy was taken out."""
+    first = send(r, request)
+    r.middleware._http_proxy, r.middleware._http_proxy_looked = HttpProxyMiddleware(), True
+    HttpProxyMiddleware().process_request(request)
+    assert first.proxy is not None
+    r.runtime.core.pool.records[first.proxy].health.eject(HealthRules(), r.clock.monotonic_now, random.Random(0))
+    return first.proxy
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_request_queued_while_its_proxy_was_taken_out_goes_through_another(
+    rig: Callable[..., Rig], seed: int
+) -> None:
+    r = rig(GATEWAY_PROXIES=POOL, GATEWAY_SEED=seed)
+    request = Request(URL)
+    old = _queued_behind_an_ejection(r, request)
+    assert r.runtime.reroute is not None
+    r.runtime.reroute(request)
+    attempt = attempt_of(request.meta)
+    assert attempt is not None and attempt.proxy not in (None, old)
+    new = POOL[KEYS.index(attempt.proxy)]
+    assert request.meta["proxy"] == new.replace("alice:pw-a@", "").replace("bob:pw-b@", "")
+    # Its credentials, and only its: the old proxy's header is gone.
+    expected = HttpProxyMiddleware()._get_proxy(new, "")[0]
+    assert request.headers.get(b"Proxy-Authorization") == (b"Basic " + expected if expected else None)
+    records = r.runtime.core.pool.records
+    assert (records[old].health.inflight, records[attempt.proxy].health.inflight) == (0, 1)
+    assert r.stat("gateway/rerouted") == 1
+
+
+def test_requests_the_gateway_did_not_route_as_they_are_keep_their_proxy(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    routed = Request(URL)
+    old = _queued_behind_an_ejection(r, routed)
+    assert r.runtime.reroute is not None
+    # A request made with a copy of another's meta (its attempt record too) that the gateway
+    # leaves alone, and one whose proxy another component changed after the gateway chose it.
+    skipped = Request(URL, meta={**routed.meta, "gateway_skip": True, "proxy": "http://mine:8080"})
+    changed = routed.replace()
+    changed.meta["proxy"] = "http://elsewhere:8080"
+    for request in (skipped, changed):
+        r.runtime.reroute(request)
+        assert request.meta["proxy"] in ("http://mine:8080", "http://elsewhere:8080")
+        assert attempt_of(request.meta) == attempt_of(routed.meta)
+    assert r.runtime.core.pool.records[old].health.inflight == 1  # still counted where it was sent
+    assert r.stat("gateway/rerouted") == 0

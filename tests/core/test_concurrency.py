@@ -333,3 +333,16 @@ def test_an_undo_never_skips_an_overload_that_stands_at_the_minimum():
     assert control.limit("s") == 1
     assert control.overturned("s", "p5") == 2  # back to before p3's cut; p2's stands
     assert control.overturned("s", "p2") == 4
+
+
+def test_a_floor_mark_keeps_a_paths_first_overload_there():
+    # p4 overloaded the origin at the minimum long ago (a real overload), and again lately, in a
+    # run that turned out its own: the old one still stands.
+    control = ConcurrencyControl(minimum=1, beta=0.5, initial=0)
+    for now, by in ((1.0, "p1"), (2.0, "p1"), (3.0, "p1")):  # 8 -> 1
+        control.overloaded("s", 8, sent_at=now - 0.5, now=now, by=by)
+    control.overloaded("s", 8, sent_at=9.5, now=10.0, by="p4")
+    control.overloaded("s", 8, sent_at=19.5, now=20.0, by="p4")
+    assert control.overturned("s", "p1") is None
+    assert control.overturned("s", "p4", since=19.0) is None
+    assert control.limit("s") == 1

@@ -83,6 +83,7 @@ def test_an_attempt_whose_proxy_left_rotation_before_it_was_sent_is_rerouted():
     assert gateway.reroute(pinned, D, 1.2, random.Random(0)) is None  # the user's choice stands
     choice = gateway.reroute(queued, D, 1.2, random.Random(0))
     assert choice is not None and choice.proxy.key in keys[1:]
+    assert gateway.rerouted(queued, choice.proxy.key, D, 1.2).proxy == choice.proxy.key
     records = gateway.pool.records
     assert (records[keys[0]].health.inflight, records[choice.proxy.key].health.inflight) == (0, 1)
     assert gateway.reroute(queued, "other.example", 1.2, random.Random(0)) is None  # banned on D only
