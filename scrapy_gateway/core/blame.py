@@ -298,7 +298,9 @@ class Judge:
         if run == 1 and len(mine) > 1 and flagged >= floor and _tail(2, 2, rate) < OUTLIER_P:
             good_since, _bad, paths_since = _others(dom, proxy, mine[-2][0], sent)
             if good_since >= OUTLIER_SUCCESSES and paths_since >= OUTLIER_PATHS:
-                return now
+                # Its own too: its failures just before, with a late success in between (a
+                # request sent before it went down again, answered after its first failures).
+                return min(t for t, ok, _mark, _left in mine if not ok and t >= now - _SHARED_WINDOW)
         failed = [(t, left) for t, ok, _mark, left in mine if not ok]
         if len(failed) < 2:
             return None

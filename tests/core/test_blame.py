@@ -557,6 +557,16 @@ def test_a_repeat_offender_is_out_on_its_first_failure_while_the_others_work():
     assert judge.failure(P4, D, t, U) is not Blame.PAIR
 
 
+def test_a_repeat_offenders_failures_just_before_a_late_success_are_its_own_too():
+    judge, t = _offender()
+    t = _traffic(judge, t + 2.0, [P1, P2, P3, P4], 10)  # back; its success is the last
+    assert judge.failure(P4, D, t, ORG) is ORG  # down again, as the others' last answers came before
+    judge.success(P4, D, t + 0.01)  # a request sent before it went down, answered late
+    t = _traffic(judge, t + 0.02, [P1, P2, P3], 2)
+    assert judge.failure(P4, D, t, ORG) is Blame.PAIR
+    assert judge.overturned == 1  # the origin verdict just before the late success
+
+
 def test_a_repeat_offender_failing_as_the_others_stop_working_is_not_blamed_alone():
     judge, t = _offender()
     judge.success(P4, D, t + 2.0)
