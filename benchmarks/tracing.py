@@ -1,8 +1,8 @@
 """A per-response trace for benchmark experiments, and where a contender's failures went.
 
-    BENCH_SETTINGS='{"EXTENSIONS": {"benchmarks.trace.Trace": 0}, "BENCH_TRACE_FILE": "/tmp/t.jsonl"}' \\
+    BENCH_SETTINGS='{"EXTENSIONS": {"benchmarks.tracing.Trace": 0}, "BENCH_TRACE_FILE": "/tmp/t.jsonl"}' \\
         python -m benchmarks.sweep --only flapping --contenders gateway --repeat 1
-    python -m benchmarks.trace /tmp/t.jsonl
+    python -m benchmarks.tracing /tmp/t.jsonl
 
 The extension writes one JSON line per download that returned a response (response_downloaded:
 before any middleware judged it), from the crawl's own start: seconds since spider_opened, the
@@ -22,6 +22,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 from scrapy import signals
+from scrapy.exceptions import NotConfigured
 
 from scrapy_gateway.core.proxies import mask_url
 
@@ -35,7 +36,10 @@ _FOLLOW = 0.5  # seconds: a failure this soon after another on the same proxy fo
 
 class Trace:
     def __init__(self, crawler: Crawler) -> None:
-        self._path = crawler.settings.get("BENCH_TRACE_FILE") or "trace.jsonl"
+        path = crawler.settings.get("BENCH_TRACE_FILE")
+        if not path:
+            raise NotConfigured("BENCH_TRACE_FILE names no file")
+        self._path = str(path)
         self._out: IO[str] | None = None
         self._t0 = 0.0
         crawler.signals.connect(self._opened, signals.spider_opened)
