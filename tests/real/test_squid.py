@@ -100,7 +100,10 @@ def test_squid_with_wrong_credentials_is_retired(world: World, servers: Servers)
     assert result.stat("gateway/proxies/retired") == 1
     assert result.stat("gateway/concurrency/decreases") == 0  # the proxy's fault, not the origin's
     rejected = locked.access_log()
-    assert rejected and all(line.status == 407 for line in rejected), rejected
+    # Refused, or (a per-attempt timeout met while squid's auth helper was still busy on a loaded
+    # machine) given up by us before squid answered, which squid logs with status 0.
+    assert rejected
+    assert [line for line in rejected if line.status not in (407, 0)] == []
     # The good squid never received bob's credentials, nor the locked one alice's.
     assert {line.proxy_authorization_user for line in good.access_log()} == {"alice"}
     assert {line.proxy_authorization_user for line in rejected} == {"bob"}
