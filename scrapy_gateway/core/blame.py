@@ -308,15 +308,19 @@ class Judge:
         # meanwhile ("at the same time": an outage's first failures come through one path first).
         # Either way, its failures were its own: those of its run, and the ones just before (within
         # _SHARED_WINDOW: a request sent before it went bad may answer well after its first
-        # failures); not older ones, which may have been a real overload's. "Meanwhile" is in send
-        # times: the others' answers that came after the first of the failures left, to requests
-        # sent no later than this one (a path whose failures take seconds is still compared).
+        # failures); not older ones, which may have been a real overload's. "Meanwhile" is the
+        # others' requests sent no later than this one (a path whose failures take seconds is still
+        # compared) that were out while the first of the failures was: sent after it left, or
+        # answered after it came back. Not those sent before and answered before: when failures
+        # take a second (nginx timing a stalled origin out), the requests sent just before the
+        # stall keep landing through the others while the path it reaches first fails in a row.
         start = mine[-run][0] - _SHARED_WINDOW
         own = min(t for t, _left in failed if t >= start)
-        for bad, seen, since in ((run, run, mine[-run][3]), (len(failed), len(mine), failed[-2][1])):
+        first = mine[-run]
+        for bad, seen, (back, left) in ((run, run, (first[0], first[3])), (len(failed), len(mine), failed[-2])):
             if bad < 2 or _tail(bad, seen, rate) >= OUTLIER_P:
                 continue
-            good_since, _bad, paths_since = _others(dom, proxy, since, sent)
+            good_since, _bad, paths_since = _others(dom, proxy, left, sent, back)
             if good_since >= OUTLIER_SUCCESSES and paths_since >= OUTLIER_PATHS:
                 return own
         return None
@@ -376,10 +380,10 @@ def _remember(dom: _Trail, proxy: str, now: float, sent: float, ok: bool, mark: 
         del mine[0]
 
 
-def _others(dom: _Trail, proxy: str, since: float, sent_by: float) -> tuple[int, int, int]:
-    """Outcomes on the domain since `since`, of requests sent by `sent_by`, through the other
-    paths, but those failing again and again now (their last two outcomes failures): (successes,
-    failures, paths that succeeded).
+def _others(dom: _Trail, proxy: str, since: float, sent_by: float, back: float = -math.inf) -> tuple[int, int, int]:
+    """Outcomes on the domain since `since` of requests sent by `sent_by` (and, when sent before
+    `since`, answered from `back` on), through the other paths, but those failing again and
+    again now (their last two outcomes failures): (successes, failures, paths that succeeded).
     When most of a pool is banned, the rest shows what the site does; in an overload, a path's
     one failure in a row is common and keeps its outcomes in the yardstick. When the domain's
     last outcomes do not reach back to `since` (a path whose failures take seconds, on a busy
@@ -390,7 +394,7 @@ def _others(dom: _Trail, proxy: str, since: float, sent_by: float) -> tuple[int,
     for t, sent, path, good in reversed(dom.outcomes):
         if t < since:
             break
-        if path == proxy or path in failing or sent > sent_by:
+        if path == proxy or path in failing or sent > sent_by or (sent < since and t < back):
             continue
         if good:
             ok += 1
@@ -399,7 +403,7 @@ def _others(dom: _Trail, proxy: str, since: float, sent_by: float) -> tuple[int,
             bad += 1
     else:
         if sent_by != math.inf and len(dom.outcomes) >= DOMAIN_OUTCOMES:
-            return _others(dom, proxy, since, math.inf)
+            return _others(dom, proxy, since, math.inf, back)
     return ok, bad, len(paths)
 
 

@@ -633,3 +633,18 @@ def test_a_path_whose_failures_take_seconds_still_stands_out():
         else:
             verdicts.append(judge.failure(path, D, arrives, U, sent=left))
     assert Blame.PAIR in verdicts[:3], verdicts
+
+
+def test_an_outage_whose_failures_take_a_second_makes_no_outlier_of_the_path_they_reach_first():
+    """nginx times the origin out after 1 s: every request sent after `down` gets its 504 a second
+    later, while those sent just before it still land. P1's failures arrive first, in a row; the
+    others' successes that arrived meanwhile are of requests sent before P1's first failing one
+    left, so they say nothing of how the origin treats requests sent with P1's."""
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3], 20)
+    down = t
+    for i in range(9):  # sent before `down`, answered after it
+        judge.success([P2, P3][i % 2], D, down + 0.01 + 0.01 * i, sent=down - 0.09 + 0.01 * i)
+    verdicts = [judge.failure(P1, D, down + 1.0 + 0.001 * i, ORG, sent=down + 0.001 * i) for i in range(4)]
+    verdicts += [judge.failure(p, D, down + 1.01, ORG, sent=down + 0.01) for p in (P2, P3)]
+    assert set(verdicts) == {ORG}, verdicts
