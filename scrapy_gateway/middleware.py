@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
 
 from scrapy import Request, signals
@@ -154,15 +153,19 @@ class GatewayMiddleware:
         HttpProxyMiddleware sets them (without it, it goes as routed)."""
         meta = request.meta
         attempt = m.attempt_of(meta)
-        if attempt is None or attempt.proxy is None or self._left_alone(request):
+        if attempt is None or attempt.proxy is None:
             return
         domain, now = m.domain_of(request), self.runtime.now()
-        choice = self.core.reroute(attempt, domain, now, self.runtime.rng)
+        if not self.core.stranded(attempt, domain, now) or self._left_alone(request):
+            return  # the common case ends at the first test
         record = self.core.pool.records.get(attempt.proxy)
         http_proxy = self._find_http_proxy()
         # Only a request that still goes where this middleware sent it (no other component has
         # changed its proxy since, and its record is not one copied from another request's meta).
-        if choice is None or record is None or http_proxy is None or not _goes_to(meta.get(m.PROXY), record.proxy):
+        if record is None or http_proxy is None or not _goes_to(meta.get(m.PROXY), record.proxy):
+            return
+        choice = self.core.reroute(attempt, domain, now, self.runtime.rng)
+        if choice is None:
             return
         routed = Request(request.url, meta={m.PROXY: choice.proxy.url})
         try:
@@ -494,14 +497,11 @@ class GatewayMiddleware:
 
 def _goes_to(url: object, proxy: Proxy) -> bool:
     """`meta["proxy"]` (as HttpProxyMiddleware left it) names this proxy's host and port."""
-    if not isinstance(url, str):
-        return False
     try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
+        named = parse_proxy(url) if isinstance(url, str) else None
+    except ProxyListError:
         return False
-    return (parts.hostname or "") == proxy.host.lower() and port == proxy.port
+    return named is not None and (named.host, named.port) == (proxy.host, proxy.port)
 
 
 def _latency(request: Request) -> float | None:

@@ -133,17 +133,18 @@ class Gateway:
         seen = self.latencies.get(domain)
         return self.pool.choose(domain, now, rng, avoid, seen.typical() if seen is not None else None)
 
-    def reroute(self, attempt: Attempt, domain: str, now: float, rng: random.Random) -> Pick | None:
-        """Just before an attempt's transfer starts: another proxy when the one it was routed to
-        has left rotation since (a request routed on arrival may queue for its slot while the
-        proxy's first failures take it out). None: it goes as routed."""
+    def stranded(self, attempt: Attempt, domain: str, now: float) -> bool:
+        """As an attempt's transfer starts: the pool proxy it was routed to has left rotation since
+        (a request routed on arrival may queue for its slot while the proxy's first failures take
+        it out)."""
         proxy = attempt.proxy
-        if proxy is None or attempt.pinned or self.pool.in_rotation(proxy, domain, now):
-            return None
-        choice = self.route(domain, now, rng, (*attempt.tried, proxy))
-        if not isinstance(choice, Pick) or choice.proxy.key == proxy:
-            return None
-        return choice
+        return proxy is not None and not attempt.pinned and not self.pool.in_rotation(proxy, domain, now)
+
+    def reroute(self, attempt: Attempt, domain: str, now: float, rng: random.Random) -> Pick | None:
+        """Another proxy for a stranded attempt; None: there is none, it goes as routed."""
+        proxy = attempt.proxy
+        choice = self.route(domain, now, rng, attempt.tried if proxy is None else (*attempt.tried, proxy))
+        return choice if isinstance(choice, Pick) and choice.proxy.key != proxy else None
 
     def rerouted(self, attempt: Attempt, proxy: str, domain: str, now: float) -> Attempt:
         """The attempt goes through `proxy` (from `reroute`) after all: its next record."""
@@ -233,6 +234,7 @@ class Gateway:
         silent = 0  # paths cut on the domain since it last answered, this one included
         if cut and proxy is not None and (seen := self.latencies.get(domain)) is not None:
             silent = seen.silent_through(proxy, now if attempt.sent_at is None else attempt.sent_at)
+        everyone = cut and silent >= 2  # a cut while the domain was slow through other paths too
         overturned = 0
         if proxy is not None and not fault.answered and attempt.sent_at is not None:
             self.pool.waited(proxy, domain, now - attempt.sent_at, now)
@@ -249,7 +251,7 @@ class Gateway:
                 # unless other paths have been cut there too since it last answered (it turned slow
                 # for everyone). Through a rotating endpoint, each request leaves by another exit:
                 # failures through one identity are no cross-proxy evidence of the origin's fault.
-                path_only=(cut and silent < 2) or self.endpoints,
+                path_only=(cut and not everyone) or self.endpoints,
                 probing=self.concurrency.probing(slot),
                 growing=self.concurrency.growing(slot),
             )
@@ -320,7 +322,7 @@ class Gateway:
                 held = replace(
                     base, retry=True, delay=max(0.0, hold.until - now), next_attempt=attempt.waiting_on(hold.scope)
                 )
-                return self._told(evidence, attempt, domain, now, held, everyone=cut and silent >= 2)
+                return self._told(evidence, attempt, domain, now, held, everyone=everyone)
         # A proxy's own failure says nothing about the page: it is retried on another proxy from a
         # separate allowance, so a few bad proxies cannot use up the retries the origin may need.
         # A rotating endpoint's own failures (anything without the origin's evidence) are an exit's.
@@ -330,7 +332,7 @@ class Gateway:
         # Wrong credentials do not heal: without another proxy to rotate to, a retry cannot succeed.
         hopeless = fault.retires and not (attempt.rotating and len(self.pool) > 1)
         if hopeless or not fault.retryable or not attempt.can_retry(proxy_side=proxy_side):
-            return self._told(evidence, attempt, domain, now, base, everyone=cut and silent >= 2)
+            return self._told(evidence, attempt, domain, now, base, everyone=everyone)
         spent = False
         if fault.blame is not Blame.ORIGIN and self._fresh_path(attempt, fault.blame):
             # The next proxy is a fresh path: no reason to wait, and the origin never saw this one.
@@ -349,7 +351,7 @@ class Gateway:
             delay = max(delay, budget_wait)
         retry = attempt.increment(proxy_side=proxy_side, cut=cut)
         verdict = replace(base, retry=True, delay=delay, budget_wait=budget_wait, spent=spent, next_attempt=retry)
-        return self._told(evidence, attempt, domain, now, verdict, everyone=cut and silent >= 2)
+        return self._told(evidence, attempt, domain, now, verdict, everyone=everyone)
 
     def _told(
         self, evidence: Blame, attempt: Attempt, domain: str, now: float, verdict: Verdict, *, everyone: bool

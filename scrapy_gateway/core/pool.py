@@ -310,10 +310,14 @@ class ProxyPool:
             typical = self.latency.srtt if self.latency.samples else None
             record.debuted = self.debuts.end(proxy_key, ended or now, ok, typical)
         record.last_answer = max(record.last_answer, now)
+        return record, self._release(record, domain)
+
+    def _release(self, record: ProxyRecord, domain: str) -> Health:
+        """One request fewer in flight through the proxy, and through its pair with the domain."""
         record.health.inflight = max(0, record.health.inflight - 1)
-        pair = self.pair(proxy_key, domain)
+        pair = self.pair(record.proxy.key, domain)
         pair.inflight = max(0, pair.inflight - 1)
-        return record, pair
+        return pair
 
     def succeeded(self, proxy_key: str, domain: str, now: float, latency: float | None = None) -> list[Event]:
         found = self.finished(proxy_key, domain, now, ok=True)
@@ -354,9 +358,7 @@ class ProxyPool:
         record = self.records.get(old)
         if record is not None:
             record.requests -= 1
-            record.health.inflight = max(0, record.health.inflight - 1)
-            pair = self.pair(old, domain)
-            pair.inflight = max(0, pair.inflight - 1)
+            self._release(record, domain)
             if not record.debuted and not record.health.inflight:
                 self.debuts.end(old, now, None, None)  # its first contact has not happened yet
         self.started(new, domain, now)

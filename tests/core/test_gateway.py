@@ -74,19 +74,20 @@ def test_an_attempt_whose_proxy_left_rotation_before_it_was_sent_is_rerouted():
     queued = Attempt(3, 0).sending(keys[0], 1.0)
     gateway.sent(keys[0], D, 1.0, first_attempt=True)
     pinned = Attempt(3, 0).sending(keys[0], 1.0, pinned=True)
-    assert gateway.reroute(queued, D, 1.0, random.Random(0)) is None  # still in rotation: goes as routed
+    assert not gateway.stranded(queued, D, 1.0)  # still in rotation: goes as routed
     # A request ahead of it through the same proxy is refused by the site (the pair is out).
     rate_limited = classify_status(
         429, {"retry-after": "120"}, via_proxy=True, in_tunnel=True, now_epoch=0.0, retry_after_cap=600.0
     )
     assert [type(e) for e in failure(gateway, rate_limited, keys[0], now=1.1).events] == [PairEjected]
-    assert gateway.reroute(pinned, D, 1.2, random.Random(0)) is None  # the user's choice stands
+    assert not gateway.stranded(pinned, D, 1.2)  # the user's choice stands
+    assert gateway.stranded(queued, D, 1.2)
     choice = gateway.reroute(queued, D, 1.2, random.Random(0))
     assert choice is not None and choice.proxy.key in keys[1:]
     assert gateway.rerouted(queued, choice.proxy.key, D, 1.2).proxy == choice.proxy.key
     records = gateway.pool.records
     assert (records[keys[0]].health.inflight, records[choice.proxy.key].health.inflight) == (0, 1)
-    assert gateway.reroute(queued, "other.example", 1.2, random.Random(0)) is None  # banned on D only
+    assert not gateway.stranded(queued, "other.example", 1.2)  # banned on D only
 
 
 def test_pair_blamed_rate_limit_ejects_the_pair_and_retries_at_once():
