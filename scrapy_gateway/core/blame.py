@@ -81,6 +81,9 @@ class _Trail:
     # For domains: when each path was last found an outlier there (a repeat offender's first
     # failure is its own), for as many paths as `paths`.
     flagged: OrderedDict[str, float] | None = None  # made on the first (most trails never need it)
+    # For domains: when each path's last failed request there was sent (for as many paths as
+    # `paths`), which outlives the domain's last outcomes on a busy domain.
+    failed_sent: dict[str, float] = field(default_factory=dict)
 
 
 class Judge:
@@ -372,9 +375,12 @@ def _remember(dom: _Trail, proxy: str, now: float, sent: float, ok: bool, mark: 
     if mine is None:
         mine = dom.paths[proxy] = []
         if len(dom.paths) > _PATHS_TRACKED:
-            dom.paths.popitem(last=False)
+            gone, _ = dom.paths.popitem(last=False)
+            dom.failed_sent.pop(gone, None)
     else:
         dom.paths.move_to_end(proxy)
+    if not ok:
+        dom.failed_sent[proxy] = max(sent, dom.failed_sent.get(proxy, sent))
     mine.append((now, ok, mark, sent))
     if len(mine) > PATH_OUTCOMES:
         del mine[0]
@@ -387,7 +393,10 @@ def _others(dom: _Trail, proxy: str, since: float, sent_by: float, back: float =
     When most of a pool is banned, the rest shows what the site does; in an overload, a path's
     one failure in a row is common and keeps its outcomes in the yardstick. When the domain's
     last outcomes do not reach back to `since` (a path whose failures take seconds, on a busy
-    domain), those sent by `sent_by` are forgotten: every outcome kept counts, as it arrived."""
+    domain), those sent by `sent_by` are forgotten: every outcome kept counts, as it arrived;
+    unless another path failed a request sent since then too. That is a storm whose failures
+    take seconds (nginx's 504s): the others' later successes say it is over, not that this
+    path is bad."""
     ok = bad = 0
     paths: set[str] = set()
     failing = {path for path, outcomes in dom.paths.items() if _run(outcomes) >= _FAILING_RUN}
@@ -402,9 +411,14 @@ def _others(dom: _Trail, proxy: str, since: float, sent_by: float, back: float =
         else:
             bad += 1
     else:
-        if sent_by != math.inf and len(dom.outcomes) >= DOMAIN_OUTCOMES:
+        if sent_by != math.inf and len(dom.outcomes) >= DOMAIN_OUTCOMES and not _failed_since(dom, proxy, since):
             return _others(dom, proxy, since, math.inf, back)
     return ok, bad, len(paths)
+
+
+def _failed_since(dom: _Trail, proxy: str, since: float) -> bool:
+    """Another path failed a request on the domain sent since `since`."""
+    return any(path != proxy and left >= since for path, left in dom.failed_sent.items())
 
 
 def _run(outcomes: list[tuple[float, bool, int, float]]) -> int:

@@ -648,3 +648,22 @@ def test_an_outage_whose_failures_take_a_second_makes_no_outlier_of_the_path_the
     verdicts = [judge.failure(P1, D, down + 1.0 + 0.001 * i, ORG, sent=down + 0.001 * i) for i in range(4)]
     verdicts += [judge.failure(p, D, down + 1.01, ORG, sent=down + 0.01) for p in (P2, P3)]
     assert set(verdicts) == {ORG}, verdicts
+
+
+def test_a_path_whose_storm_failures_arrive_after_the_recovery_is_no_outlier():
+    """nginx's 504s take a second: P1's requests sent during the storm fail after it is over, by
+    when the others' requests sent after the recovery have filled the domain's record. Theirs sent
+    at the same time as P1's failed too (cut by the per-attempt timeout): P1 is not alone."""
+    judge = Judge(window=30.0)
+    t = _traffic(judge, 0.0, [P1, P2, P3], 10)
+    storm = t
+    for i in range(6):  # the storm, through every path
+        judge.failure([P1, P2, P3][i % 3], D, storm + 1.0 + 0.01 * i, ORG, sent=storm + 0.01 * i)
+    late = storm + 0.5  # sent late in the storm, a second to fail
+    for p in (P2, P3):  # sent with P1's, cut early
+        judge.failure(p, D, late + 0.3, U, sent=late + 0.001, path_only=True, transport=True)
+    back = late + 0.4
+    for i in range(60):  # recovered: the others' requests sent since all work
+        judge.success([P2, P3][i % 2], D, back + 0.01 + 0.01 * i, sent=back + 0.01 * i)
+    verdicts = [judge.failure(P1, D, late + 1.0 + 0.01 * i, ORG, sent=late + 0.001 * i) for i in range(2)]
+    assert set(verdicts) == {ORG}, verdicts
