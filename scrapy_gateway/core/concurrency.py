@@ -268,11 +268,17 @@ class ConcurrencyControl:
         if entry is None:
             return None
         before = _effective(entry.value)
-        entry.value = min(float(entry.ceiling), max(entry.value, entry.calm))
+        if entry.calm < math.inf:
+            entry.value = min(float(entry.ceiling), max(entry.value, entry.calm))
+        elif entry.cuts:
+            # It never answered well: back to where the first cut found it (slow start's first
+            # limit), not to the user's, or every request queued for the slot leaves at once.
+            value, _hurt, _repeats, entry.starting, _cut_at, entry.over = entry.cuts[0].before
+            entry.value = max(entry.value, value)
         entry.hurt_at, entry.repeats, entry.cut_at = math.inf, 0, float("-inf")
         entry.cuts.clear()
         after = _effective(entry.value)
-        if after >= entry.ceiling:
+        if after >= entry.ceiling and not entry.starting:
             del self._limits[slot]
         return after if after != before else None
 

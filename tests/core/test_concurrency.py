@@ -242,6 +242,20 @@ def test_an_outage_undoes_the_cuts_since_the_last_clean_response():
     assert control.outage(S) == calm
 
 
+def test_an_outage_of_a_domain_that_never_answered_well_undoes_its_cuts_back_to_slow_start():
+    """Not to the user's limit: the requests queued for the slot would all leave at once, into
+    the outage (the gate holds only those that have not been admitted yet)."""
+    control = ConcurrencyControl(1, 0.5, initial=2)
+    control.begin(S, 8)
+    assert control.overloaded(S, 8, sent_at=0.0, now=0.1) == 1
+    assert control.outage(S) == 2
+    assert control.starting(S)  # and it grows from there once the origin is back
+    fresh = ConcurrencyControl(1, 0.5, initial=2)
+    fresh.begin(S, 8)
+    assert fresh.outage(S) is None  # nothing cut: nothing to undo
+    assert fresh.limit(S) == 2
+
+
 def test_the_end_of_slow_start_never_raises_the_limit():
     control = ConcurrencyControl(1, 0.7, initial=2)
     control.begin(S, 32)
