@@ -9,6 +9,7 @@ from typing import Any
 
 from benchmarks.runner import CrawlOutput
 from benchmarks.scenarios import Scenario
+from scrapy_gateway.stats import GATES_HELD_AT_START
 
 
 @dataclass
@@ -71,7 +72,9 @@ def row_from(scenario: Scenario, contender: str, retries: str, out: CrawlOutput)
     ok = sum(v[0] for v in by_origin.values())
     failed = sum(v[1] for v in by_origin.values())
     pages = sum(out.pages.values())
-    attempts = int(out.stats.get("downloader/request_count", 0))
+    # Scrapy counts a request as it enters the downloader; the gateway's held back as their
+    # transfer started (an outage gate opened while they queued for their slot) never left.
+    attempts = int(out.stats.get("downloader/request_count", 0)) - int(out.stats.get(GATES_HELD_AT_START, 0))
     origins = out.world["origins"]
     wall = max(origin_wall.values(), default=0.0)
     if pages - ok - failed:

@@ -11,7 +11,8 @@ Three changes, all small:
    downloader counts it (see parking.py).
 4. Downloads run under the gateway's per-attempt timeouts: the handler table is wrapped in a
    DeadlineWatch (see deadlines.py), and, with a shared state, under fleet-wide leases (fleet.py);
-   as each transfer starts, the middleware may move it off a proxy taken out while it waited.
+   as each transfer starts, the middleware may hold it back for an outage gate that opened while
+   it waited, or move it off a proxy taken out meanwhile.
 
 A project with a Downloader of its own combines them as
 `class MyDownloader(GatewayDownloaderMixin, YourDownloader)`; the add-on does that by itself.
@@ -57,7 +58,7 @@ class GatewayDownloaderMixin(_Base):
         self.gateway_deadlines = DeadlineWatch(runtime.core, runtime.clock, timeout)
         # Duck-typed: it forwards every other attribute to Scrapy's own table.
         self.handlers = WatchedHandlers(  # type: ignore[assignment]
-            self.handlers, self.gateway_deadlines, runtime.fleet, self._gateway_slot_of, self._gateway_reroute
+            self.handlers, self.gateway_deadlines, runtime.fleet, self._gateway_slot_of, self._gateway_starting
         )
         # A project's fetch(request, spider) still gets its spider, and the deprecation warning
         # Scrapy would have given it (the engine only sees this class's optional argument).
@@ -82,11 +83,11 @@ class GatewayDownloaderMixin(_Base):
         key = self.get_slot_key(request)
         return key, self.gateway_runtime.config.ceiling(key)
 
-    def _gateway_reroute(self, request: Request) -> None:
+    def _gateway_starting(self, request: Request) -> None:
         """As its transfer starts (the middleware sets the hook: it is built after this class)."""
-        reroute = self.gateway_runtime.reroute
-        if reroute is not None:
-            reroute(request)
+        starting = self.gateway_runtime.starting
+        if starting is not None:
+            starting(request)
 
     async def _fetch_when_due(self, request: Request) -> Response | Request:
         await self.gateway_runtime.room.wait_here(request)

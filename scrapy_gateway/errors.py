@@ -8,6 +8,7 @@ from __future__ import annotations
 from scrapy.exceptions import DownloadFailedError, DownloadTimeoutError, IgnoreRequest
 
 from scrapy_gateway.core.faults import TransportError
+from scrapy_gateway.core.gates import Hold
 from scrapy_gateway.handlers import transport_failure
 
 
@@ -21,6 +22,16 @@ class NoProxyAvailable(GatewayError):
 
 class RetryCancelled(GatewayError):
     """The crawl closed while this request waited for its retry, and no JOBDIR could keep it."""
+
+
+class HeldAtStart(Exception):
+    """Raised from the download handler, before anything is sent, for a request that an outage gate
+    opened while it queued for its slot now holds; the gateway's own process_exception parks it
+    (never an errback's: the middleware turns every one back into the request)."""
+
+    def __init__(self, hold: Hold) -> None:
+        super().__init__(f"held by the outage gate of {hold.scope}")
+        self.hold = hold
 
 
 class AttemptTimeout(DownloadTimeoutError):

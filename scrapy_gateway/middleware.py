@@ -35,7 +35,7 @@ from scrapy_gateway.core.gates import PROVIDER, Hold
 from scrapy_gateway.core.gateway import Verdict, opens_outage
 from scrapy_gateway.core.pool import Exhausted, Pick, Wait
 from scrapy_gateway.core.proxies import Proxy, ProxyListError, parse_proxy
-from scrapy_gateway.errors import NoProxyAvailable
+from scrapy_gateway.errors import HeldAtStart, NoProxyAvailable
 from scrapy_gateway.handlers import transport_failure
 from scrapy_gateway.runtime import GatewayRuntime
 
@@ -71,7 +71,7 @@ class GatewayMiddleware:
         self._judged: WeakKeyDictionary[Request, Verdict | None] = WeakKeyDictionary()
         self.mask = runtime.mask
         runtime.judging = True
-        runtime.reroute = self._reroute
+        runtime.starting = self._starting
         self._http_proxy: HttpProxyMiddleware | None = None  # the crawl's, found on first use
         self._http_proxy_looked = False
         crawler.signals.connect(self._downloaded, signal=signals.response_downloaded)
@@ -146,17 +146,26 @@ class GatewayMiddleware:
         self.core.sent(proxy_key, domain, now, first_attempt=first)
         return None
 
-    def _reroute(self, request: Request) -> None:
-        """As its transfer starts: a request routed on arrival has queued for its slot, and its
-        proxy may have been taken out meanwhile (by the first failures of the requests ahead of
-        it). It goes through another proxy then, with that proxy's credentials only, as Scrapy's
-        HttpProxyMiddleware sets them (without it, it goes as routed)."""
+    def _starting(self, request: Request) -> None:
+        """As its transfer starts: a request admitted and routed on arrival has queued for its
+        slot, and meanwhile an outage gate may have opened (the first failures of the requests
+        ahead of it), or its proxy may have been taken out. The gate holds it back then (raising
+        HeldAtStart, which process_exception turns into the parked request); a proxy taken out is
+        replaced by another, with that proxy's credentials only, as Scrapy's HttpProxyMiddleware
+        sets them (without it, the request goes as routed)."""
         meta = request.meta
         attempt = m.attempt_of(meta)
-        if attempt is None or attempt.proxy is None:
+        if attempt is None:
             return
         domain, now = m.domain_of(request), self.runtime.now()
-        if not self.core.stranded(attempt, domain, now) or self._left_alone(request):
+        admitted = self.core.starting(attempt, domain, now)  # Go() at once while no gate is open
+        if isinstance(admitted, Hold):
+            if not admitted.stalled and not self._left_alone(request):
+                raise HeldAtStart(admitted)
+        elif admitted.probe is not None:
+            meta[m.ATTEMPT] = attempt = replace(attempt, probe=admitted.probe)
+            self.stats.inc_value(keys.GATES_PROBES)
+        if attempt.proxy is None or not self.core.stranded(attempt, domain, now) or self._left_alone(request):
             return  # the common case ends at the first test
         record = self.core.pool.records.get(attempt.proxy)
         http_proxy = self._find_http_proxy()
@@ -315,6 +324,8 @@ class GatewayMiddleware:
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> Request | None:
+        if isinstance(exception, HeldAtStart):
+            return self._held_at_start(request, exception.hold)
         # Scrubbed in place (the same object) unless its class cannot take the masked text; then
         # the stand-in is raised, so that nothing after this point (RetryMiddleware, errbacks,
         # Scrapy's "Error downloading" log line) sees a proxy password.
@@ -333,6 +344,21 @@ class GatewayMiddleware:
             return None
         fault = classify_transport(found.kind, via_proxy=bool(request.meta.get(m.PROXY)), status=found.status)
         return self._act(request, self._judge(request, fault))
+
+    def _held_at_start(self, request: Request, hold: Hold) -> Request:
+        """Nothing was sent: it frees its place on the proxy and waits on the gate again, routed
+        afresh when it goes (without the proxy's credentials meanwhile)."""
+        attempt = m.attempt_of(request.meta)
+        assert attempt is not None  # only _starting raises it, for a request with a record
+        now = self.runtime.now()
+        self.core.released(attempt.proxy, m.domain_of(request), now=now)
+        self.stats.inc_value(keys.GATES_HELD_AT_START)
+        waiting = self._hold(request, attempt.waiting_on(hold.scope), hold, now)
+        if attempt.rotating:
+            waiting.meta.pop(m.PROXY, None)
+            waiting.meta.pop(m.AUTH_PROXY, None)
+            waiting.headers.pop(b"Proxy-Authorization", None)
+        return waiting
 
     def _release(self, request: Request) -> None:
         """The download ended in something that is nobody's fault: only free what it held."""

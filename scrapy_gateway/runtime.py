@@ -66,8 +66,9 @@ class GatewayRuntime:
         # Set by the middleware: without it nothing reports clean responses, so a slow start
         # begun by the downloader alone would never grow past its first limit.
         self.judging = False
-        # Set by the middleware: the downloader calls it as a request's transfer starts.
-        self.reroute: Callable[[Request], None] | None = None
+        # Set by the middleware: the downloader calls it as a request's transfer starts (it may
+        # raise HeldAtStart: see errors.py).
+        self.starting: Callable[[Request], None] | None = None
         self.fleet = self._fleet() if self.config.enabled else None
         self.waiting = None if self.fleet is None else SharedWaiting(self.fleet, crawler.spidercls.name)
         self.evidence = None if self.fleet is None else SharedEvidence(self.fleet, self.core, self.rng)

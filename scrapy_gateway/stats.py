@@ -36,6 +36,9 @@ GATES_OPENED = f"{PREFIX}/gates/opened"
 GATES_CLOSED = f"{PREFIX}/gates/closed"
 GATES_PROBES = f"{PREFIX}/gates/probes"
 GATES_HELD = f"{PREFIX}/gates/held"  # times a request was held by an open gate
+# Of those, requests held back as their transfer started (the gate opened while they queued for
+# their slot): Scrapy's downloader/request_count counted them, but nothing was sent.
+GATES_HELD_AT_START = f"{PREFIX}/gates/held_at_start"
 GATES_STALLED = f"{PREFIX}/gates/stalled"  # requests ended because a gate stayed open too long
 GATES_MAX_SECONDS = f"{PREFIX}/gates/max_seconds"
 # Origin verdicts shown wrong by what followed: the path's failures turned out an outlier (blame.py)

@@ -133,6 +133,16 @@ class Gateway:
         seen = self.latencies.get(domain)
         return self.pool.choose(domain, now, rng, avoid, seen.typical() if seen is not None else None)
 
+    def starting(self, attempt: Attempt, domain: str, now: float) -> Go | Hold:
+        """As an attempt's transfer starts: a request admitted on arrival may have queued for its
+        slot while an outage gate opened (or turned pending), and would go into the outage with
+        the whole queue once the slot's limit allows. The gate holds it then, as it would have on
+        arrival, unless it is the gate's probe or a last try; a probe that has come due makes it
+        the probe."""
+        if attempt.probe is not None or attempt.final:
+            return Go()
+        return self.gates.admit(self._scopes(domain, attempt.rotating), now)
+
     def stranded(self, attempt: Attempt, domain: str, now: float) -> bool:
         """As an attempt's transfer starts: the pool proxy it was routed to has left rotation since
         (a request routed on arrival may queue for its slot while the proxy's first failures take

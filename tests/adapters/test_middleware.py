@@ -14,6 +14,7 @@ from scrapy.http import Response
 from scrapy_gateway.core.attempt import Attempt
 from scrapy_gateway.core.health import HealthRules, State
 from scrapy_gateway.core.proxies import parse_proxy
+from scrapy_gateway.errors import HeldAtStart
 from scrapy_gateway.meta import ATTEMPT, attempt_of
 from tests.adapters.conftest import Rig
 
@@ -317,8 +318,8 @@ def test_a_request_queued_while_its_proxy_was_taken_out_goes_through_another(
     r = rig(GATEWAY_PROXIES=POOL, GATEWAY_SEED=seed)
     request = Request(URL)
     old = _queued_behind_an_ejection(r, request)
-    assert r.runtime.reroute is not None
-    r.runtime.reroute(request)
+    assert r.runtime.starting is not None
+    r.runtime.starting(request)
     attempt = attempt_of(request.meta)
     assert attempt is not None and attempt.proxy not in (None, old)
     new = POOL[KEYS.index(attempt.proxy)]
@@ -335,15 +336,63 @@ def test_requests_the_gateway_did_not_route_as_they_are_keep_their_proxy(rig: Ca
     r = rig(GATEWAY_PROXIES=POOL)
     routed = Request(URL)
     old = _queued_behind_an_ejection(r, routed)
-    assert r.runtime.reroute is not None
+    assert r.runtime.starting is not None
     # A request made with a copy of another's meta (its attempt record too) that the gateway
     # leaves alone, and one whose proxy another component changed after the gateway chose it.
     skipped = Request(URL, meta={**routed.meta, "gateway_skip": True, "proxy": "http://mine:8080"})
     changed = routed.replace()
     changed.meta["proxy"] = "http://elsewhere:8080"
     for request in (skipped, changed):
-        r.runtime.reroute(request)
+        r.runtime.starting(request)
         assert request.meta["proxy"] in ("http://mine:8080", "http://elsewhere:8080")
         assert attempt_of(request.meta) == attempt_of(routed.meta)
     assert r.runtime.core.pool.records[old].health.inflight == 1  # still counted where it was sent
     assert r.stat("gateway/rerouted") == 0
+
+
+def _open_gate(r: Rig, domain: str = "shop.example") -> None:
+    """Five failures through five paths, the quiet time over: the domain's gate opens."""
+    gates, now = r.runtime.core.gates, r.clock.monotonic()
+    for path in "abcd":
+        gates.failure(domain, path, now - 2.0, random.Random(1), paths_needed=3)
+    assert gates.failure(domain, "e", now, random.Random(1), paths_needed=3) is not None
+
+
+def test_a_request_queued_while_its_domains_gate_opened_is_held_back_as_its_transfer_starts(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    request, other = Request(URL), Request(URL)
+    first = send(r, request)
+    send(r, other)
+    HttpProxyMiddleware().process_request(request)  # its proxy's credentials, as a header
+    _open_gate(r)
+    assert r.runtime.starting is not None
+    with pytest.raises(HeldAtStart) as raised:
+        r.runtime.starting(request)
+    waiting = r.middleware.process_exception(request, raised.value)
+    assert isinstance(waiting, Request) and waiting is not request
+    attempt = attempt_of(waiting.meta)
+    assert attempt is not None and attempt.held == "shop.example" and attempt.proxy is None
+    assert attempt.sends == first.sends and attempt.retries == 0  # the outage costs it no retry
+    # Routed afresh when it goes: nothing of the proxy it did not use rides along.
+    assert "proxy" not in waiting.meta and b"Proxy-Authorization" not in waiting.headers
+    assert first.proxy is not None and r.runtime.core.pool.records[first.proxy].health.inflight == 0
+    assert r.stat("gateway/gates/held_at_start") == 1
+    # The probe, when it comes due, goes: the first request to start then becomes it.
+    r.clock.advance(60.0)
+    r.runtime.starting(other)
+    probing = attempt_of(other.meta)
+    assert probing is not None and probing.probe == "shop.example"
+
+
+def test_requests_of_other_domains_and_those_left_alone_start_while_a_gate_is_open(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    elsewhere, skipped = Request("http://other.example/"), Request(URL, meta={"gateway_skip": True})
+    send(r, elsewhere)
+    skipped.meta[ATTEMPT] = attempt_of(elsewhere.meta)  # a copy of another request's record
+    _open_gate(r)
+    assert r.runtime.starting is not None
+    for request in (elsewhere, skipped):
+        r.runtime.starting(request)  # no HeldAtStart
+    assert r.stat("gateway/gates/held_at_start") == 0

@@ -80,3 +80,25 @@ def test_a_rotating_endpoint_retries_its_own_502s_at_once_and_cuts_nothing(world
     assert result.stat("gateway/concurrency/decreases") == 0
     assert result.stat("gateway/retry/blame/unknown") == result.stat("gateway/retry/count") > 0
     assert result.stat("gateway/ejections/count") == 0
+
+
+def test_requests_queued_for_the_slot_when_the_gate_opens_are_held_back_not_sent(world: World) -> None:
+    """The origin is down from the first request. Scrapy hands the downloader up to
+    CONCURRENT_REQUESTS at once and they queue for the domain's slot; once the gate has opened,
+    those still queued wait for it as new ones do: the origin sees the first failures that open
+    it and the probes, not the queue."""
+    origin = world.add_origin("down", OriginSpec(fail_for_seconds=2.0, service_time=0.01))
+    proxies = _pool(world, 4)
+    world.start()
+    urls = [origin.url(f"/p/{i}") for i in range(60)]
+    settings = gateway_settings(_urls(proxies), CONCURRENT_REQUESTS=32, CONCURRENT_REQUESTS_PER_DOMAIN=8)
+    result = run_crawl(settings, urls)
+    result.assert_each_request_ended_once(60)
+    assert len(result.by_kind("callback")) == 60
+    failed = world.snapshot()["origins"]["down"]["statuses"].get("502", 0)
+    probes = result.stat("gateway/gates/probes")
+    assert result.stat("gateway/gates/held_at_start") >= 1
+    # The gate opens after 5 failures through 3 paths; a few more may be on their way then.
+    assert failed - probes <= 10, (failed, probes, result.stats)
+    requests = result.stat("downloader/request_count")
+    assert requests - result.stat("gateway/gates/held_at_start") == failed + 60  # nothing else left
