@@ -11,7 +11,8 @@ the same sequences of events through both and compares the limits after every st
 State: the hash `<prefix>:limit:<slot>` (v: the limit as a real number, hurt, rep, cut: Redis time
 of the last cut, start: in slow start, settled, calm: the limit at the last clean response,
 held, over: in slow start, the most in flight, fleet-wide, when a request that went well was sent,
-and the fewest when one that failed was), kept
+and the fewest when one that failed was; pre, pst, pov: v, start and over before its first
+overload, while it has never answered well), kept
 for ten minutes after it was last used. The user's own limit is the caller's, never stored: a
 process started with another CONCURRENT_REQUESTS_PER_DOMAIN applies it at once.
 """
@@ -33,14 +34,17 @@ local function eff(v)
 end
 
 local function load(key, ceiling, initial)
-  local h = redis.call('HMGET', key, 'v', 'hurt', 'rep', 'cut', 'start', 'settled', 'calm', 'held', 'over')
+  local h = redis.call('HMGET', key, 'v', 'hurt', 'rep', 'cut', 'start', 'settled', 'calm', 'held', 'over',
+    'pre', 'pst', 'pov')
   local s = {ceiling = ceiling}  -- the caller's: a user who changed the limit gets it at once
   if h[1] then
     s.v, s.hurt, s.rep = math.min(tonumber(h[1]), ceiling), tonumber(h[2]), tonumber(h[3])
     s.cut, s.start, s.settled, s.calm = tonumber(h[4]), tonumber(h[5]), tonumber(h[6]), tonumber(h[7])
     s.held, s.over = tonumber(h[8]) or 0, tonumber(h[9]) or 0
+    s.pre, s.pst, s.pov = tonumber(h[10]) or 0, tonumber(h[11]) or 0, tonumber(h[12]) or 0
   else
     s.hurt, s.rep, s.cut, s.settled, s.calm, s.held, s.over = NEVER, 0, -1, 0, NEVER, 0, 0
+    s.pre, s.pst, s.pov = 0, 0, 0
     if initial > 0 and ceiling > initial then
       s.v, s.start = initial, 1
     else
@@ -52,14 +56,15 @@ end
 
 local function save(key, s)
   redis.call('HSET', key, 'v', s.v, 'hurt', s.hurt, 'rep', s.rep, 'cut', s.cut, 'start', s.start,
-    'settled', s.settled, 'calm', s.calm, 'held', s.held, 'over', s.over)
+    'settled', s.settled, 'calm', s.calm, 'held', s.held, 'over', s.over, 'pre', s.pre, 'pst', s.pst,
+    'pov', s.pov)
   redis.call('PEXPIRE', key, 600000)
 end
 
 local function recovered(s)
   -- Back at the user's own limit, and nothing remembered (Python forgets the slot).
   s.v, s.start, s.settled, s.hurt, s.rep, s.cut, s.calm = s.ceiling, 0, 0, NEVER, 0, -1, NEVER
-  s.held, s.over = 0, 0
+  s.held, s.over, s.pre = 0, 0, 0
 end
 
 local function failed_at(s, load)
@@ -102,6 +107,9 @@ local function overload(s, sent_at, now, minimum, beta, load)
   if sent_at < s.cut then
     return
   end
+  if s.calm >= NEVER and s.pre == 0 then
+    s.pre, s.pst, s.pov = s.v, s.start, s.over  -- where its first overload found it (see outage)
+  end
   local before = eff(s.v)
   if s.start == 1 then
     s.start = 0
@@ -134,10 +142,16 @@ local function doubtful(s, initial, minimum, load)
 end
 
 local function outage(s)
-  -- An outage gate opened: the cuts since the last clean response were the outage's.
-  s.v = math.min(s.ceiling, math.max(s.v, s.calm))
+  -- An outage gate opened: the cuts since the last clean response were the outage's (never
+  -- answered well: back to where its first overload found it, ConcurrencyControl.outage).
+  if s.calm < NEVER then
+    s.v = math.min(s.ceiling, math.max(s.v, s.calm))
+  elseif s.pre > 0 then
+    s.v, s.start, s.over = math.max(s.v, s.pre), s.pst, s.pov
+  end
+  s.pre = 0
   s.hurt, s.rep, s.cut = NEVER, 0, -1
-  if eff(s.v) >= s.ceiling then
+  if eff(s.v) >= s.ceiling and s.start == 0 then
     recovered(s)
   end
 end

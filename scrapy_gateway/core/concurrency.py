@@ -52,6 +52,9 @@ class _Limit:
     held: int = 0  # in slow start: the most requests in flight when one that went well was sent
     over: int = 0  # in slow start: the fewest in flight when one that failed was sent (0: none)
     cuts: list[_Cut] = field(default_factory=list)  # the last ones, oldest first, for `overturned`
+    # Before its first overload, while it has never answered well: (value, starting, over), what
+    # an outage gate opening restores (calm has nothing to say then).
+    fresh: tuple[float, bool, int] | None = None
 
 
 _MAX_REPEATS = 4  # probing slows down at most 16-fold beyond `caution`
@@ -129,6 +132,8 @@ class ConcurrencyControl:
             self._limits.move_to_end(slot)
         if sent_at < entry.cut_at:
             return None
+        if entry.calm == math.inf and entry.fresh is None:
+            entry.fresh = (entry.value, entry.starting, entry.over)
         before = _effective(entry.value)
         undo = (entry.value, entry.hurt_at, entry.repeats, entry.starting, entry.cut_at, entry.over)
         if entry.starting:
@@ -270,11 +275,12 @@ class ConcurrencyControl:
         before = _effective(entry.value)
         if entry.calm < math.inf:
             entry.value = min(float(entry.ceiling), max(entry.value, entry.calm))
-        elif entry.cuts:
-            # It never answered well: back to where the first cut found it (slow start's first
-            # limit), not to the user's, or every request queued for the slot leaves at once.
-            value, _hurt, _repeats, entry.starting, _cut_at, entry.over = entry.cuts[0].before
+        elif entry.fresh is not None:
+            # It never answered well: back to where its first overload found it (slow start's
+            # first limit), not to the user's, or every request queued for the slot leaves at once.
+            value, entry.starting, entry.over = entry.fresh
             entry.value = max(entry.value, value)
+        entry.fresh = None
         entry.hurt_at, entry.repeats, entry.cut_at = math.inf, 0, float("-inf")
         entry.cuts.clear()
         after = _effective(entry.value)

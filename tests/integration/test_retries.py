@@ -78,10 +78,12 @@ def test_storming_domain_does_not_slow_the_healthy_one(world: World) -> None:
     assert result.stat("gateway/waiting/max") >= 5
 
 
-def test_budget_paces_retries_against_a_dead_origin(world: World) -> None:
-    origin = world.add_origin("dead", OriginSpec(status_override=503))
+def test_budget_paces_retries_against_a_failing_origin(world: World) -> None:
+    # Four in five fail, but it keeps answering: an outage gate (one down for good would hold the
+    # retries instead) seldom opens, so the retries flow and the budget paces them.
+    origin = world.add_origin("failing", OriginSpec(flaky=0.8, seed=1))
     world.start()
-    urls = [origin.url(f"/p/{i}") for i in range(40)]
+    urls = [origin.url(f"/p/{i}") for i in range(60)]
     settings = gateway_settings(
         [],
         GATEWAY_MAX_RETRIES=3,
@@ -92,10 +94,10 @@ def test_budget_paces_retries_against_a_dead_origin(world: World) -> None:
         GATEWAY_RETRY_BUDGET_MIN_PER_SECOND=20,
     )
     result = run_crawl(settings, urls)
-    result.assert_each_request_ended_once(40)
+    result.assert_each_request_ended_once(60)
     assert result.stat("gateway/budget/exhausted") > 0
-    # 120 retries at ~20/s beyond the burst: the budget, not the 10 ms backoff, sets the pace.
-    assert result.elapsed > 4.0
+    # About 120 retries at ~20/s beyond the burst: the budget, not the 10 ms backoff, sets the pace.
+    assert result.elapsed > 4.0, (result.elapsed, result.stat("gateway/retry/count"))
 
 
 def test_pinned_proxy_is_kept_across_retries(world: World) -> None:
