@@ -147,7 +147,7 @@ local function outage(s)
   if s.calm < NEVER then
     s.v = math.min(s.ceiling, math.max(s.v, s.calm))
   elseif s.pre > 0 then
-    s.v, s.start, s.over = math.max(s.v, s.pre), s.pst, s.pov
+    s.v, s.start, s.over = math.min(s.ceiling, math.max(s.v, s.pre)), s.pst, s.pov
   end
   s.pre = 0
   s.hurt, s.rep, s.cut = NEVER, 0, -1

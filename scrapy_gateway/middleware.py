@@ -155,18 +155,22 @@ class GatewayMiddleware:
         sets them (without it, the request goes as routed)."""
         meta = request.meta
         attempt = m.attempt_of(meta)
-        if attempt is None:
+        # Left alone, a request's record (copied from another's meta) is nobody's: it must not
+        # take a probe whose outcome nothing would report.
+        if attempt is None or self._left_alone(request):
             return
         domain, now = m.domain_of(request), self.runtime.now()
         admitted = self.core.starting(attempt, domain, now)  # Go() at once while no gate is open
         if isinstance(admitted, Hold):
-            if not admitted.stalled and not self._left_alone(request):
+            if not admitted.stalled:
                 raise HeldAtStart(admitted)
+            self._stalled(admitted)  # its gate stalled while it queued: its last try, as on arrival
+            meta[m.ATTEMPT] = attempt = replace(attempt, final=True)
         elif admitted.probe is not None:
             meta[m.ATTEMPT] = attempt = replace(attempt, probe=admitted.probe)
             self.stats.inc_value(keys.GATES_PROBES)
-        if attempt.proxy is None or not self.core.stranded(attempt, domain, now) or self._left_alone(request):
-            return  # the common case ends at the first test
+        if attempt.proxy is None or not self.core.stranded(attempt, domain, now):
+            return  # the common case ends here
         record = self.core.pool.records.get(attempt.proxy)
         http_proxy = self._find_http_proxy()
         # Only a request that still goes where this middleware sent it (no other component has
@@ -351,7 +355,7 @@ class GatewayMiddleware:
         attempt = m.attempt_of(request.meta)
         assert attempt is not None  # only _starting raises it, for a request with a record
         now = self.runtime.now()
-        self.core.released(attempt.proxy, m.domain_of(request), now=now)
+        self.core.unsent(attempt, m.domain_of(request), now)
         self.stats.inc_value(keys.GATES_HELD_AT_START)
         waiting = self._hold(request, attempt.waiting_on(hold.scope), hold, now)
         if attempt.rotating:

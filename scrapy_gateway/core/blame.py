@@ -83,7 +83,7 @@ class _Trail:
     flagged: OrderedDict[str, float] | None = None  # made on the first (most trails never need it)
     # For domains: when each path's last failed request there was sent (for as many paths as
     # `paths`), which outlives the domain's last outcomes on a busy domain.
-    failed_sent: dict[str, float] = field(default_factory=dict)
+    failed_sent: dict[str, float] | None = None  # made on the first failure (as `flagged`)
 
 
 class Judge:
@@ -376,11 +376,13 @@ def _remember(dom: _Trail, proxy: str, now: float, sent: float, ok: bool, mark: 
         mine = dom.paths[proxy] = []
         if len(dom.paths) > _PATHS_TRACKED:
             gone, _ = dom.paths.popitem(last=False)
-            dom.failed_sent.pop(gone, None)
+            if dom.failed_sent is not None:
+                dom.failed_sent.pop(gone, None)
     else:
         dom.paths.move_to_end(proxy)
     if not ok:
-        dom.failed_sent[proxy] = max(sent, dom.failed_sent.get(proxy, sent))
+        failed = dom.failed_sent = dom.failed_sent if dom.failed_sent is not None else {}
+        failed[proxy] = max(sent, failed.get(proxy, sent))
     mine.append((now, ok, mark, sent))
     if len(mine) > PATH_OUTCOMES:
         del mine[0]
@@ -394,9 +396,10 @@ def _others(dom: _Trail, proxy: str, since: float, sent_by: float, back: float =
     one failure in a row is common and keeps its outcomes in the yardstick. When the domain's
     last outcomes do not reach back to `since` (a path whose failures take seconds, on a busy
     domain), those sent by `sent_by` are forgotten: every outcome kept counts, as it arrived;
-    unless another path failed a request sent since then too. That is a storm whose failures
-    take seconds (nginx's 504s): the others' later successes say it is over, not that this
-    path is bad."""
+    unless at least half of the other paths there (those not failing again and again) failed a
+    request sent since then too. That is a storm whose failures take seconds (nginx's 504s):
+    the others' later successes say it is over, not that this path is bad. (One path's failure
+    now and then, on a busy domain, is not.)"""
     ok = bad = 0
     paths: set[str] = set()
     failing = {path for path, outcomes in dom.paths.items() if _run(outcomes) >= _FAILING_RUN}
@@ -411,14 +414,18 @@ def _others(dom: _Trail, proxy: str, since: float, sent_by: float, back: float =
         else:
             bad += 1
     else:
-        if sent_by != math.inf and len(dom.outcomes) >= DOMAIN_OUTCOMES and not _failed_since(dom, proxy, since):
+        if sent_by != math.inf and len(dom.outcomes) >= DOMAIN_OUTCOMES and not _shared(dom, proxy, failing, since):
             return _others(dom, proxy, since, math.inf, back)
     return ok, bad, len(paths)
 
 
-def _failed_since(dom: _Trail, proxy: str, since: float) -> bool:
-    """Another path failed a request on the domain sent since `since`."""
-    return any(path != proxy and left >= since for path, left in dom.failed_sent.items())
+def _shared(dom: _Trail, proxy: str, failing: set[str], since: float) -> bool:
+    """At least half of the other paths of the domain's last outcomes (but those in `failing`)
+    failed a request sent since `since`."""
+    around = {path for _t, _sent, path, _ok in dom.outcomes if path != proxy and path not in failing}
+    failed = dom.failed_sent or {}
+    shared = sum(1 for path in around if failed.get(path, -math.inf) >= since)
+    return shared > 0 and 2 * shared >= len(around)
 
 
 def _run(outcomes: list[tuple[float, bool, int, float]]) -> int:

@@ -143,6 +143,11 @@ class Gateway:
             return Go()
         return self.gates.admit(self._scopes(domain, attempt.rotating), now)
 
+    def unsent(self, attempt: Attempt, domain: str, now: float) -> None:
+        """An attempt `starting` held back: nothing was sent, so its proxy carried nothing."""
+        if attempt.proxy is not None:
+            self.pool.unstarted(attempt.proxy, domain, now)
+
     def stranded(self, attempt: Attempt, domain: str, now: float) -> bool:
         """As an attempt's transfer starts: the pool proxy it was routed to has left rotation since
         (a request routed on arrival may queue for its slot while the proxy's first failures take

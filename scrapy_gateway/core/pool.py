@@ -355,13 +355,17 @@ class ProxyPool:
 
     def moved(self, old: str, new: str, domain: str, now: float) -> None:
         """A request routed to `old` goes through `new` instead, before it was sent."""
-        record = self.records.get(old)
+        self.unstarted(old, domain, now)
+        self.started(new, domain, now)
+
+    def unstarted(self, proxy_key: str, domain: str, now: float) -> None:
+        """A request routed to this proxy was not sent after all (`started`, undone)."""
+        record = self.records.get(proxy_key)
         if record is not None:
             record.requests -= 1
             self._release(record, domain)
             if not record.debuted and not record.health.inflight:
-                self.debuts.end(old, now, None, None)  # its first contact has not happened yet
-        self.started(new, domain, now)
+                self.debuts.end(proxy_key, now, None, None)  # its first contact has not happened yet
 
     def waited(self, proxy_key: str, domain: str, took: float, now: float) -> None:
         """An attempt through this proxy got no answer in `took` seconds: it takes at least that."""

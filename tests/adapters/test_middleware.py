@@ -377,7 +377,9 @@ def test_a_request_queued_while_its_domains_gate_opened_is_held_back_as_its_tran
     assert attempt.sends == first.sends and attempt.retries == 0  # the outage costs it no retry
     # Routed afresh when it goes: nothing of the proxy it did not use rides along.
     assert "proxy" not in waiting.meta and b"Proxy-Authorization" not in waiting.headers
-    assert first.proxy is not None and r.runtime.core.pool.records[first.proxy].health.inflight == 0
+    records = r.runtime.core.pool.records
+    assert first.proxy is not None and records[first.proxy].health.inflight == 0
+    assert sum(record.requests for record in records.values()) == 1  # the other's: this one never went
     assert r.stat("gateway/gates/held_at_start") == 1
     # The probe, when it comes due, goes: the first request to start then becomes it.
     r.clock.advance(60.0)
@@ -396,3 +398,33 @@ def test_requests_of_other_domains_and_those_left_alone_start_while_a_gate_is_op
     for request in (elsewhere, skipped):
         r.runtime.starting(request)  # no HeldAtStart
     assert r.stat("gateway/gates/held_at_start") == 0
+
+
+def test_a_request_left_alone_with_a_copied_record_never_takes_the_gates_probe(rig: Callable[..., Rig]) -> None:
+    r = rig(GATEWAY_PROXIES=POOL)
+    routed = Request(URL)
+    send(r, routed)
+    skipped = Request(URL, meta={**routed.meta, "gateway_skip": True})
+    _open_gate(r)
+    r.clock.advance(60.0)  # a probe is due
+    assert r.runtime.starting is not None
+    r.runtime.starting(skipped)  # nobody reports a left-alone request's outcome: no probe for it
+    assert attempt_of(skipped.meta) == attempt_of(routed.meta)
+    assert r.runtime.core.gates.probe_due("shop.example", r.clock.monotonic())
+    assert r.stat("gateway/gates/probes") == 0
+
+
+def test_a_request_queued_while_its_gate_stalled_gets_its_last_try_as_its_transfer_starts(
+    rig: Callable[..., Rig],
+) -> None:
+    r = rig(GATEWAY_PROXIES=POOL, GATEWAY_OUTAGE_STALL=10)
+    request = Request(URL)
+    send(r, request)
+    _open_gate(r)
+    r.runtime.core.gates._scopes["shop.example"].probing = True  # a probe already on its way
+    r.clock.advance(11.0)
+    assert r.runtime.starting is not None
+    r.runtime.starting(request)  # no HeldAtStart: it goes, as its last try
+    attempt = attempt_of(request.meta)
+    assert attempt is not None and attempt.final
+    assert r.stat("gateway/gates/stalled") == 1
