@@ -68,7 +68,11 @@ def test_storming_domain_is_blamed_on_the_origin(world: World) -> None:
     result = run_crawl(gateway_settings([p.url for p in world.proxies.values()], GATEWAY_BACKOFF_BASE=0.5), urls)
     result.assert_each_request_ended_once(20)
     assert len(result.by_kind("callback")) == 20
-    assert result.stat("gateway/blame/origin") > result.stat("gateway/blame/unknown")
+    # The first failures, through fewer than three proxies, say nothing yet (unknown); from then
+    # on history blames the origin, never a proxy. (How many is the gate's business: it holds the
+    # rest, the queued requests too, so only a few fail at all.)
+    assert result.stat("gateway/blame/origin") >= 1
+    assert result.stat("gateway/blame/proxy") == 0 and result.stat("gateway/blame/pair") == 0
     # Origin faults never hurt a proxy: nothing ejected, everything still active.
     assert result.stat("gateway/ejections/count") == 0
     assert result.stat("gateway/pair_ejections/count") == 0
