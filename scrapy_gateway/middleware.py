@@ -190,9 +190,8 @@ class GatewayMiddleware:
             )
             return
         meta[m.ATTEMPT] = self.core.rerouted(attempt, choice.proxy.key, domain, now)
+        _forget_proxy(request)
         meta[m.PROXY] = routed.meta[m.PROXY]
-        meta.pop(m.AUTH_PROXY, None)
-        request.headers.pop(b"Proxy-Authorization", None)
         if m.AUTH_PROXY in routed.meta:
             meta[m.AUTH_PROXY] = routed.meta[m.AUTH_PROXY]
             request.headers[b"Proxy-Authorization"] = routed.headers[b"Proxy-Authorization"]
@@ -359,9 +358,7 @@ class GatewayMiddleware:
         self.stats.inc_value(keys.GATES_HELD_AT_START)
         waiting = self._hold(request, attempt.waiting_on(hold.scope), hold, now)
         if attempt.rotating:
-            waiting.meta.pop(m.PROXY, None)
-            waiting.meta.pop(m.AUTH_PROXY, None)
-            waiting.headers.pop(b"Proxy-Authorization", None)
+            _forget_proxy(waiting)
         return waiting
 
     def _release(self, request: Request) -> None:
@@ -502,9 +499,7 @@ class GatewayMiddleware:
         if previous is not None and previous.rotating:
             # Our choice, not the user's: the next attempt picks again. Drop the old proxy's
             # credentials here too, so they can never ride along to the next proxy.
-            meta.pop(m.PROXY, None)
-            meta.pop(m.AUTH_PROXY, None)
-            retry.headers.pop(b"Proxy-Authorization", None)
+            _forget_proxy(retry)
         if verdict.next_attempt.held is not None:
             # Held by an outage gate: the outage costs it no retry, in Scrapy's count either.
             meta[m.RETRY_TIMES] = original.meta.get(m.RETRY_TIMES, 0)
@@ -523,6 +518,13 @@ class GatewayMiddleware:
         if fleet and limit == old:
             return
         self.report.limit(slot, limit, old, fault, fleet=fleet, doubtful=doubtful)
+
+
+def _forget_proxy(request: Request) -> None:
+    """The gateway's proxy choice, and the credentials HttpProxyMiddleware set for it, are gone."""
+    request.meta.pop(m.PROXY, None)
+    request.meta.pop(m.AUTH_PROXY, None)
+    request.headers.pop(b"Proxy-Authorization", None)
 
 
 def _goes_to(url: object, proxy: Proxy) -> bool:
