@@ -87,8 +87,10 @@ def test_a_process_killed_with_sigkill_returns_its_share(world: World, servers: 
     redis = servers.redis()
     origin = world.add_origin("a", OriginSpec(service_time=0.5))
     proxies = _pool(world)
-    # A short lease life, so that the test waits seconds, not the default ten.
-    settings = _fleet_settings(proxies, redis, CONCURRENT_REQUESTS_PER_DOMAIN=2, GATEWAY_LEASE_TTL=2)
+    # A short lease life, so that the test waits seconds, not the default ten; long enough that
+    # the survivor, started after the kill, is up before the dead leases expire on a loaded
+    # machine (at 2 s, a busy core once let them expire first: no wait to observe).
+    settings = _fleet_settings(proxies, redis, CONCURRENT_REQUESTS_PER_DOMAIN=2, GATEWAY_LEASE_TTL=6)
     victim = _start_crawl(settings, [origin.url(f"/victim/{i}") for i in range(50)], tmp_path)
     try:
         # It holds the fleet's two leases on the slot (two downloads in flight at the origin).
