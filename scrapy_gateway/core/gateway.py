@@ -351,8 +351,11 @@ class Gateway:
         spent = False
         if fault.blame is not Blame.ORIGIN and self._fresh_path(attempt, fault.blame):
             # The next proxy is a fresh path: no reason to wait, and the origin never saw this one.
+            # A failure nobody can blame may still be the origin's, so its retry spends the domain's
+            # budget; through a rotating endpoint it is an exit's (proxy_side), paid by the proxy
+            # allowance alone: at 20 % failing exits the budget's pacing was most of the crawl's tail.
             delay = budget_wait = 0.0
-            if fault.blame is Blame.UNKNOWN:
+            if fault.blame is Blame.UNKNOWN and not proxy_side:
                 budget_wait, spent = self.budget.withdraw(domain, now), True
                 delay = budget_wait
         else:

@@ -112,6 +112,19 @@ def test_unknown_blame_retries_at_once_but_is_paced_by_the_budget():
     assert [(v.delay, v.budget_wait) for v in verdicts] == [(0.0, 0.0), (0.0, 0.0), (1.0, 1.0), (2.0, 2.0)]
 
 
+def test_a_rotating_endpoints_own_failures_do_not_spend_the_budget():
+    # The same budget as above: through a rotating endpoint those failures are its exits', paid by
+    # the proxy allowance, so the fourth goes at once too (the budget paced a 20 %-failing
+    # endpoint's retries at its floor rate, which was most of such a crawl's tail).
+    policy = Policy(budget_burst=2.0, budget_ratio=0.0, budget_min_per_second=1.0)
+    gateway = Gateway(proxies(1), policy)
+    key = proxies(1)[0].key
+    plain_502 = classify_status(502, {}, via_proxy=True, in_tunnel=False, now_epoch=0.0, retry_after_cap=60.0)
+    verdicts = [failure(gateway, plain_502, key, now=1.0, max_proxy_retries=10) for _ in range(4)]
+    assert [v.fault.blame for v in verdicts] == [Blame.UNKNOWN] * 4
+    assert [(v.delay, v.budget_wait, v.spent) for v in verdicts] == [(0.0, 0.0, False)] * 4
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_unknown_failures_through_every_proxy_of_the_pool_back_off(seed):
     # The origin's listener is gone while its open connections still answer: both proxies of a
