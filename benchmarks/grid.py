@@ -243,7 +243,8 @@ def overload(capacity: int, ceiling: int, *, burst: bool = False) -> Scenario:
         capacity=reachable / OVERLOAD_SERVICE,
         params=f"timeout={DEFAULT_TIMEOUT} pool=10 C={capacity} ceiling={ceiling}",
         settings=_settings(DEFAULT_TIMEOUT, ceiling),
-        oracle="ideal",
+        oracle="told",
+        told=reachable,
         service=OVERLOAD_SERVICE,
         cap=_cap(DEFAULT_TIMEOUT),
     )

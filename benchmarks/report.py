@@ -134,6 +134,8 @@ def _measures(row: Row) -> str:
     if "goodput" in m:
         parts.append(f"past-C 502s {row.overload} ({100 * (m['overload_share'] or 0):.1f}%)")
         parts.append(f"goodput {_num(m['goodput'] and 100 * m['goodput'], '%.0f')}%")
+        if m.get("goodput_told") is not None and row.contender != "oracle":
+            parts.append(f"{100 * m['goodput_told']:.0f}% of the told oracle's")
         if row.contender == "gateway":
             lowest = m["min_limit"]
             parts.append("no cut" if lowest is None else f"min limit {lowest} ({m['cuts']} cuts)")

@@ -20,8 +20,10 @@ OVERLOAD_SERVICE = 0.05
 
 # How the oracle row is made: "good": stock Scrapy through good_proxies() only; "retries": stock
 # through the whole pool with RETRY_TIMES 10 (a pool of one has no good subset); "ideal": no crawl,
-# the scenario's ideal time (no subset of the pool is an oracle: outages, overload).
-OracleKind = Literal["good", "retries", "ideal"]
+# the scenario's ideal time (no subset of the pool is an oracle: outages); "told": a crawl through
+# the good proxies with the per-domain limit set to the origin's capacity (`told`), as a client that
+# knew it would (overload): what this machine serves at that capacity, beside the ideal.
+OracleKind = Literal["good", "retries", "ideal", "told"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Scenario:
     window: Window | None = None
     flaky: float | None = None  # a pool of one: the share f of the endpoint's exits that fail
     service: float = SERVICE  # seconds per page, for the "normal time" of pages left after an outage
+    told: int | None = None  # oracle "told": the per-domain limit it is told, min(capacity, ceiling)
 
     @property
     def slug(self) -> str:
