@@ -9,6 +9,10 @@ answers have shown how long a page takes, not after DOWNLOAD_TIMEOUT. A download
 is cancelled (Scrapy's own timeout is a cancellation too, which closes the connection) and fails
 with AttemptTimeout; the middleware retries it on another proxy.
 
+The same look counts, per slot, the downloads that have waited past `Gateway.unheard_after` and
+tells `late` (the downloader: concurrency.py's `late` frees their rooms while the slot is in slow
+start and has heard nothing back).
+
 The watch wraps the downloader's handler table (`Downloader.handlers`), so it times the download
 itself, never the time a request queued in its slot.
 """
@@ -52,10 +56,17 @@ class _Watched:
 
 
 class DeadlineWatch:
-    def __init__(self, core: Gateway, clock: Callable[[], float], default_timeout: float) -> None:
+    def __init__(
+        self,
+        core: Gateway,
+        clock: Callable[[], float],
+        default_timeout: float,
+        late: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.core = core
         self.clock = clock
         self.default_timeout = default_timeout  # DOWNLOAD_TIMEOUT, for requests without the meta key
+        self.late = late  # (slot, downloads waiting past Gateway.unheard_after there)
         self._watched: set[_Watched] = set()
         self._timer: CallLaterResult | None = None
 
@@ -122,15 +133,24 @@ class DeadlineWatch:
     def _tick(self) -> None:
         self._timer = None
         now = self.clock()
+        unheard = self.core.unheard_after() if self.late is not None else None
+        waiting: dict[str, int] = {}
         for watched in list(self._watched):
             if watched.cut_at is not None or m.DOWNLOAD_LATENCY in watched.request.meta:
                 continue  # already cut, or its headers have arrived
+            waited = now - watched.started
             limit = self.core.attempt_timeout(
                 watched.domain, watched.proxy, cuts=watched.cuts, user_timeout=watched.user_timeout
             )
-            if limit is not None and now - watched.started >= limit:
+            if limit is not None and waited >= limit:
                 watched.cut_at = limit
                 watched.cancel()
+            elif unheard is not None and waited >= unheard:
+                slot = str(watched.request.meta.get(m.DOWNLOAD_SLOT, watched.domain))
+                waiting[slot] = waiting.get(slot, 0) + 1
+        if self.late is not None:
+            for slot, count in waiting.items():
+                self.late(slot, count)
         self._arm()
 
     def stop(self) -> None:

@@ -55,7 +55,7 @@ class GatewayDownloaderMixin(_Base):
         check_internals(self)
         self.gateway_runtime = runtime = GatewayRuntime.of(crawler)
         timeout = crawler.settings.getfloat("DOWNLOAD_TIMEOUT")
-        self.gateway_deadlines = DeadlineWatch(runtime.core, runtime.clock, timeout)
+        self.gateway_deadlines = DeadlineWatch(runtime.core, runtime.clock, timeout, self._gateway_late)
         # Duck-typed: it forwards every other attribute to Scrapy's own table.
         self.handlers = WatchedHandlers(  # type: ignore[assignment]
             self.handlers, self.gateway_deadlines, runtime.fleet, self._gateway_slot_of, self._gateway_starting
@@ -82,6 +82,20 @@ class GatewayDownloaderMixin(_Base):
         """The request's slot key and the user's limit there (fleet.py: the fleet's ceiling)."""
         key = self.get_slot_key(request)
         return key, self.gateway_runtime.config.ceiling(key)
+
+    def _gateway_late(self, key: str, waiting: int) -> None:
+        """`waiting` downloads of the slot have waited long with nothing heard back (deadlines.py):
+        in slow start, their rooms go to the next requests (concurrency.py, `late`)."""
+        runtime = self.gateway_runtime
+        if runtime.fleet is not None and runtime.fleet.shared:
+            return  # the fleet's limit rules there (fleet_limits.py)
+        slot = self.slots.get(key)
+        limit = runtime.core.concurrency.late(key, waiting)
+        if slot is None or limit is None:
+            return
+        old, slot.concurrency = slot.concurrency, limit
+        runtime.report.unheard(key, limit, old, runtime.core.unheard_after())
+        self._process_queue(slot)
 
     def _gateway_starting(self, request: Request) -> None:
         """As its transfer starts (the middleware sets the hook: it is built after this class)."""

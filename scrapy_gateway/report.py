@@ -184,6 +184,17 @@ class Reporter:
             self.stats.inc_value(keys.CONCURRENCY_INCREASES)
             logger.debug("Concurrency of %(slot)s raised to %(new)d", {"slot": slot, "new": new})
 
+    def unheard(self, slot: str, new: int, old: int, after: float) -> None:
+        """Slow start gave the rooms of requests that waited past `after` seconds, with nothing
+        heard back from the slot, to the next ones (concurrency.py, `late`)."""
+        self.stats.set_value(keys.concurrency_limit(slot), new)
+        self.stats.inc_value(keys.CONCURRENCY_UNHEARD)
+        logger.debug(
+            "Concurrency of %(slot)s raised from %(old)d to %(new)d in slow start: nothing has come back "
+            "in %(after).2f s, so the requests waiting that long free their rooms",
+            {"slot": slot, "old": old, "new": new, "after": after},
+        )
+
     # -- over time -------------------------------------------------------------------------
 
     def gauges(self) -> dict[str, int]:

@@ -22,6 +22,7 @@ PAIR_READMISSIONS = f"{PREFIX}/pair_readmissions"
 PANIC = f"{PREFIX}/panic"
 CONCURRENCY_DECREASES = f"{PREFIX}/concurrency/decreases"
 CONCURRENCY_HELD_BACK = f"{PREFIX}/concurrency/held_back"  # slow start gave back a doubtful failure's room
+CONCURRENCY_UNHEARD = f"{PREFIX}/concurrency/unheard"  # slow start freed the rooms of requests long unanswered
 CONCURRENCY_INCREASES = f"{PREFIX}/concurrency/increases"
 BUDGET_EXHAUSTED = f"{PREFIX}/budget/exhausted"
 RETRY_AFTER_COUNT = f"{PREFIX}/retry_after/count"

@@ -14,6 +14,11 @@
   yet, sent with more in flight than any that went well) frees no room (`doubtful`). The first
   overload ends slow start at half the limit, or just below the fewest in flight with which a
   request failed, if that is more.
+- Slow start's first round trip can be long for reasons that are not the origin's: its first
+  requests drew slow or silent proxies. While a slot in slow start has heard nothing back at all,
+  each request that has waited past `Gateway.unheard_after` (RFC 6298's initial RTO before anything
+  is measured) frees its room, as TCP's timeout takes a segment for lost (`late`): without that, two
+  first picks through silent proxies held the domain until DOWNLOAD_TIMEOUT.
 - Probes (the step into the limit that hurt) are at least PROBE_SPACING / 2 clean responses apart.
 - Proxy-blamed failures never reach this module. An outage is not an overload either: when an
   outage gate opens (gates.py), the cuts made since the last clean response are undone. Nor is a
@@ -55,6 +60,7 @@ class _Limit:
     # Before its first overload, while it has never answered well: (value, starting, over), what
     # an outage gate opening restores (calm has nothing to say then).
     fresh: tuple[float, bool, int] | None = None
+    heard: bool = False  # any outcome came back (clean, doubtful or an overload): `late` is over
 
 
 _MAX_REPEATS = 4  # probing slows down at most 16-fold beyond `caution`
@@ -130,6 +136,7 @@ class ConcurrencyControl:
                 self._evict()
         else:
             self._limits.move_to_end(slot)
+        entry.heard = True
         if sent_at < entry.cut_at:
             return None
         if entry.calm == math.inf and entry.fresh is None:
@@ -222,11 +229,25 @@ class ConcurrencyControl:
         entry = self._limits.get(slot)
         if entry is None or not entry.starting:
             return None
+        entry.heard = True
         self._failed_at(entry, load)
         if load is not None and load <= entry.held:
             return None
         before = _effective(entry.value)
         entry.value = max(float(self.initial), float(self.minimum), entry.value - 1.0)
+        after = _effective(entry.value)
+        return after if after != before else None
+
+    def late(self, slot: str, waiting: int) -> int | None:
+        """`waiting` requests of a slot in slow start that has heard nothing back yet have waited
+        past the silence allowed (see the module docstring): each frees its room, over slow start's
+        first limit. Called again with the count as it grows, it raises no further for the same
+        ones. The new limit if it changed."""
+        entry = self._limits.get(slot)
+        if entry is None or not entry.starting or entry.heard or waiting <= 0:
+            return None
+        before = _effective(entry.value)
+        entry.value = min(float(entry.ceiling), max(entry.value, float(self.initial + waiting)))
         after = _effective(entry.value)
         return after if after != before else None
 
@@ -242,6 +263,7 @@ class ConcurrencyControl:
         entry = self._limits.get(slot)
         if entry is None:
             return None
+        entry.heard = True
         before = _effective(entry.value)
         step = 1.0 if entry.starting else 1.0 / max(entry.value, 1.0)
         if entry.starting and load is not None and load > entry.held:

@@ -30,6 +30,7 @@ from scrapy_gateway.core.proxies import Proxy
 
 DIRECT = "direct"  # how the judge names the path of a request sent without a proxy
 OVERLOAD_BACKOFF_SCALE = 0.1
+INITIAL_RTO = 1.0  # seconds: RFC 6298's timeout before any round trip is measured
 
 
 def opens_outage(events: Collection[Event], domain: str) -> bool:
@@ -179,6 +180,16 @@ class Gateway:
             path = pair.latency if pair is not None and (pair.latency.samples or pair.latency.silences) else None
             path = path or record.health.latency
         return rule.attempt_timeout(self.latencies.get(domain), path, cuts=cuts, user_timeout=user_timeout)
+
+    def unheard_after(self) -> float:
+        """Seconds a slot in slow start may hear nothing back before the requests it waits on free
+        their rooms (concurrency.py, `late`): what the pool's paths have taken elsewhere (their RFC
+        6298 timeout, with the per-attempt timeouts' margin), or RFC 6298's initial 1 s before
+        anything is measured."""
+        seen = self.pool.latency.timeout()
+        if seen is None:
+            return INITIAL_RTO
+        return max(self.timeouts.floor, max(self.timeouts.factor, 1.0) * seen)
 
     def sent(self, proxy: str | None, domain: str, now: float, *, first_attempt: bool) -> None:
         if proxy is not None:

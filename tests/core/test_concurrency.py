@@ -153,6 +153,24 @@ def test_slow_start_doubles_per_round_trip_until_the_first_overload():
     assert cleans > 4 * control.caution / 2  # limits round half up: 4.5 already probes 5
 
 
+def test_requests_long_unanswered_free_their_rooms_until_the_slot_hears_back():
+    control = ConcurrencyControl(1, 0.7, initial=2)
+    assert control.begin(S, 8) == 2
+    assert control.late(S, 1) == 3  # one of the first two has waited too long: its room goes
+    assert control.late(S, 1) is None  # the same one, asked again at the next look
+    assert control.late(S, 2) == 4
+    assert control.late(S, 9) == 8  # never past the user's limit
+    other = "other.example"
+    assert control.begin(other, 8) == 2
+    assert control.clean(other) == 3  # heard back: slow start's own pace from here
+    assert control.late(other, 2) is None
+    third = "third.example"
+    control.begin(third, 8)
+    control.doubtful(third)  # a failure came back: the slot has heard, too
+    assert control.late(third, 2) is None
+    assert control.late("never.example", 2) is None  # not in slow start: the user's limit rules
+
+
 def test_hurt_again_at_the_same_place_steps_back_to_the_limit_that_held():
     control = ConcurrencyControl(1, 0.7, initial=0)
     assert control.overloaded(S, 16, sent_at=0.0, now=1.0) == 11  # 16 * 0.7, rounded half up

@@ -392,3 +392,16 @@ def test_a_status_failure_not_blamed_on_the_origin_is_doubtful_and_holds_slow_st
     assert verdict.new_limit == 3  # the room it freed goes to no other request
     refused = failure(gateway, HARD, keys[6], now=1.1)  # the proxy's own: no doubt about it
     assert not refused.doubtful and refused.new_limit is None
+
+
+def test_a_slot_may_go_unheard_for_rfc_6298s_first_timeout_then_for_what_the_pool_has_shown():
+    gateway = Gateway(proxies(2), Policy())
+    assert gateway.unheard_after() == 1.0  # nothing measured anywhere yet
+    key = proxies(2)[0].key
+    for n in range(20):
+        gateway.sent(key, "elsewhere.example", 1.0 + n, first_attempt=True)
+        gateway.on_success(key, "elsewhere.example", "elsewhere.example", 1.05 + n, 0.05)
+    # Pages elsewhere take 50 ms: a new domain is silent after far less than a second...
+    assert gateway.unheard_after() < 0.5
+    # ... but never sooner than the per-attempt timeouts' floor.
+    assert gateway.unheard_after() >= Policy().timeouts.floor
