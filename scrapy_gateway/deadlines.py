@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from scrapy.utils.asyncio import CallLaterResult, call_later, is_asyncio_available
+from scrapy.utils.asyncio import CallLaterResult, call_later
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 
@@ -70,7 +70,7 @@ class DeadlineWatch:
         # The gateway's downloader runs every download in a task of its own (downloader.py), so
         # cancelling that task cuts this download and nothing else, without a task per download
         # for the watch. Off the asyncio reactor, or outside a task, the download gets its own.
-        task = asyncio.current_task() if is_asyncio_available() else None
+        task = _current_task()
         if task is None:
             return await self._download_apart(inner, request, attempt.proxy, attempt.cuts)
         watched = self._watch(request, meta, attempt.proxy, attempt.cuts, task.cancel)
@@ -140,6 +140,16 @@ class DeadlineWatch:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    """The asyncio task running this download; None off the asyncio reactor (no running loop).
+    asyncio.current_task() raises without a running loop, which is what is_asyncio_available()
+    looked for first: one look per download instead of two."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 class WatchedHandlers:
