@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from scrapy.utils.asyncio import CallLaterResult, call_later, is_asyncio_available
+from scrapy.utils.asyncio import CallLaterResult, call_later
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 
@@ -74,16 +74,17 @@ class DeadlineWatch:
         return len(self._watched)
 
     async def download(self, inner: Download, request: Request) -> Response:
-        attempt = m.attempt_of(request.meta)
+        meta = request.meta
+        attempt = m.attempt_of(meta)
         if not self.core.timeouts.enabled or attempt is None or attempt.proxy is None or attempt.pinned:
             return await inner(request)  # not the gateway's route to time (see the module docstring)
         # The gateway's downloader runs every download in a task of its own (downloader.py), so
         # cancelling that task cuts this download and nothing else, without a task per download
         # for the watch. Off the asyncio reactor, or outside a task, the download gets its own.
-        task = asyncio.current_task() if is_asyncio_available() else None
+        task = _current_task()
         if task is None:
             return await self._download_apart(inner, request, attempt.proxy, attempt.cuts)
-        watched = self._watch(request, attempt.proxy, attempt.cuts, task.cancel)
+        watched = self._watch(request, meta, attempt.proxy, attempt.cuts, task.cancel)
         try:
             return await inner(request)
         except (Exception, asyncio.CancelledError):
@@ -98,7 +99,7 @@ class DeadlineWatch:
 
     async def _download_apart(self, inner: Download, request: Request, proxy: str, cuts: int) -> Response:
         download: Deferred[Response] = deferred_from_coro(inner(request))
-        watched = self._watch(request, proxy, cuts, download.cancel)
+        watched = self._watch(request, request.meta, proxy, cuts, download.cancel)
         try:
             return await maybe_deferred_to_future(download)
         except (Exception, asyncio.CancelledError):
@@ -110,8 +111,10 @@ class DeadlineWatch:
         finally:
             self._watched.discard(watched)
 
-    def _watch(self, request: Request, proxy: str, cuts: int, cancel: Callable[[], object]) -> _Watched:
-        user_timeout = request.meta.get(m.DOWNLOAD_TIMEOUT) or self.default_timeout
+    def _watch(
+        self, request: Request, meta: dict[str, Any], proxy: str, cuts: int, cancel: Callable[[], object]
+    ) -> _Watched:
+        user_timeout = meta.get(m.DOWNLOAD_TIMEOUT) or self.default_timeout
         domain = m.domain_of(request)
         watched = _Watched(request, domain, proxy, cuts, float(user_timeout), self.clock(), cancel)
         self._watched.add(watched)
@@ -159,6 +162,16 @@ class DeadlineWatch:
             self._timer = None
 
 
+def _current_task() -> asyncio.Task[Any] | None:
+    """The asyncio task running this download; None off the asyncio reactor (no running loop).
+    asyncio.current_task() raises without a running loop, which is what is_asyncio_available()
+    looked for first: one look per download instead of two."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
 class WatchedHandlers:
     """Scrapy's handler table with every download the gateway routes under a DeadlineWatch, and,
     with a shared state, every download under a fleet-wide lease of its slot (fleet.py). `before`
@@ -200,11 +213,12 @@ class WatchedHandlers:
         finally:
             fleet.release(slot, lease)
 
-    async def _download(self, request: Request) -> Response:
+    def _download(self, request: Request) -> Awaitable[Response]:
         # When the transfer starts, after any wait in the slot's queue: what "sent" means for
         # the once-per-round-trip rule of the concurrency control and for a silent path's wait.
+        # Not a coroutine of its own: its caller awaits the watch's directly (one frame fewer
+        # per download), and what _before raises reaches that caller all the same.
         if self._before is not None:
             self._before(request)  # after every wait: in the slot's queue, and for a fleet lease
         request.meta[m.STARTED] = self._watch.clock()
-        response: Response = await self._watch.download(self._handlers.download_request_async, request)
-        return response
+        return self._watch.download(self._handlers.download_request_async, request)

@@ -66,6 +66,12 @@ class GatewayMiddleware:
         self.report = runtime.report
         self.stats = runtime.stats
         self._retry_logger = _GiveUpOnly(logger, {})
+        self._now = runtime.clock  # runtime.now(), without the extra call on every request
+        self._carries_own_route = runtime.carries_own_route
+        # A request's first record is the same value for every request without meta of its own
+        # (Attempt is frozen): built once, not per request.
+        self._plain_first = self._new_first_attempt({})
+        self._has_pool = bool(runtime.core.pool)  # the pool's proxies are fixed at start-up
         self._closing = False
         self._ask_partial = _may_ask_for_partial_bodies(crawler, type(self))
         self._judged: WeakKeyDictionary[Request, Verdict | None] = WeakKeyDictionary()
@@ -92,46 +98,50 @@ class GatewayMiddleware:
         runtime.check_downloader()
         return cls(crawler, runtime)
 
-    def _left_alone(self, request: Request) -> bool:
-        return bool(request.meta.get(m.SKIP)) or self.runtime.carries_own_route(request)
+    def _left_alone(self, meta: dict[str, Any]) -> bool:
+        """`meta`: the request's (asked four times per attempt, so read once by the caller)."""
+        return bool(meta.get(m.SKIP)) or self._carries_own_route(meta)
 
     # -- requests --------------------------------------------------------------------------
 
     def process_request(self, request: Request) -> Request | None:
         meta = request.meta
-        if self._left_alone(request):
+        if self._left_alone(meta):
             return None
-        if self.room.remaining(request) > 0.0:
+        attempt = m.attempt_of(meta)
+        if attempt is None:
+            attempt = self._first_attempt(meta)
+        elif self.room.wait_left(attempt) > 0.0:
             # Due later (back from a JOBDIR or redis queue): handed back, it waits in the room.
             return request
-        attempt = m.attempt_of(meta) or self._first_attempt(meta)
         domain = m.domain_of(request)
-        now = self.runtime.now()
+        now = self._now()
         proxy_key: str | None = None
-        pinned = False
-        own_route = m.PIN in meta or (m.PROXY in meta and not attempt.rotating)
+        pinned = m.PIN in meta
+        users_proxy = not pinned and m.PROXY in meta and not attempt.rotating
         probe = None
         if not attempt.final:
-            admitted = self.core.admit(domain, now, via_pool=not own_route)
-            if isinstance(admitted, Hold) and admitted.stalled:
+            admitted = self.core.admit(domain, now, via_pool=not (pinned or users_proxy))
+            if isinstance(admitted, Hold):
+                if not admitted.stalled:
+                    return self._hold(request, attempt, admitted, now)
                 self._stalled(admitted)
                 attempt = replace(attempt, final=True)
-            elif isinstance(admitted, Hold):
-                return self._hold(request, attempt, admitted, now)
             else:
                 probe = admitted.probe
                 if probe is not None:
                     self.stats.inc_value(keys.GATES_PROBES)
-        if m.PIN in meta:
-            proxy_key, pinned = self._pin(request), True
-        elif m.PROXY in meta and not attempt.rotating:
+        if pinned:
+            proxy_key = self._pin(request)
+        elif users_proxy:
             pass  # the user's own proxy (or None for direct): kept as is, not scored
-        elif self.core.pool:
+        elif self._has_pool:
             choice = self.core.route(domain, now, self.runtime.rng, attempt.tried)
             if not isinstance(choice, Pick):
                 return self._no_proxy(request, attempt, choice)
-            meta[m.PROXY] = choice.proxy.url
-            proxy_key = choice.proxy.key
+            proxy = choice.proxy
+            meta[m.PROXY] = proxy.url
+            proxy_key = proxy.key
         asked_partial = attempt.asked_partial and meta.get(m.DATALOSS) is False
         if self._ask_partial and m.DATALOSS not in meta:
             # A cut body still carries its status and headers (a 503's Retry-After, say): have
@@ -157,9 +167,9 @@ class GatewayMiddleware:
         attempt = m.attempt_of(meta)
         # Left alone, a request's record (copied from another's meta) is nobody's: it must not
         # take a probe whose outcome nothing would report.
-        if attempt is None or self._left_alone(request):
+        if attempt is None or self._left_alone(meta):
             return
-        domain, now = m.domain_of(request), self.runtime.now()
+        domain, now = m.domain_of(request), self._now()
         admitted = self.core.starting(attempt, domain, now)  # Go() at once while no gate is open
         if isinstance(admitted, Hold):
             if not admitted.stalled:
@@ -208,6 +218,11 @@ class GatewayMiddleware:
         return self._http_proxy
 
     def _first_attempt(self, meta: dict[str, Any]) -> Attempt:
+        if m.RETRY_TIMES in meta or m.DONT_RETRY in meta or m.MAX_RETRY_TIMES in meta:
+            return self._new_first_attempt(meta)
+        return self._plain_first  # what _new_first_attempt gives for a meta without those keys
+
+    def _new_first_attempt(self, meta: dict[str, Any]) -> Attempt:
         retry_times = meta.get(m.RETRY_TIMES, 0)
         if meta.get(m.DONT_RETRY) or self.config.retries_off:
             return Attempt(0, 0, retries=retry_times)
@@ -237,7 +252,7 @@ class GatewayMiddleware:
         # Every proxy is cooling down: wait for the first re-admission, parked in the room (or, off
         # the scheduler's path, in GatewayDownloaderMixin.fetch), holding no concurrency.
         self.stats.inc_value(keys.NO_PROXY_WAITS)
-        delay = max(0.05, choice.until - self.runtime.now())
+        delay = max(0.05, choice.until - self._now())
         waiting = request.replace(dont_filter=True)
         waiting.meta[m.ATTEMPT] = replace(attempt, not_before=self.runtime.wall() + delay)
         return waiting
@@ -285,7 +300,7 @@ class GatewayMiddleware:
     def _fleet_proxy_news(self, event: Event, seconds_left: float) -> None:
         if self.core.gates.is_open(PROVIDER):
             return  # the pool is innocent of a provider-wide outage, whoever saw it
-        if self.core.pool.learned(event, self.runtime.now(), seconds_left=seconds_left):
+        if self.core.pool.learned(event, self._now(), seconds_left=seconds_left):
             self.report.learned(event, seconds_left)
 
     def _close_crawl(self, reason: str) -> None:
@@ -303,11 +318,11 @@ class GatewayMiddleware:
     def _downloaded(self, response: Response, request: Request) -> None:
         # response_downloaded fires before the downloader starts the slot's next request, so a
         # concurrency cut decided here already holds for it (in process_response it would not).
-        if not self._left_alone(request):
+        if not self._left_alone(request.meta):
             self._judged[request] = self._judge_response(request, response)
 
     def process_response(self, request: Request, response: Response) -> Request | Response:
-        if self._left_alone(request):
+        if self._left_alone(request.meta):
             return response
         verdict = self._judged.pop(request, _UNJUDGED)
         if verdict is _UNJUDGED:  # not downloaded: a cache hit, or another middleware's answer
@@ -339,7 +354,7 @@ class GatewayMiddleware:
         return retry
 
     def _on_exception(self, request: Request, exception: BaseException) -> Request | None:
-        if self._left_alone(request):
+        if self._left_alone(request.meta):
             return None
         found = transport_failure(exception, self.config.transport_rules)
         if found is None:
@@ -353,7 +368,7 @@ class GatewayMiddleware:
         afresh when it goes (without the proxy's credentials meanwhile)."""
         attempt = m.attempt_of(request.meta)
         assert attempt is not None  # only _starting raises it, for a request with a record
-        now = self.runtime.now()
+        now = self._now()
         self.core.unsent(attempt, m.domain_of(request), now)
         self.stats.inc_value(keys.GATES_HELD_AT_START)
         waiting = self._hold(request, attempt.waiting_on(hold.scope), hold, now)
@@ -366,7 +381,7 @@ class GatewayMiddleware:
         attempt = m.attempt_of(request.meta)
         if attempt is not None:
             domain = self._where(request)[0]
-            self.core.released(attempt.proxy, domain, probe=attempt.probe, now=self.runtime.now())
+            self.core.released(attempt.proxy, domain, probe=attempt.probe, now=self._now())
 
     def _where(self, request: Request) -> tuple[str, str]:
         domain = m.domain_of(request)
@@ -384,23 +399,25 @@ class GatewayMiddleware:
         meta = request.meta
         attempt = m.attempt_of(meta)
         via_proxy = bool(meta.get(m.PROXY))
-        handled = response.status in self.config.http_codes or (response.status == 407 and via_proxy)
+        status = response.status
+        handled = status in self.config.http_codes or (status == 407 and via_proxy)
         if not handled and self._cut_by_us(request, response):
             # The headers arrived, the body did not: a dropped reply, retried like one.
             return self._judge(request, classify_transport(TransportError.DROPPED, via_proxy=via_proxy))
         if not handled:
             domain, slot = self._where(request)
-            load = _load(request)
+            load = _load(meta)
             events, new_limit = self.core.on_success(
                 attempt.proxy if attempt else None,
                 domain,
                 slot,
-                self.runtime.now(),
-                _latency(request),
+                self._now(),
+                _latency(meta),
                 load,
-                sent_at=_started(request, attempt) if attempt else None,
+                sent_at=_started(meta, attempt) if attempt else None,
             )
-            self._events(events)
+            if events:
+                self._events(events)
             fleet = self.runtime.fleet
             if fleet is not None and fleet.shared:
                 fleet.clean(slot, self.config.ceiling(slot), load)
@@ -430,7 +447,7 @@ class GatewayMiddleware:
         shared = request.meta.get(m.RETRY_TIMES, 0) - attempt.proxy_retries
         if shared > attempt.retries:
             attempt = replace(attempt, retries=shared)
-        started = _started(request, attempt)
+        started = _started(request.meta, attempt)
         if started is not None:
             # Sent when its transfer began, not when it joined its slot's queue: errors of requests
             # queued before a cut but sent after it are the new limit's, and do cut again.
@@ -441,9 +458,9 @@ class GatewayMiddleware:
             domain=domain,
             slot=slot,
             ceiling=self.config.ceiling(slot),
-            now=self.runtime.now(),
+            now=self._now(),
             rng=self.runtime.rng,
-            load=_load(request),
+            load=_load(request.meta),
         )
         fleet = self.runtime.fleet
         if fleet is not None and fleet.shared:
@@ -451,10 +468,10 @@ class GatewayMiddleware:
             if verdict.outage:
                 fleet.outage(slot, ceiling)
             elif verdict.overload:
-                sent_at = attempt.sent_at if attempt.sent_at is not None else self.runtime.now()
-                fleet.overloaded(slot, ceiling, sent_at, _load(request))
+                sent_at = attempt.sent_at if attempt.sent_at is not None else self._now()
+                fleet.overloaded(slot, ceiling, sent_at, _load(request.meta))
             elif verdict.doubtful:
-                fleet.doubtful(slot, ceiling, _load(request))
+                fleet.doubtful(slot, ceiling, _load(request.meta))
         elif verdict.new_limit is not None:
             self._apply_limit(slot, verdict.new_limit, verdict.fault, doubtful=verdict.doubtful)
         return verdict
@@ -536,24 +553,24 @@ def _goes_to(url: object, proxy: Proxy) -> bool:
     return named is not None and (named.host, named.port) == (proxy.host, proxy.port)
 
 
-def _latency(request: Request) -> float | None:
+def _latency(meta: dict[str, Any]) -> float | None:
     """Scrapy's time to the response headers (set by its handlers), not time queued in a slot."""
-    value = request.meta.get(m.DOWNLOAD_LATENCY)
+    value = meta.get(m.DOWNLOAD_LATENCY)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _started(request: Request, attempt: Attempt) -> float | None:
+def _started(meta: dict[str, Any], attempt: Attempt) -> float | None:
     """When this attempt's transfer began (set by the gateway's downloader); None when unknown or
     older than the attempt (meta copied from another request)."""
-    started = request.meta.get(m.STARTED)
+    started = meta.get(m.STARTED)
     if isinstance(started, float) and attempt.sent_at is not None and started >= attempt.sent_at:
         return started
     return None
 
 
-def _load(request: Request) -> int | None:
+def _load(meta: dict[str, Any]) -> int | None:
     """Requests in flight on its slot when it was sent (set by the gateway's downloader)."""
-    value = request.meta.get(m.LOAD)
+    value = meta.get(m.LOAD)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 

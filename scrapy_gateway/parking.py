@@ -48,6 +48,7 @@ from scrapy_gateway.meta import ATTEMPT, attempt_of, domain_of
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
+    from scrapy_gateway.core.attempt import Attempt
     from scrapy_gateway.core.gates import OutageGates
     from scrapy_gateway.fleet_waiting import SharedWaiting
 
@@ -94,7 +95,10 @@ class WaitingRoom:
 
     def remaining(self, request: Request) -> float:
         """Seconds this request must still wait (0 when it may go now)."""
-        attempt = attempt_of(request.meta)
+        return self.wait_left(attempt_of(request.meta))
+
+    def wait_left(self, attempt: Attempt | None) -> float:
+        """`remaining`, for a request whose record the caller has at hand."""
         if attempt is None or attempt.not_before is None:
             return 0.0
         left = attempt.not_before - self.wall()

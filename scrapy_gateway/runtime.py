@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request, signals
@@ -129,9 +129,9 @@ class GatewayRuntime:
                 "per-domain limits do not hold and waiting retries are lost at close"
             )
 
-    def carries_own_route(self, request: Request) -> bool:
-        """The request goes through a browser or an API that picks the route, not meta["proxy"]."""
-        meta = request.meta
+    def carries_own_route(self, meta: Mapping[str, Any]) -> bool:
+        """The request (of this meta) goes through a browser or an API that picks the route, not
+        meta["proxy"]."""
         if meta.get(m.PLAYWRIGHT):
             return True
         if meta.get(m.ZYTE_API) or meta.get(m.ZYTE_API_AUTOMAP):

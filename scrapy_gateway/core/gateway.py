@@ -104,6 +104,7 @@ class Gateway:
         self.gates = OutageGates(policy.gates, policy.max_domains)
         endpoints = policy.rotating_endpoints
         self.endpoints = len(self.pool) == 1 if endpoints is None else endpoints
+        self._pooled = bool(self.pool)  # its proxies are fixed at start-up; _scopes asks per call
         # Set by a fleet's shared state: what this process sees, kept for the others (heard.py).
         self.outbox: Outbox | None = None
 
@@ -122,7 +123,7 @@ class Gateway:
         return len(self.pool) > len(attempt.tried) + (attempt.proxy not in attempt.tried)
 
     def _scopes(self, domain: str, via_pool: bool) -> tuple[str, ...]:
-        return (PROVIDER, domain) if via_pool and self.pool else (domain,)
+        return (PROVIDER, domain) if via_pool and self._pooled else (domain,)
 
     def admit(self, domain: str, now: float, *, via_pool: bool) -> Go | Hold:
         """Whether a request may go now, or waits on an outage gate (gates.py)."""

@@ -43,6 +43,7 @@ _MIN_SUCCESS = 0.05  # chance of success below which all candidates look alike
 _MEMORY_HANDICAP = 1.25  # the remembered candidate must be this much better than the random ones
 _PROVEN = 0.8  # chance of success a proxy needs to become the domain's one to beat
 _DEBUT_MEMORY = 32.0  # first contacts the debut record remembers (older ones fade geometrically)
+_ACTIVE, _EJECTED = State.ACTIVE, State.EJECTED  # plain names for the hot paths (see health.py)
 
 
 @dataclass(slots=True)
@@ -348,10 +349,10 @@ class ProxyPool:
         if record is None:
             return True
         health = record.health
-        if health.state is not State.ACTIVE and not (health.state is State.EJECTED and now >= health.until):
+        if health.state is not _ACTIVE and not (health.state is _EJECTED and now >= health.until):
             return False
         pair = self.pairs.get((proxy_key, domain))
-        return pair is None or pair.state is State.ACTIVE or now >= pair.until
+        return pair is None or pair.state is _ACTIVE or now >= pair.until
 
     def moved(self, old: str, new: str, domain: str, now: float) -> None:
         """A request routed to `old` goes through `new` instead, before it was sent."""
