@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from scrapy_gateway import stats as keys
+from scrapy_gateway.core.concurrency import Phase
 from scrapy_gateway.core.events import Ejected, Event, PairEjected, Retired
 from scrapy_gateway.fleet_limits import CLEAN, DOUBTFUL, LIMIT_FOR_LEASE, OUTAGE, OVERLOAD
 from scrapy_gateway.masking import masked_url
@@ -72,7 +73,8 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 """
 
 # KEYS: the slot's lease set, its limit. ARGV: lease id, ceiling, ttl (seconds), slow start's first
-# limit. {1 granted / 0 full, the fleet's limit, Redis time in ms, leases held now}.
+# limit. {1 granted / 0 full, Redis time in ms, leases held now, then the fleet's limit and its
+# phase as fleet_limits.py's scripts return them}.
 _ACQUIRE = (
     LIMIT_FOR_LEASE
     + _EXPIRE
@@ -80,11 +82,11 @@ _ACQUIRE = (
 local now_ms = math.floor(now * 1000)
 local held = redis.call('ZCARD', KEYS[1])
 if held >= limit then
-  return {0, limit, now_ms, held}
+  return {0, now_ms, held, phase[1], phase[2], phase[3], phase[4]}
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000) + 1000)
-return {1, limit, now_ms, held + 1}
+return {1, now_ms, held + 1, phase[1], phase[2], phase[3], phase[4]}
 """
 )
 
@@ -153,6 +155,7 @@ class FleetLeases:
         self._lease_epochs: dict[str, int] = {}  # lease -> its slot's epoch when granted
         self._flush_timer: asyncio.TimerHandle | None = None
         self._limits: dict[str, int] = {}  # slot -> the fleet's limit, as Redis last said
+        self._phases: dict[str, Phase] = {}  # slot -> that limit's phase (same slots as _limits)
         self._grant_loads: dict[str, int] = {}  # lease -> leases held fleet-wide when granted (until read)
         # slot -> (clean responses not reported, ceiling, the most in flight when one was sent)
         self._cleans: dict[str, tuple[int, int, int]] = {}
@@ -209,6 +212,11 @@ class FleetLeases:
     def limit(self, slot: str) -> int | None:
         """The fleet's limit of `slot`, as Redis last said (None: not known, or Redis lost)."""
         return self._limits.get(slot) if self.shared else None
+
+    def phase(self, slot: str) -> Phase | None:
+        """The phase of the fleet's limit of `slot`, as Redis last said (None: not known, or
+        Redis lost): what judges the slot's failures (Gateway.fleet_phase)."""
+        return self._phases.get(slot) if self.shared and slot in self._limits else None
 
     def load_of(self, lease: str | None) -> int | None:
         """The fleet's in-flight count on the lease's slot when Redis granted it, this lease
@@ -311,7 +319,7 @@ class FleetLeases:
                 raise asyncio.CancelledError  # swallowed while asking Redis again (see cancellations)
             args = [lease, ceiling, self.ttl, self.control.initial]
             try:
-                granted, limit, now_ms, held = await self._acquire(
+                granted, now_ms, held, *limit = await self._acquire(
                     keys=[self._key(slot), self._limit_key(slot)], args=args
                 )
                 if cancellations() > cancels:
@@ -324,7 +332,7 @@ class FleetLeases:
                 self._spawn(self._call(self._client.zrem(self._key(slot), lease)))
                 raise
             self._offset = int(now_ms) / 1000.0 - self.clock()
-            self._learn(slot, int(limit))
+            self._learn(slot, limit)
             if granted:
                 self._grant_loads[lease] = int(held)
                 self._held.setdefault(slot, set()).add(lease)
@@ -374,11 +382,14 @@ class FleetLeases:
         return [count, self.control.caution, most]
 
     async def _limit_call(self, slot: str, command: Any) -> None:
-        limit = await self._call(command)
-        if limit is not None:
-            self._learn(slot, int(limit))
+        reply = await self._call(command)
+        if reply is not None:
+            self._learn(slot, reply)
 
-    def _learn(self, slot: str, limit: int) -> None:
+    def _learn(self, slot: str, reply: list[int]) -> None:
+        """What a script said of the slot's limit: {limit, starting, growing, probing}."""
+        limit, starting, growing, probing = (int(value) for value in reply)
+        self._phases[slot] = Phase(bool(starting), bool(growing), bool(probing))
         known = self._limits.get(slot)
         if known != limit:
             self._keep(self._limits, slot, limit)
@@ -396,6 +407,8 @@ class FleetLeases:
             for old in list(table)[: len(table) - _MAX_SLOTS + 64]:
                 if old not in self._held:
                     del table[old]
+                    if table is self._limits:
+                        self._phases.pop(old, None)  # a limit's phase goes with it
 
     def _new_epoch(self, slot: str) -> None:
         """The leases held on `slot` may no longer be passed on (a cut, or Redis lost them)."""

@@ -156,6 +156,19 @@ local function outage(s)
   end
 end
 
+local function reply(s, initial)
+  -- The limit and its phase (ConcurrencyControl.phase): in slow start, growing (above its first
+  -- limit), probing (at or above the limit that last hurt).
+  local growing, probing = 0, 0
+  if s.start == 1 and s.v > initial then
+    growing = 1
+  end
+  if eff(s.v) >= eff(s.hurt) then
+    probing = 1
+  end
+  return {eff(s.v), s.start, growing, probing}
+end
+
 local function server_now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -166,14 +179,15 @@ end
 
 def _entry(ceiling: int, initial: int, step: str) -> str:
     """A script on the slot's limit KEYS[1]: load it (ceiling and slow start's first limit from
-    those ARGV positions), apply `step` to `s`, save it, and return the limit."""
+    those ARGV positions), apply `step` to `s`, save it, and return the limit and its phase
+    ({limit, starting, growing, probing}, 0 or 1 each: fleet.py's Reply)."""
     return (
         _STATE
         + f"""
 local s = load(KEYS[1], tonumber(ARGV[{ceiling}]), tonumber(ARGV[{initial}]))
 {step}
 save(KEYS[1], s)
-return eff(s.v)
+return reply(s, tonumber(ARGV[{initial}]))
 """
     )
 
@@ -206,8 +220,8 @@ OUTAGE = _entry(1, 2, "outage(s)")
 # clean responses (see _cleans_first).
 DOUBTFUL = _entry(1, 2, _cleans_first(5) + "doubtful(s, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))")
 
-# KEYS[2]: the slot's limit (read; created if new; kept while leased): `limit` for fleet.py's
-# lease script.
+# KEYS[2]: the slot's limit (read; created if new; kept while leased): `limit` and `phase` (as
+# `reply` returns it) for fleet.py's lease script.
 LIMIT_FOR_LEASE = (
     _STATE
     + """
@@ -217,6 +231,7 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
 else
   redis.call('PEXPIRE', KEYS[2], 600000)
 end
-local limit = eff(limit_state.v)
+local phase = reply(limit_state, tonumber(ARGV[4]))
+local limit = phase[1]
 """
 )

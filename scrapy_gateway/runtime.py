@@ -96,9 +96,12 @@ class GatewayRuntime:
         except ImportError:
             message = "GATEWAY_STATE: a Redis state needs redis-py: pip install scrapy-gateway[redis]"
             raise ConfigError(message) from None
-        return FleetLeases(
+        fleet = FleetLeases(
             config.state, config.state_prefix, config.lease_ttl, self.stats, self.clock, self.core.concurrency
         )
+        # The fleet's limit rules each slot (the downloader applies it): its phase judges failures.
+        self.core.fleet_phase = fleet.phase
+        return fleet
 
     @classmethod
     def of(cls, crawler: Crawler) -> GatewayRuntime:

@@ -33,6 +33,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """Where a slot's limit stands, for what judges its failures (Gateway.on_failure): with a
+    Redis state the fleet's limit rules the slot, and its phase comes from Redis (fleet.py)."""
+
+    starting: bool = False  # in slow start (ConcurrencyControl.starting)
+    growing: bool = False  # in slow start, above its first limit (ConcurrencyControl.growing)
+    probing: bool = False  # at or above the limit that last hurt (ConcurrencyControl.probing)
+
+
 @dataclass(slots=True)
 class _Cut:
     by: str | None  # the path whose failure made it
@@ -123,6 +133,10 @@ class ConcurrencyControl:
         """The slot is in slow start, above its first limit: each round trip doubles it, so the
         capacity may be anywhere below it."""
         return self.starting(slot) and self._limits[slot].value > self.initial
+
+    def phase(self, slot: str) -> Phase:
+        """The slot's phase, as the three questions above answer it."""
+        return Phase(self.starting(slot), self.growing(slot), self.probing(slot))
 
     def overloaded(
         self, slot: str, ceiling: int, sent_at: float, now: float, load: int | None = None, by: str | None = None

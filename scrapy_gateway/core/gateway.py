@@ -11,14 +11,14 @@ from the caller, so every decision can be replayed in a test.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 
 from scrapy_gateway.core.attempt import Attempt
 from scrapy_gateway.core.backoff import Backoff
 from scrapy_gateway.core.blame import Judge
 from scrapy_gateway.core.budget import RetryBudget
-from scrapy_gateway.core.concurrency import ConcurrencyControl
+from scrapy_gateway.core.concurrency import ConcurrencyControl, Phase
 from scrapy_gateway.core.events import Event, Forgiven, GateOpened
 from scrapy_gateway.core.faults import ATTEMPT_TIMEOUT, Blame, Fault
 from scrapy_gateway.core.gates import PROVIDER, GateRules, Go, Hold, OutageGates
@@ -107,6 +107,9 @@ class Gateway:
         self._pooled = bool(self.pool)  # its proxies are fixed at start-up; _scopes asks per call
         # Set by a fleet's shared state: what this process sees, kept for the others (heard.py).
         self.outbox: Outbox | None = None
+        # Set by a fleet's shared state: the phase of the fleet's limit of a slot, which rules it
+        # (None: not known, or Redis lost: this process's own limit rules, and its phase).
+        self.fleet_phase: Callable[[str], Phase | None] | None = None
 
     def _fresh_path(self, attempt: Attempt, blame: Blame) -> bool:
         """A retry of this attempt goes out through another path: another proxy of the pool, or
@@ -121,6 +124,13 @@ class Gateway:
         if blame is not Blame.UNKNOWN:
             return len(self.pool) > 1
         return len(self.pool) > len(attempt.tried) + (attempt.proxy not in attempt.tried)
+
+    def _phase(self, slot: str) -> Phase:
+        """The phase of the limit that rules the slot: the fleet's with a Redis state (this
+        process's own slow start never begins there, so its own phase would say "not starting"
+        and every failure of the fleet's overshoot would free room), else this process's."""
+        shared = self.fleet_phase(slot) if self.fleet_phase is not None else None
+        return shared if shared is not None else self.concurrency.phase(slot)
 
     def _scopes(self, domain: str, via_pool: bool) -> tuple[str, ...]:
         return (PROVIDER, domain) if via_pool and self._pooled else (domain,)
@@ -263,6 +273,7 @@ class Gateway:
             silent = seen.silent_through(proxy, now if attempt.sent_at is None else attempt.sent_at)
         everyone = cut and silent >= 2  # a cut while the domain was slow through other paths too
         overturned = 0
+        phase = self._phase(slot)
         if proxy is not None and not fault.answered and attempt.sent_at is not None:
             self.pool.waited(proxy, domain, now - attempt.sent_at, now)
         if proxy is not None:
@@ -279,8 +290,8 @@ class Gateway:
                 # for everyone). Through a rotating endpoint, each request leaves by another exit:
                 # failures through one identity are no cross-proxy evidence of the origin's fault.
                 path_only=(cut and not everyone) or self.endpoints,
-                probing=self.concurrency.probing(slot),
-                growing=self.concurrency.growing(slot),
+                probing=phase.probing,
+                growing=phase.growing,
             )
             overturned = self.judge.overturned
             fault = replace(fault, blame=blame)
@@ -311,7 +322,7 @@ class Gateway:
             and fault.blame in (Blame.PAIR, Blame.UNKNOWN)
             and fault.retry_after is None
             and not gated
-            and self.concurrency.starting(slot)
+            and phase.starting
         )
         if overload:
             new_limit = self.concurrency.overloaded(slot, ceiling, sent_at, now, load, by=proxy)

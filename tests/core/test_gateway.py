@@ -9,6 +9,7 @@ import pytest
 
 from scrapy_gateway.core.attempt import Attempt
 from scrapy_gateway.core.backoff import Backoff
+from scrapy_gateway.core.concurrency import Phase
 from scrapy_gateway.core.events import Ejected, GateOpened, PairEjected, Readmitted
 from scrapy_gateway.core.faults import Blame, Fault, TransportError, classify_status, classify_transport
 from scrapy_gateway.core.gates import PROVIDER
@@ -405,3 +406,23 @@ def test_a_slot_may_go_unheard_for_rfc_6298s_first_timeout_then_for_what_the_poo
     assert gateway.unheard_after() < 0.5
     # ... but never sooner than the per-attempt timeouts' floor.
     assert gateway.unheard_after() >= Policy().timeouts.floor
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_with_a_fleets_limit_its_phase_judges_the_failures(shared: bool) -> None:
+    # With a Redis state the fleet's limit rules the slot, in slow start, and this process's own
+    # never began: its failures through a path not proven on the domain yet must still be slow
+    # start's doubtful overshoot (no room freed), as they are in a process alone.
+    gateway = Gateway(proxies(5), Policy())
+    if shared:
+        gateway.fleet_phase = lambda slot: Phase(starting=True, growing=True) if slot == D else None
+    keys = [p.key for p in proxies(5)]
+    gateway.sent(keys[0], D, 0.9, first_attempt=True)
+    gateway.on_success(keys[0], D, D, 1.0, 0.05, load=1, sent_at=0.9)
+    fresh_502 = Fault("http_502", Blame.UNKNOWN, throttles=True)
+    verdict = failure(gateway, fresh_502, keys[1], now=1.1, sent_at=1.05, load=3)
+    assert verdict.fault.blame is not Blame.ORIGIN
+    assert verdict.doubtful is shared
+    # The fleet's phase is only the fleet's: another slot, or Redis lost (None), has this
+    # process's own (never begun here: not in slow start).
+    assert failure(gateway, fresh_502, keys[2], now=1.2, sent_at=1.15, slot="other", load=3).doubtful is False

@@ -21,7 +21,7 @@ from demo_world import OriginSpec, ProxySpec, World
 from scrapy.statscollectors import MemoryStatsCollector
 from scrapy.utils.test import get_crawler
 
-from scrapy_gateway.core.concurrency import ConcurrencyControl
+from scrapy_gateway.core.concurrency import ConcurrencyControl, Phase
 from scrapy_gateway.fleet import FleetLeases
 from scrapy_gateway.fleet_limits import CLEAN, DOUBTFUL, OUTAGE, OVERLOAD
 from tests.conftest import ROOT, CrawlResult, gateway_settings, run_crawl
@@ -225,7 +225,9 @@ def test_the_fleets_limit_follows_the_same_aimd_as_one_process(servers: Servers,
             load = rng.randint(0, ceiling)
             expected = control.clean(slot, load or None)
             got = clean(keys=[key], args=[1, ceiling, 32.0, 2, load])
-        assert int(got) == (control.limit(slot) or ceiling), (step, expected, got)
+        assert int(got[0]) == (control.limit(slot) or ceiling), (step, expected, got)
+        # And its phase, which judges the slot's failures in each process (Gateway.fleet_phase).
+        assert Phase(*(bool(flag) for flag in got[1:])) == control.phase(slot), (step, got)
     client.close()
 
 
@@ -236,13 +238,14 @@ def test_the_users_limit_is_each_callers_own(servers: Servers) -> None:
     client = redis_py.Redis.from_url(redis.url)
     clean, overload = client.register_script(CLEAN), client.register_script(OVERLOAD)
     for _ in range(40):
-        assert int(clean(keys=["test-ceiling"], args=[1, 8, 32.0, 2, 0])) <= 8
-    assert int(clean(keys=["test-ceiling"], args=[1, 8, 32.0, 2, 0])) == 8
+        assert int(clean(keys=["test-ceiling"], args=[1, 8, 32.0, 2, 0])[0]) <= 8
+    assert int(clean(keys=["test-ceiling"], args=[1, 8, 32.0, 2, 0])[0]) == 8
     # A process started with a higher limit grows past the old one; a lower one applies at once.
-    grown = [int(clean(keys=["test-ceiling"], args=[1, 32, 32.0, 2, 0])) for _ in range(200)]
+    grown = [int(clean(keys=["test-ceiling"], args=[1, 32, 32.0, 2, 0])[0]) for _ in range(200)]
     assert max(grown) > 8
-    assert int(clean(keys=["test-ceiling"], args=[1, 4, 32.0, 2, 0])) == 4
-    assert int(overload(keys=["test-ceiling"], args=[1e12, 4, 1, 0.7, 2, 0, 0, 32.0, 0])) == 3  # 4 * 0.7, rounded
+    assert int(clean(keys=["test-ceiling"], args=[1, 4, 32.0, 2, 0])[0]) == 4
+    # 4 * 0.7, rounded
+    assert int(overload(keys=["test-ceiling"], args=[1e12, 4, 1, 0.7, 2, 0, 0, 32.0, 0])[0]) == 3
     client.close()
 
 
@@ -476,11 +479,12 @@ def test_a_broad_crawl_keeps_the_limits_of_a_bounded_number_of_slots() -> None:
     stats = MemoryStatsCollector(get_crawler())
     fleet = FleetLeases("redis://127.0.0.1:1/0", "test-bounded", 1.0, stats, time.monotonic, _control())
     fleet._held["busy"] = {"lease"}
-    fleet._learn("busy", 8)
-    fleet._learn("busy", 4)  # a cut: a new epoch
+    fleet._learn("busy", [8, 0, 0, 0])
+    fleet._learn("busy", [4, 0, 0, 1])  # a cut: a new epoch
     for i in range(12_000):
-        fleet._learn(f"slot{i}", 8)
-        fleet._learn(f"slot{i}", 4)
+        fleet._learn(f"slot{i}", [8, 1, 1, 0])
+        fleet._learn(f"slot{i}", [4, 0, 0, 1])
     assert len(fleet._limits) <= 10_000 and len(fleet._epochs) <= 10_000
+    assert len(fleet._phases) == len(fleet._limits)  # a limit's phase goes with it
     assert fleet._limits["busy"] == 4 and fleet._epochs["busy"] == 1
     assert "slot11999" in fleet._limits and "slot0" not in fleet._limits
