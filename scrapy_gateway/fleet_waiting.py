@@ -185,6 +185,8 @@ class SharedWaiting:
 
     async def leave(self) -> None:
         """Closing: the fleet may take what this process leaves waiting, now."""
+        if self.fleet.client is None:
+            return  # Redis never answered at start-up (the crawl closes for it): nothing to leave
         await self.fleet.call(self.fleet.client.delete(self._alive_key))
 
     # -- adoption ----------------------------------------------------------------------------

@@ -147,6 +147,7 @@ def test_redis_unreachable_at_start_is_a_clear_error(world: World) -> None:
     assert "GATEWAY_STATE: no answer from Redis at redis://:***@127.0.0.1" in result.log
     assert "s3cret" not in result.log
     assert world.snapshot()["origins"]["a"]["requests"] == 0
+    assert "Traceback" not in result.log  # closing does not trip over the client it never had
 
 
 def test_a_redis_state_needs_the_asyncio_reactor(world: World, servers: Servers) -> None:
