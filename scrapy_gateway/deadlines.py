@@ -151,10 +151,12 @@ class DeadlineWatch:
             elif unheard is not None and waited >= unheard:
                 slot = str(watched.request.meta.get(m.DOWNLOAD_SLOT, watched.domain))
                 waiting[slot] = waiting.get(slot, 0) + 1
-        if self.late is not None:
-            for slot, count in waiting.items():
-                self.late(slot, count)
-        self._arm()
+        try:
+            if self.late is not None:
+                for slot, count in waiting.items():
+                    self.late(slot, count)
+        finally:
+            self._arm()  # whatever a slot's raise did, the cuts go on
 
     def stop(self) -> None:
         if self._timer is not None:
