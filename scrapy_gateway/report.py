@@ -18,6 +18,7 @@ except ImportError:  # Python 3.10
     from typing_extensions import assert_never
 
 from scrapy_gateway import stats as keys
+from scrapy_gateway.core.changes import Changes
 from scrapy_gateway.core.events import (
     Ejected,
     Event,
@@ -57,6 +58,7 @@ class Reporter:
         self.waiting = waiting  # how many retries wait in the waiting room now
         self.stats = stats
         self.interval = interval
+        self.changes = Changes()  # what the next periodic line tells as new
         self._loop: AsyncioLoopingCall | LoopingCall | None = None
 
     # -- per decision ----------------------------------------------------------------------
@@ -79,6 +81,7 @@ class Reporter:
     def learned(self, event: Event, seconds_left: float) -> None:
         """A proxy (or pair) another process of the fleet took out is out here too (fleet.py)."""
         self.stats.inc_value(keys.FLEET_LEARNED)
+        self.changes.event(event)
         match event:
             case Ejected(proxy, cause, _):
                 where = ""
@@ -102,6 +105,7 @@ class Reporter:
             self.event(event)
 
     def event(self, event: Event) -> None:
+        self.changes.event(event)
         match event:
             case Ejected(proxy, cause, seconds):
                 self.stats.inc_value(keys.EJECTIONS)
@@ -218,12 +222,14 @@ class Reporter:
         shown = ", ".join(f"{slot}={limit}" for slot, limit in sorted(throttled.items())[:5]) or "none"
         logger.info(
             "Gateway: proxies %(active)d active, %(ejected)d out, %(retired)d retired; "
-            "retries %(retries)d, %(waiting)d waiting; throttled domains: %(throttled)s",
+            "retries %(retries)d, %(waiting)d waiting; throttled domains: %(throttled)s; "
+            "since the last line: %(changes)s",
             {
                 **counts,
                 "retries": self.stats.get_value(f"{keys.RETRY_BASE}/count", 0),
                 "waiting": self.waiting(),
                 "throttled": shown + (f" (+{len(throttled) - 5} more)" if len(throttled) > 5 else ""),
+                "changes": self.changes.line(throttled),
             },
         )
 

@@ -47,6 +47,25 @@ def test_each_event_has_its_stats_and_log_line(rig: Callable[..., Rig], caplog: 
     assert "s3cret" not in text
 
 
+def test_the_periodic_line_names_what_changed_since_the_last_one(
+    rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture
+) -> None:
+    r = rig(GATEWAY_PROXIES=[PROXY.url], GATEWAY_LOG_INTERVAL=0)
+    report = r.runtime.report
+    with caplog.at_level(logging.INFO, logger="scrapy_gateway"):
+        report.events([Ejected(PROXY.key, "proxy_refused", 10.0)])
+        report.periodic()
+        report.events([Readmitted(PROXY.key)])
+        report.periodic()
+        report.periodic()
+    lines = [rec.getMessage() for rec in caplog.records if rec.getMessage().startswith("Gateway:")]
+    assert len(lines) == 3
+    assert lines[0].endswith(f"since the last line: out {PROXY.key}")
+    assert lines[1].endswith(f"since the last line: back {PROXY.key}")
+    assert lines[2].endswith("since the last line: no change")
+    assert all("s3cret" not in line for line in lines)
+
+
 def test_close_table_masks_credentials(rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture) -> None:
     r = rig(GATEWAY_PROXIES=[PROXY.url], GATEWAY_LOG_INTERVAL=0)
     with caplog.at_level(logging.INFO, logger="scrapy_gateway"):
