@@ -11,7 +11,7 @@ with AttemptTimeout; the middleware retries it on another proxy.
 
 The same look counts, per slot, the downloads that have waited past `Gateway.unheard_after` and
 tells `late` (the downloader: concurrency.py's `late` frees their rooms while the slot is in slow
-start and has heard nothing back).
+start and has heard nothing back; with a Redis state, fleet.py's `late` asks the fleet's limit).
 
 The watch wraps the downloader's handler table (`Downloader.handlers`), so it times the download
 itself, never the time a request queued in its slot.

@@ -87,8 +87,12 @@ class GatewayDownloaderMixin(_Base):
         """`waiting` downloads of the slot have waited long with nothing heard back (deadlines.py):
         in slow start, their rooms go to the next requests (concurrency.py, `late`)."""
         runtime = self.gateway_runtime
-        if runtime.fleet is not None and runtime.fleet.shared:
-            return  # the fleet's limit rules there (fleet_limits.py)
+        fleet = runtime.fleet
+        if fleet is not None and fleet.shared:
+            # The fleet's limit rules there (fleet_limits.py): Redis raises it, the leases follow.
+            if fleet.late(key, runtime.config.ceiling(key), waiting):
+                runtime.report.unheard(key, None, None, runtime.core.unheard_after())
+            return
         slot = self.slots.get(key)
         limit = runtime.core.concurrency.late(key, waiting)
         if slot is None or limit is None:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy_gateway import stats as keys
 from scrapy_gateway.core.concurrency import Phase
 from scrapy_gateway.core.events import Ejected, Event, PairEjected, Retired
-from scrapy_gateway.fleet_limits import CLEAN, DOUBTFUL, LIMIT_FOR_LEASE, OUTAGE, OVERLOAD
+from scrapy_gateway.fleet_limits import CLEAN, DOUBTFUL, LATE, LIMIT_FOR_LEASE, OUTAGE, OVERLOAD
 from scrapy_gateway.masking import masked_url
 
 if TYPE_CHECKING:
@@ -156,6 +156,7 @@ class FleetLeases:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._limits: dict[str, int] = {}  # slot -> the fleet's limit, as Redis last said
         self._phases: dict[str, Phase] = {}  # slot -> that limit's phase (same slots as _limits)
+        self._late: dict[str, int] = {}  # slot -> the most downloads told long unanswered there
         self._grant_loads: dict[str, int] = {}  # lease -> leases held fleet-wide when granted (until read)
         # slot -> (clean responses not reported, ceiling, the most in flight when one was sent)
         self._cleans: dict[str, tuple[int, int, int]] = {}
@@ -258,6 +259,7 @@ class FleetLeases:
         self._overload = self._client.register_script(OVERLOAD)
         self._outage = self._client.register_script(OUTAGE)
         self._doubtful = self._client.register_script(DOUBTFUL)
+        self._late_script = self._client.register_script(LATE)
         seconds, micros = await self._client.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         self._offset = now_ms / 1000.0 - self.clock()
@@ -368,6 +370,20 @@ class FleetLeases:
         if self.shared:
             args = [ceiling, self.control.initial, self.control.minimum, load or 0, *self._pending_cleans(slot)]
             self._spawn(self._limit_call(slot, self._doubtful(keys=[self._limit_key(slot)], args=args)))
+
+    def late(self, slot: str, ceiling: int, waiting: int) -> bool:
+        """`waiting` downloads of this process on `slot` have waited long with nothing heard back
+        (deadlines.py): while the fleet's limit is in slow start, their rooms go to the next
+        requests (fleet_limits.py, `late`). Each process tells only how many more wait than it
+        told before, so the fleet's count is the sum. Whether it told Redis."""
+        phase = self.phase(slot)
+        told = self._late.get(slot, 0)
+        if phase is None or not phase.starting or waiting <= told:
+            return False
+        self._keep(self._late, slot, waiting)
+        args = [ceiling, self.control.initial, waiting - told, *self._pending_cleans(slot)]
+        self._spawn(self._limit_call(slot, self._late_script(keys=[self._limit_key(slot)], args=args)))
+        return True
 
     def outage(self, slot: str, ceiling: int) -> None:
         """An outage gate opened on `slot`: the cuts since its last clean response were the outage's."""

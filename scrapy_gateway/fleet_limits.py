@@ -12,8 +12,9 @@ State: the hash `<prefix>:limit:<slot>` (v: the limit as a real number, hurt, re
 of the last cut, start: in slow start, settled, calm: the limit at the last clean response,
 held, over: in slow start, the most in flight, fleet-wide, when a request that went well was sent,
 and the fewest when one that failed was; pre, pst, pov: v, start and over before its first
-overload, while it has never answered well), kept
-for ten minutes after it was last used. The user's own limit is the caller's, never stored: a
+overload, while it has never answered well; hd: in slow start, any outcome came back; lt: in slow
+start with nothing heard, the requests the fleet's processes told long unanswered), kept for ten
+minutes after it was last used. The user's own limit is the caller's, never stored: a
 process started with another CONCURRENT_REQUESTS_PER_DOMAIN applies it at once.
 """
 
@@ -35,16 +36,17 @@ end
 
 local function load(key, ceiling, initial)
   local h = redis.call('HMGET', key, 'v', 'hurt', 'rep', 'cut', 'start', 'settled', 'calm', 'held', 'over',
-    'pre', 'pst', 'pov')
+    'pre', 'pst', 'pov', 'hd', 'lt')
   local s = {ceiling = ceiling}  -- the caller's: a user who changed the limit gets it at once
   if h[1] then
     s.v, s.hurt, s.rep = math.min(tonumber(h[1]), ceiling), tonumber(h[2]), tonumber(h[3])
     s.cut, s.start, s.settled, s.calm = tonumber(h[4]), tonumber(h[5]), tonumber(h[6]), tonumber(h[7])
     s.held, s.over = tonumber(h[8]) or 0, tonumber(h[9]) or 0
     s.pre, s.pst, s.pov = tonumber(h[10]) or 0, tonumber(h[11]) or 0, tonumber(h[12]) or 0
+    s.hd, s.lt = tonumber(h[13]) or 0, tonumber(h[14]) or 0
   else
     s.hurt, s.rep, s.cut, s.settled, s.calm, s.held, s.over = NEVER, 0, -1, 0, NEVER, 0, 0
-    s.pre, s.pst, s.pov = 0, 0, 0
+    s.pre, s.pst, s.pov, s.hd, s.lt = 0, 0, 0, 0, 0
     if initial > 0 and ceiling > initial then
       s.v, s.start = initial, 1
     else
@@ -57,7 +59,7 @@ end
 local function save(key, s)
   redis.call('HSET', key, 'v', s.v, 'hurt', s.hurt, 'rep', s.rep, 'cut', s.cut, 'start', s.start,
     'settled', s.settled, 'calm', s.calm, 'held', s.held, 'over', s.over, 'pre', s.pre, 'pst', s.pst,
-    'pov', s.pov)
+    'pov', s.pov, 'hd', s.hd, 'lt', s.lt)
   redis.call('PEXPIRE', key, 600000)
 end
 
@@ -74,6 +76,7 @@ local function failed_at(s, load)
 end
 
 local function clean(s, caution, load)
+  s.hd = 1
   local before = eff(s.v)
   local step = 1
   if s.start == 1 and load > s.held then
@@ -104,6 +107,7 @@ local function clean(s, caution, load)
 end
 
 local function overload(s, sent_at, now, minimum, beta, load)
+  s.hd = 1
   if sent_at < s.cut then
     return
   end
@@ -134,10 +138,21 @@ local function doubtful(s, initial, minimum, load)
   -- A status failure not blamed on the origin: in slow start, above the most in flight that went
   -- well (load 0: not known), no room for another request (ConcurrencyControl.doubtful).
   if s.start == 1 then
+    s.hd = 1
     failed_at(s, load)
     if load == 0 or load > s.held then
       s.v = math.max(initial, minimum, s.v - 1)
     end
+  end
+end
+
+local function late(s, initial, more)
+  -- `more` requests than a process told before have waited long, with nothing heard back on the
+  -- slot in slow start: their rooms go to the next requests (ConcurrencyControl.late, with the
+  -- fleet's count: each process tells how many more of its own wait).
+  if s.start == 1 and s.hd == 0 and more > 0 then
+    s.lt = s.lt + more
+    s.v = math.min(s.ceiling, math.max(s.v, initial + s.lt))
   end
 end
 
@@ -219,6 +234,10 @@ OUTAGE = _entry(1, 2, "outage(s)")
 # ARGV: ceiling, initial, minimum, in flight when it was sent (0: not known), then the pending
 # clean responses (see _cleans_first).
 DOUBTFUL = _entry(1, 2, _cleans_first(5) + "doubtful(s, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))")
+
+# ARGV: ceiling, initial, how many more of this process's requests wait long unanswered than it
+# told before, then the pending clean responses (see _cleans_first: one of them means it was heard).
+LATE = _entry(1, 2, _cleans_first(4) + "late(s, tonumber(ARGV[2]), tonumber(ARGV[3]))")
 
 # KEYS[2]: the slot's limit (read; created if new; kept while leased): `limit` and `phase` (as
 # `reply` returns it) for fleet.py's lease script.

@@ -35,6 +35,7 @@ from scrapy_gateway.core.gates import PROVIDER, Hold
 from scrapy_gateway.core.gateway import Verdict, opens_outage
 from scrapy_gateway.core.pool import Exhausted, Pick, Wait
 from scrapy_gateway.core.proxies import Proxy, ProxyListError, parse_proxy
+from scrapy_gateway.downloader import GatewayDownloaderMixin
 from scrapy_gateway.errors import HeldAtStart, NoProxyAvailable
 from scrapy_gateway.handlers import transport_failure
 from scrapy_gateway.runtime import GatewayRuntime
@@ -532,6 +533,10 @@ class GatewayMiddleware:
         old = live.concurrency if live is not None else limit
         if live is not None:
             live.concurrency = limit
+            if limit > old and isinstance(downloader, GatewayDownloaderMixin):
+                # Nothing else pulls the slot's queue when no download ends: the fleet's limit
+                # raised for requests long unanswered (fleet.late) would free rooms nobody takes.
+                downloader._process_queue(live)
         if fleet and limit == old:
             return
         self.report.limit(slot, limit, old, fault, fleet=fleet, doubtful=doubtful)

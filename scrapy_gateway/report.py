@@ -188,11 +188,19 @@ class Reporter:
             self.stats.inc_value(keys.CONCURRENCY_INCREASES)
             logger.debug("Concurrency of %(slot)s raised to %(new)d", {"slot": slot, "new": new})
 
-    def unheard(self, slot: str, new: int, old: int, after: float) -> None:
+    def unheard(self, slot: str, new: int | None, old: int | None, after: float) -> None:
         """Slow start gave the rooms of requests that waited past `after` seconds, with nothing
-        heard back from the slot, to the next ones (concurrency.py, `late`)."""
-        self.stats.set_value(keys.concurrency_limit(slot), new)
+        heard back from the slot, to the next ones (concurrency.py, `late`); `new` and `old` are
+        None when the fleet's limit is raised (fleet.py, `late`: Redis tells the new one)."""
         self.stats.inc_value(keys.CONCURRENCY_UNHEARD)
+        if new is None or old is None:
+            logger.debug(
+                "Concurrency of %(slot)s: the fleet's limit is asked to rise in slow start: nothing has "
+                "come back in %(after).2f s, so the requests waiting that long free their rooms",
+                {"slot": slot, "after": after},
+            )
+            return
+        self.stats.set_value(keys.concurrency_limit(slot), new)
         logger.debug(
             "Concurrency of %(slot)s raised from %(old)d to %(new)d in slow start: nothing has come back "
             "in %(after).2f s, so the requests waiting that long free their rooms",

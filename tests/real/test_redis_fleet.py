@@ -23,7 +23,7 @@ from scrapy.utils.test import get_crawler
 
 from scrapy_gateway.core.concurrency import ConcurrencyControl, Phase
 from scrapy_gateway.fleet import FleetLeases
-from scrapy_gateway.fleet_limits import CLEAN, DOUBTFUL, OUTAGE, OVERLOAD
+from scrapy_gateway.fleet_limits import CLEAN, DOUBTFUL, LATE, OUTAGE, OVERLOAD
 from tests.conftest import ROOT, CrawlResult, gateway_settings, run_crawl
 from tests.harness.waits import wait_until
 from tests.real.servers import Redis, Servers, free_port
@@ -200,11 +200,22 @@ def test_the_fleets_limit_follows_the_same_aimd_as_one_process(servers: Servers,
     client = redis_py.Redis.from_url(redis.url)
     clean, overload = client.register_script(CLEAN), client.register_script(OVERLOAD)
     outage, doubtful = client.register_script(OUTAGE), client.register_script(DOUBTFUL)
+    late = client.register_script(LATE)
     for step in range(400):
         if step % 50 == 0:  # a fresh slot every 50 events: slow start, where most rules live
             slot, key = f"s{step}", f"test-aimd:{seed}:{step}"
             control.begin(slot, ceiling)
-        if rng.random() < 0.01:
+            told = 0  # downloads told long unanswered on this slot (by one process, here)
+        if step % 50 < 4 and rng.random() < 0.5:
+            # Early in a slot's life, before and after its first outcomes: `late` counts only
+            # while nothing was heard. Each call tells how many more wait (fleet.late).
+            more, pending = rng.randint(1, 3), rng.choice([0, 0, 0, 1])
+            told += more
+            for _ in range(pending):
+                control.clean(slot, None)
+            expected = control.late(slot, told)
+            got = late(keys=[key], args=[ceiling, 2, more, pending, 32.0, 0])
+        elif rng.random() < 0.01:
             expected = control.outage(slot)
             got = outage(keys=[key], args=[ceiling, 2])
         elif rng.random() < 0.04:
@@ -230,6 +241,28 @@ def test_the_fleets_limit_follows_the_same_aimd_as_one_process(servers: Servers,
         # And its phase, which judges the slot's failures in each process (Gateway.fleet_phase).
         assert Phase(*(bool(flag) for flag in got[1:])) == control.phase(slot), (step, got)
     client.close()
+
+
+# As tests/integration/test_time.py's test of the same name, with the fleet's limit in Redis
+# ruling the slot: GATEWAY_SEED 3 draws both silent proxies for slow start's two first rooms.
+def test_a_fleet_whose_first_picks_are_silent_does_not_wait_out_download_timeout(
+    world: World, servers: Servers
+) -> None:
+    redis = servers.redis()
+    origin = world.add_origin("a", OriginSpec(service_time=0.02))
+    holes = [world.add_proxy(f"hole{i}", ProxySpec(mode="blackhole"), host=f"127.0.1.{i + 1}") for i in range(2)]
+    good = [world.add_proxy(f"good{i}", ProxySpec(), host=f"127.0.1.{i + 3}") for i in range(2)]
+    world.start()
+    urls = [origin.url(f"/p/{i}") for i in range(40)]
+    timeout = 60
+    settings = _fleet_settings([p.url for p in (*holes, *good)], redis, DOWNLOAD_TIMEOUT=timeout, GATEWAY_SEED=3)
+    result = run_crawl(settings, urls, timeout=timeout + 30)
+    result.assert_each_request_ended_once(40)
+    assert len(result.by_kind("callback")) == 40
+    assert result.stat("gateway/concurrency/unheard") >= 1
+    assert result.stat("gateway/failures/attempt_timeout") >= 2
+    assert "the fleet's limit is asked to rise in slow start" in result.log
+    assert result.elapsed < timeout / 4, result.elapsed
 
 
 def test_the_users_limit_is_each_callers_own(servers: Servers) -> None:
