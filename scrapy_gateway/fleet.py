@@ -17,8 +17,12 @@ A request refused a lease waits (asyncio sleeps: nothing blocks) and asks again,
 20 ms apart. A finished download's lease stays with the process for 10 ms, for its next download
 on the same slot (up to 32 downloads per lease, then it goes back to the fleet; and none granted
 before the slot's limit last went down, so that a cut holds): a busy slot costs Redis a round trip
-per lease, not per request. Leases are renewed every third of `ttl` while they are held; a
-process killed with SIGKILL returns its share when its leases expire, `ttl` seconds at most.
+per lease, not per request. Not where the fleet's limit is below the user's or in slow start:
+there a lease passed on would carry one more download past a cut another process made a moment
+ago (at an origin of capacity 2, each probe cost 2-4 past-capacity errors that way), so each
+download asks Redis, giving back the last one's lease in the same script. Leases are renewed
+every third of `ttl` while they are held; a process killed with SIGKILL returns its share when
+its leases expire, `ttl` seconds at most.
 
 Redis lost mid-crawl: the process goes on alone (its own limits, which it kept learning), logs one
 WARNING, asks Redis again every second and logs when it has rejoined; no request waits on a dead
@@ -73,12 +77,16 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 """
 
 # KEYS: the slot's lease set, its limit. ARGV: lease id, ceiling, ttl (seconds), slow start's first
-# limit. {1 granted / 0 full, Redis time in ms, leases held now, then the fleet's limit and its
-# phase as fleet_limits.py's scripts return them}.
+# limit, then leases this process gives back first (its downloads' that just ended). {1 granted /
+# 0 full, Redis time in ms, leases held now, then the fleet's limit and its phase as
+# fleet_limits.py's scripts return them}.
 _ACQUIRE = (
     LIMIT_FOR_LEASE
     + _EXPIRE
     + """
+if #ARGV > 4 then
+  redis.call('ZREM', KEYS[1], unpack(ARGV, 5))
+end
 local now_ms = math.floor(now * 1000)
 local held = redis.call('ZCARD', KEYS[1])
 if held >= limit then
@@ -157,6 +165,10 @@ class FleetLeases:
         self._limits: dict[str, int] = {}  # slot -> the fleet's limit, as Redis last said
         self._phases: dict[str, Phase] = {}  # slot -> that limit's phase (same slots as _limits)
         self._late: dict[str, int] = {}  # slot -> the most downloads told long unanswered there
+        self._ceilings: dict[str, int] = {}  # slot -> the user's limit there, as the last lease said
+        # slot -> leases of downloads that ended on a throttled slot, with when: given back with
+        # the next lease asked for there (one round trip), or after _SPARE_FOR
+        self._returning: dict[str, list[tuple[str, float]]] = {}
         self._grant_loads: dict[str, int] = {}  # lease -> leases held fleet-wide when granted (until read)
         # slot -> (clean responses not reported, ceiling, the most in flight when one was sent)
         self._cleans: dict[str, tuple[int, int, int]] = {}
@@ -291,6 +303,7 @@ class FleetLeases:
         finally:  # a cancellation on the way must not leave the client open
             self._held.clear()
             self._spare.clear()
+            self._returning.clear()
             self._uses.clear()
             self._lease_epochs.clear()
             try:
@@ -311,6 +324,8 @@ class FleetLeases:
             # slots pass their leases from one download to the next this way.
             return spare.pop()[0]
         lease = f"{self._token}:{next(self._numbers)}"
+        if self._ceilings.get(slot) != ceiling:
+            self._keep(self._ceilings, slot, ceiling)
         wait, waited = _FIRST_WAIT, False
         cancels = cancellations()
         while True:
@@ -319,7 +334,9 @@ class FleetLeases:
                 return None
             if cancellations() > cancels:
                 raise asyncio.CancelledError  # swallowed while asking Redis again (see cancellations)
-            args = [lease, ceiling, self.ttl, self.control.initial]
+            back = [old for old, _since in self._returning.pop(slot, ())]
+            args = [lease, ceiling, self.ttl, self.control.initial, *back]
+            self._forget(slot, back)
             try:
                 granted, now_ms, held, *limit = await self._acquire(
                     keys=[self._key(slot), self._limit_key(slot)], args=args
@@ -328,6 +345,8 @@ class FleetLeases:
                     raise asyncio.CancelledError  # one that redis-py swallowed (see cancellations)
             except self._errors as exc:
                 self._lose(exc)
+                if back:
+                    self._orphans.setdefault(slot, []).extend(back)  # given back once Redis answers
                 continue
             except asyncio.CancelledError:
                 # Redis may have granted it as the download was cancelled: nobody would give it back.
@@ -429,9 +448,10 @@ class FleetLeases:
     def _new_epoch(self, slot: str) -> None:
         """The leases held on `slot` may no longer be passed on (a cut, or Redis lost them)."""
         self._keep(self._epochs, slot, self._epochs.get(slot, 0) + 1)
-        spare = self._spare.pop(slot, None)
-        if spare:
-            self._give_back(slot, [lease for lease, _since in spare])
+        for kept in (self._spare, self._returning):
+            spare = kept.pop(slot, None)
+            if spare:
+                self._give_back(slot, [lease for lease, _since in spare])
 
     async def _report_loop(self) -> None:
         while True:
@@ -454,27 +474,37 @@ class FleetLeases:
         current = self._lease_epochs.get(lease) == self._epochs.get(slot, 0)
         if self.shared and uses < _REUSES and current:
             self._uses[lease] = uses
-            self._spare.setdefault(slot, []).append((lease, self.clock()))
+            kept = self._returning if self._throttled(slot) else self._spare
+            kept.setdefault(slot, []).append((lease, self.clock()))
             if self._flush_timer is None:
                 self._flush_timer = asyncio.get_running_loop().call_later(_SPARE_FOR, self._flush)
             return
         self._give_back(slot, [lease])
 
+    def _throttled(self, slot: str) -> bool:
+        """The fleet's limit of `slot` is below the user's, or in slow start: where a cut matters,
+        each download asks Redis, which knows of a cut another process made a moment ago (a spare
+        lease passed on here would carry one more request past the origin's capacity)."""
+        phase, limit = self._phases.get(slot), self._limits.get(slot)
+        return phase is not None and (phase.starting or limit is None or limit < self._ceilings.get(slot, limit + 1))
+
     def _flush(self) -> None:
         """Give back the leases that stayed spare for _SPARE_FOR; look again for the others."""
         self._flush_timer = None
         old_enough = self.clock() - _SPARE_FOR
-        for slot, spare in list(self._spare.items()):
-            stale = [lease for lease, since in spare if since <= old_enough]
-            if stale:
-                spare[:] = [(lease, since) for lease, since in spare if since > old_enough]
-                self._give_back(slot, stale)
-            if not spare:
-                del self._spare[slot]
-        if self._spare:
+        for kept in (self._spare, self._returning):
+            for slot, spare in list(kept.items()):
+                stale = [lease for lease, since in spare if since <= old_enough]
+                if stale:
+                    spare[:] = [(lease, since) for lease, since in spare if since > old_enough]
+                    self._give_back(slot, stale)
+                if not spare:
+                    del kept[slot]
+        if self._spare or self._returning:
             self._flush_timer = asyncio.get_running_loop().call_later(_SPARE_FOR, self._flush)
 
-    def _give_back(self, slot: str, leases: list[str]) -> None:
+    def _forget(self, slot: str, leases: list[str]) -> None:
+        """Leases on their way back to Redis: this process holds them no more."""
         held = self._held.get(slot)
         for lease in leases:
             self._uses.pop(lease, None)
@@ -483,6 +513,9 @@ class FleetLeases:
                 held.discard(lease)
         if held is not None and not held:
             del self._held[slot]
+
+    def _give_back(self, slot: str, leases: list[str]) -> None:
+        self._forget(slot, leases)
         if not self.shared:
             self._orphans.setdefault(slot, []).extend(leases)  # given back once Redis answers
             return

@@ -283,6 +283,36 @@ def test_the_users_limit_is_each_callers_own(servers: Servers) -> None:
     client.close()
 
 
+def test_a_throttled_slots_leases_go_back_to_redis_with_the_next_one_asked(servers: Servers) -> None:
+    # A lease passed on within a process does not ask Redis, so it would carry a download past a
+    # cut another process made a moment ago: where the fleet's limit is below the user's (or in
+    # slow start) each download asks, giving back the last one's lease in the same script.
+    redis = servers.redis()
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url)
+
+    async def scenario() -> None:
+        stats = MemoryStatsCollector(get_crawler())
+        fleet = FleetLeases(redis.url, "test-swap", 5.0, stats, time.monotonic, _control())
+        await fleet.start()
+        first = await fleet.acquire("starting", 8)  # 8 > slow start's first limit (2)
+        fleet.release("starting", first)
+        second = await fleet.acquire("starting", 8)
+        assert second != first
+        assert client.zrange("test-swap:inflight:starting", 0, -1) == [second.encode()]  # type: ignore[union-attr]
+        fleet.release("starting", second)
+        # At the user's own limit (2: no slow start) a lease is passed on without asking.
+        calm = await fleet.acquire("calm", 2)
+        fleet.release("calm", calm)
+        assert await fleet.acquire("calm", 2) == calm
+        await fleet.close()
+        assert client.zcard("test-swap:inflight:starting") == 0 and client.zcard("test-swap:inflight:calm") == 0
+
+    asyncio.run(scenario())
+    client.close()
+
+
 def test_leases_redis_lost_carry_no_more_downloads(servers: Servers) -> None:
     redis = servers.redis()
     import redis as redis_py
