@@ -98,17 +98,18 @@ class HealthReport:
             self._loop.stop()
         try:
             self.sampler.finish(self.clock(), self._slots())
-            self.write(render(self.sampler, self._summary(), self.mask))
+            page = render(self.sampler, self._summary(), self.mask)
+            self.write(page)
         except Exception as exc:
             logger.error(
                 "scrapy-gateway: could not write the health report %(path)s: %(error)s",
                 {"path": str(self.path), "error": self.mask.text(f"{type(exc).__name__}: {exc}")},
-                exc_info=not isinstance(exc, OSError),
+                exc_info=not isinstance(exc, OSError),  # a bug of ours deserves its traceback
             )
             return
         logger.info(
             "scrapy-gateway: health report written to %(path)s (%(kb).0f kB)",
-            {"path": str(self.path), "kb": self.path.stat().st_size / 1000},
+            {"path": str(self.path), "kb": len(page.encode()) / 1000},
         )
 
     def write(self, page: str) -> None:

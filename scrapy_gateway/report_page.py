@@ -154,8 +154,9 @@ def _domain_charts(charts: _Charts) -> None:
     charts.add("domains", "Concurrency limit per download slot", "requests", limits, step=True)
     inflight = [(slot, charts.column(("inflight", slot))) for slot in charts.top("inflight")]
     total = charts.column(("inflight_total", ""))
+    # Peaks of different moments once merged: their difference is only a bound, never below 0.
     rest = [
-        None if t is None else t - sum(v or 0.0 for v in values)
+        None if t is None else max(0.0, t - sum(v or 0.0 for v in values))
         for t, *values in zip(total, *(column for _, column in inflight), strict=True)
     ]
     if any(v for v in rest):
