@@ -4,8 +4,8 @@ It starts the demo world (loopback origins and proxies, in a background thread),
 each origin through the proxies with the demo project's settings, and stops the world. Watch the log
 for the gateway taking the dead and 502-ing proxies out of rotation, backing off on the storming
 "news" origin, lowering the concurrency of the "slow" one, its periodic "Gateway:" line, its proxy
-table and the stats. At close it writes the health report, gateway-report.html in the current folder (open it
-in a browser). The exit status is 0 only if every page was fetched.
+table and the stats. At close it writes the health report, gateway-report.html in the current
+folder (open it in a browser). The exit status is 0 only if every page was fetched.
 """
 
 from __future__ import annotations
