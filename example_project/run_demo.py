@@ -4,7 +4,8 @@ It starts the demo world (loopback origins and proxies, in a background thread),
 each origin through the proxies with the demo project's settings, and stops the world. Watch the log
 for the gateway taking the dead and 502-ing proxies out of rotation, backing off on the storming
 "news" origin, lowering the concurrency of the "slow" one, its periodic "Gateway:" line, its proxy
-table and the stats. The exit status is 0 only if every page was fetched.
+table and the stats. At close it writes the health report, gateway-report.html in the current
+folder (open it in a browser). The exit status is 0 only if every page was fetched.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import sys
 import time
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 # demo (the Scrapy project) imports from this script's folder, which Python puts first on sys.path;
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         "see the gateway stats and proxy table above",
         flush=True,
     )
+    report = settings.get("GATEWAY_REPORT_FILE")
+    if report and Path(report).is_file():
+        print(f"demo: health report in {Path(report).resolve()} (open it in a browser)", flush=True)
     return 0 if fetched == expected else 1
 
 

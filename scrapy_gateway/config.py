@@ -131,6 +131,19 @@ def _prefix(value: Any) -> str:
     return text
 
 
+def _report_file(value: Any) -> str | None:
+    """A path for the health report (health_report.py); None or "" = no report. Its folder must
+    exist at start-up: a crawl of hours must not learn at its close that it had nowhere to write."""
+    if value is None or str(value).strip() == "":
+        return None
+    path = Path(str(value)).expanduser()
+    if path.is_dir():
+        raise ValueError(f"expected a file name, got the folder {str(value)!r}")
+    if not path.parent.is_dir():
+        raise ValueError(f"the folder of {str(value)!r} does not exist")
+    return str(path)
+
+
 def _optional_retries(value: Any) -> int | None:
     return None if value is None else _number(int, 0, 100)(value)
 
@@ -182,6 +195,9 @@ SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
     "GATEWAY_STATE": ("memory", _state),
     "GATEWAY_STATE_PREFIX": ("scrapy-gateway", _prefix),  # one per fleet sharing a Redis
     "GATEWAY_LEASE_TTL": (10.0, _number(float, 1.0, 3600.0)),  # seconds a dead process holds its share
+    # The health report (health_report.py): an HTML page written at close; None = none.
+    "GATEWAY_REPORT_FILE": (None, _report_file),
+    "GATEWAY_REPORT_INTERVAL": (1.0, _number(float, 0.0, low_open=True)),  # seconds between its samples
 }
 
 
@@ -205,6 +221,8 @@ class GatewayConfig:
     state: str = "memory"  # or a Redis URL (fleet.py)
     state_prefix: str = "scrapy-gateway"
     lease_ttl: float = 10.0
+    report_file: str | None = None
+    report_interval: float = 1.0
 
     def ceiling(self, slot: str) -> int:
         """The user's own concurrency limit of a download slot: the one the gateway never exceeds."""
@@ -273,6 +291,8 @@ class GatewayConfig:
             state=v["GATEWAY_STATE"],
             state_prefix=v["GATEWAY_STATE_PREFIX"],
             lease_ttl=v["GATEWAY_LEASE_TTL"],
+            report_file=v["GATEWAY_REPORT_FILE"],
+            report_interval=v["GATEWAY_REPORT_INTERVAL"],
         )
 
 

@@ -65,6 +65,7 @@ class GatewayMiddleware:
         self.core = runtime.core
         self.room = runtime.room
         self.report = runtime.report
+        self.health_report = runtime.health_report
         self.stats = runtime.stats
         self._retry_logger = _GiveUpOnly(logger, {})
         self._now = runtime.clock  # runtime.now(), without the extra call on every request
@@ -496,6 +497,8 @@ class GatewayMiddleware:
                 logger=self._retry_logger,  # type: ignore[arg-type]
             )
         self.report.failure(verdict, retried=retry is not None)
+        if self.health_report is not None:
+            self.health_report.failure(m.domain_of(request), verdict, retry is not None)
         self._share_news(verdict.events)
         if retry is None or verdict.next_attempt is None:
             meta[m.DONT_RETRY] = True  # the gateway gave up: RetryMiddleware must not try again

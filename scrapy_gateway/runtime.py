@@ -27,6 +27,7 @@ from scrapy_gateway.core.gateway import Gateway
 from scrapy_gateway.fleet import FleetLeases, FleetUnavailable
 from scrapy_gateway.fleet_evidence import SharedEvidence
 from scrapy_gateway.fleet_waiting import ADOPT_EVERY, SharedWaiting
+from scrapy_gateway.health_report import HealthReport
 from scrapy_gateway.masking import CredentialMask
 from scrapy_gateway.parking import WaitingRoom
 from scrapy_gateway.report import Reporter
@@ -61,6 +62,7 @@ class GatewayRuntime:
         self.stats = crawler.stats
         self.room = WaitingRoom(crawler, wall=wall, gates=self.core.gates, clock=clock)
         self.report = Reporter(self.core, crawler.stats, self.config.log_interval, self.room.__len__, clock=clock)
+        self.health_report = self._health_report()
         self.own_route_handlers = _own_route_handlers(crawler.settings)
         self.zyte_transparent = bool(crawler.settings.getbool("ZYTE_API_TRANSPARENT_MODE", False))
         # Set by the middleware: without it nothing reports clean responses, so a slow start
@@ -102,6 +104,21 @@ class GatewayRuntime:
         # The fleet's limit rules each slot (the downloader applies it): its phase judges failures.
         self.core.fleet_phase = fleet.phase
         return fleet
+
+    def _health_report(self) -> HealthReport | None:
+        config = self.config
+        if not config.enabled or config.report_file is None:
+            return None
+        return HealthReport(
+            self.crawler,
+            self.core,
+            self.stats,
+            self.mask,
+            config.report_file,
+            config.report_interval,
+            clock=self.clock,
+            wall=self.wall,
+        )
 
     @classmethod
     def of(cls, crawler: Crawler) -> GatewayRuntime:
@@ -149,6 +166,8 @@ class GatewayRuntime:
     def _opened(self) -> None:
         jobstate.restore(self.core, self.crawler.settings)
         self.report.start()
+        if self.health_report is not None:
+            self.health_report.start()
         if self.core.pool:
             logger.info("scrapy-gateway: %(n)d proxies in the pool", {"n": len(self.core.pool)})
         extra = self.config.max_proxy_retries
@@ -218,6 +237,8 @@ class GatewayRuntime:
     def _closed(self) -> None:
         self.report.close()
         jobstate.save(self.core, self.crawler.settings)
+        if self.health_report is not None:
+            self.health_report.close()
 
 
 def _own_route_handlers(settings: Any) -> list[str]:

@@ -22,6 +22,10 @@ GATEWAY_LOG_INTERVAL = 2
 # A proxy taken out of rotation comes back on probation after ~2 s (default 10 s, doubling each
 # time), short enough for the demo to show a proxy "back in rotation after a good probe".
 GATEWAY_COOLDOWN_BASE = 2.0
+# Write the crawl health report (an HTML page of charts: proxies and domains over time, retries by
+# reason and blame, the final proxy table) here at close, relative to the folder the demo runs in.
+GATEWAY_REPORT_FILE = "gateway-report.html"
+GATEWAY_REPORT_INTERVAL = 0.5  # seconds between its samples (default 1 s): a short demo gets more points
 # Seed the gateway's random choices (proxy picks, jitter); timing still varies between runs.
 GATEWAY_SEED = 1
 

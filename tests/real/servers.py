@@ -33,9 +33,17 @@ SQUID_BASIC_AUTH = "/usr/lib/squid/basic_ncsa_auth"
 NGINX = "/usr/sbin/nginx"
 TINYPROXY = "/usr/bin/tinyproxy"
 REDIS = "/usr/bin/redis-server"
+CHROMIUM = "/usr/bin/chromium"  # the health report's browser test
 
 # Binary -> the Debian 12 package that ships it.
-PACKAGES = {SQUID: "squid", SQUID_BASIC_AUTH: "squid", NGINX: "nginx", TINYPROXY: "tinyproxy", REDIS: "redis-server"}
+PACKAGES = {
+    SQUID: "squid",
+    SQUID_BASIC_AUTH: "squid",
+    NGINX: "nginx",
+    TINYPROXY: "tinyproxy",
+    REDIS: "redis-server",
+    CHROMIUM: "chromium",
+}
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
