@@ -237,7 +237,7 @@ class Reporter:
                 "retries": self.stats.get_value(f"{keys.RETRY_BASE}/count", 0),
                 "waiting": self.waiting(),
                 "throttled": shown + (f" (+{len(throttled) - 5} more)" if len(throttled) > 5 else ""),
-                "changes": self.changes.line(throttled),
+                "changes": self.changes.line(throttled, self.gateway.pool.ejected(self.clock())),
             },
         )
 

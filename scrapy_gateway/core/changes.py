@@ -1,13 +1,14 @@
 """What changed between two periodic `Gateway:` lines, so an incident can be followed live.
 
 Proxies and gates are told by their events as they happen, so a proxy out and back within one
-interval still shows; throttled domains are compared between the two lines' snapshots, since a
+interval still shows; throttled domains, and proxies whose cooldown ended (on probation: no event
+says so, a good probe then readmits them), are compared between the two lines' snapshots, since a
 limit moves many times a second and only where it stands matters to a reader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from scrapy_gateway.core.events import (
     Ejected,
@@ -24,13 +25,14 @@ from scrapy_gateway.core.gates import PROVIDER
 
 NAMES_SHOWN = 3  # per kind of change; the rest are counted, so a 1,000-proxy incident is one line
 # The order a reader follows an incident in: proxies, then the gates, then the domains' limits.
-ORDER = ("out", "retired", "back", "gate opened", "gate closed", "throttled", "released")
+ORDER = ("out", "retired", "on probation", "back", "gate opened", "gate closed", "throttled", "released")
 
 
 class Changes:
     def __init__(self, shown: int = NAMES_SHOWN) -> None:
         self.shown = shown
         self._throttled: dict[str, int] = {}
+        self._out: set[str] = set()  # proxies out of rotation at the last line
         self._kinds: dict[str, dict[str, None]] = {}  # kind of change -> names, ordered, once each
 
     def event(self, event: Event) -> None:
@@ -58,8 +60,13 @@ class Changes:
         for event in events:
             self.event(event)
 
-    def line(self, throttled: Mapping[str, int]) -> str:
-        """The changes since the last call, as one clause, and a fresh start for the next one."""
+    def line(self, throttled: Mapping[str, int], out: Collection[str] = ()) -> str:
+        """The changes since the last call, as one clause, and a fresh start for the next one.
+        `throttled`: the slots held below the user's limit now; `out`: the proxies out of rotation."""
+        told = self._kinds.get("back", {}).keys() | self._kinds.get("retired", {}).keys()
+        for proxy in sorted(self._out - set(out) - told):
+            self._add("on probation", proxy)
+        self._out = set(out)
         before, self._throttled = self._throttled, dict(throttled)
         for slot, limit in sorted(throttled.items()):
             old = before.get(slot)

@@ -505,5 +505,14 @@ class ProxyPool:
             self.in_panic = False
         return counts
 
+    def ejected(self, now: float) -> set[str]:
+        """The proxies out of rotation now (their cooldown not over), by key."""
+        out = set()
+        for record in self._order:
+            record.health.usable(now)  # a finished cooldown shows as probation, not out
+            if record.health.state is State.EJECTED:
+                out.add(record.proxy.key)
+        return out
+
     def all_retired(self) -> bool:
         return bool(self._order) and all(r.health.state is State.RETIRED for r in self._order)

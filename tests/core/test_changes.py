@@ -70,3 +70,14 @@ def test_gates_pairs_and_forgiveness() -> None:
         "back http://b:1 on shop.example, 7 forgiven after the provider-wide outage; "
         "gate opened every proxy; gate closed every proxy"
     )
+
+
+def test_a_proxy_whose_cooldown_ended_is_on_probation_until_a_good_probe_readmits_it() -> None:
+    changes = Changes()
+    changes.event(Ejected("http://a:1", "proxy_refused", 2.0))
+    changes.event(Ejected("http://b:1", "proxy_refused", 2.0))
+    assert changes.line({}, out={"http://a:1", "http://b:1"}) == "out http://a:1, http://b:1"
+    assert changes.line({}, out={"http://b:1"}) == "on probation http://a:1"  # no event says so
+    changes.event(Readmitted("http://a:1"))
+    changes.event(Readmitted("http://b:1"))  # b's probation and readmission within one interval
+    assert changes.line({}, out=set()) == "back http://a:1, http://b:1"
