@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import h11
@@ -60,7 +61,22 @@ class Target:
         if not parts.hostname:
             raise ValueError(f"{url!r} has no host")
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(url, scheme, parts.hostname, port or _DEFAULT_PORTS[scheme], path)
+        target = cls(url, scheme, parts.hostname, port or _DEFAULT_PORTS[scheme], path)
+        try:  # h11 refuses what it would not send (spaces, control characters): say so now
+            h11.Request(method="GET", target=target.absolute, headers=[(b"Host", target.host_header.encode("idna"))])
+        except (h11.LocalProtocolError, UnicodeError):
+            raise ValueError(f"{url!r} cannot be sent as an HTTP/1.1 request") from None
+        return target
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if _DEFAULT_PORTS[self.scheme] == self.port else f"{host}:{self.port}"
+
+    @property
+    def absolute(self) -> str:
+        """The absolute form a plain HTTP proxy is sent (without the URL's userinfo or fragment)."""
+        return f"{self.scheme}://{self.host_header}{self.path}"
 
 
 def client_tls() -> ssl.SSLContext:
@@ -130,14 +146,17 @@ class _Path:
         self.user_agent = user_agent
         self.authorization: bytes | None = None
         if proxy is not None and (proxy.username or proxy.password):
-            self.authorization = basic_auth_header(proxy.username, proxy.password, auth_encoding)
+            try:
+                self.authorization = basic_auth_header(proxy.username, proxy.password, auth_encoding)
+            except UnicodeEncodeError:  # a password latin-1 cannot write: what else could the proxy expect
+                self.authorization = basic_auth_header(proxy.username, proxy.password, "utf-8")
         self.tunnel = proxy is not None and target.scheme == "https"
         self.started = clock()
         self.marks: dict[str, float] = {}
         self.phase = Phase.DNS
         self.status: int | None = None
         self.headers: dict[str, str] = {}
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.Transport | None = None
         self.stream = _Stream()
 
     def mark(self, name: str) -> None:
@@ -173,10 +192,10 @@ class _Path:
         await self._get()
         self.mark("total")
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop, addresses: Sequence[tuple[object, ...]]) -> None:
+    async def _connect(self, loop: asyncio.AbstractEventLoop, addresses: Sequence[tuple[Any, ...]]) -> None:
         problem: OSError | None = None
         for address in addresses:
-            host, port = address[4][0], address[4][1]  # type: ignore[index]
+            host, port = address[4][0], address[4][1]
             try:
                 self.transport, _ = await loop.create_connection(lambda: self.stream, host, port)
                 return
@@ -190,7 +209,7 @@ class _Path:
     async def _start_tls(self, loop: asyncio.AbstractEventLoop, host: str) -> None:
         assert self.transport is not None
         try:
-            wrapped = await loop.start_tls(self.transport, self.stream, self.tls, server_hostname=host)  # type: ignore[arg-type]
+            wrapped = await loop.start_tls(self.transport, self.stream, self.tls, server_hostname=host)
         except (OSError, ssl.SSLError) as exc:
             raise _Failed(TransportError.DROPPED, f"TLS with {host} failed: {_text(exc)}") from None
         if wrapped is None:
@@ -199,12 +218,12 @@ class _Path:
 
     def _write(self, data: bytes | None) -> None:
         if data:
-            assert isinstance(self.transport, asyncio.WriteTransport)
+            assert self.transport is not None
             self.transport.write(data)
 
     def _request_headers(self, *, with_auth: bool) -> list[tuple[bytes, bytes]]:
         headers = [
-            (b"Host", self._host_header().encode("idna")),
+            (b"Host", self.target.host_header.encode("idna")),
             (b"User-Agent", self.user_agent.encode("latin-1", "replace")),
             (b"Accept", b"*/*"),
             (b"Accept-Encoding", b"identity"),
@@ -213,11 +232,6 @@ class _Path:
         if with_auth and self.authorization is not None:
             headers.append((b"Proxy-Authorization", self.authorization))
         return headers
-
-    def _host_header(self) -> str:
-        default = _DEFAULT_PORTS[self.target.scheme] == self.target.port
-        host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
-        return host if default else f"{host}:{self.target.port}"
 
     async def _connect_tunnel(self) -> None:
         conn = h11.Connection(h11.CLIENT)
@@ -233,7 +247,7 @@ class _Path:
     async def _get(self) -> None:
         conn = h11.Connection(h11.CLIENT)
         plain_proxy = self.proxy is not None and not self.tunnel
-        target = self.target.url.split("#", 1)[0] if plain_proxy else self.target.path
+        target = self.target.absolute if plain_proxy else self.target.path
         request = h11.Request(method="GET", target=target, headers=self._request_headers(with_auth=plain_proxy))
         self._write(conn.send(request))
         self._write(conn.send(h11.EndOfMessage()))
@@ -256,7 +270,7 @@ class _Path:
                 self.headers = _evidence(event.headers)
                 return event
 
-    async def _next(self, conn: h11.Connection, *, first_byte: str | None = None) -> h11.Event | type[h11.PAUSED]:
+    async def _next(self, conn: h11.Connection, *, first_byte: str | None = None) -> h11.Event:
         while True:
             try:
                 event = conn.next_event()
@@ -271,12 +285,14 @@ class _Path:
                 continue
             if isinstance(event, h11.ConnectionClosed):
                 raise _Failed(TransportError.DROPPED, "the connection closed before the answer was complete")
-            assert not isinstance(event, type) or event is h11.PAUSED
+            if event is h11.PAUSED:  # only after a whole answer, which the callers never read past
+                raise _Failed(TransportError.DROPPED, "the peer sent more than one answer")
+            assert isinstance(event, h11.Event)
             return event
 
     def close(self) -> None:
         if self.transport is not None:
-            self.transport.abort()  # type: ignore[attr-defined]
+            self.transport.abort()  # nothing more is wanted from the peer: no graceful close to wait for
 
     def result(self, failure: _Failed | None) -> Probe:
         return Probe(
@@ -344,16 +360,22 @@ async def probe_all(
     direct: bool,
     timeout: float,
     concurrency: int,
+    per_site: int,
     user_agent: str,
     auth_encoding: str = "latin-1",
 ) -> list[Probe]:
-    """Every URL by every path, at most `concurrency` at a time; in URL order, direct first."""
+    """Every URL by every path, at most `concurrency` at a time and `per_site` on one site; in URL
+    order, direct first."""
     limit = asyncio.Semaphore(concurrency)
+    # A site that sheds load when many paths ask at once would look as if the paths failed it.
+    sites = {target.netloc: asyncio.Semaphore(per_site) for target in targets}
     tls = client_tls()
     paths: list[Proxy | None] = [*([None] if direct else []), *proxies]
 
     async def one(target: Target, proxy: Proxy | None) -> Probe:
-        async with limit:  # the timeout counts from the path's start, not from its wait here
+        # The site's turn first, so that waiting for it holds no place another site could use;
+        # the timeout counts from the path's start, not from these waits.
+        async with sites[target.netloc], limit:
             return await probe_path(
                 target, proxy, timeout=timeout, user_agent=user_agent, auth_encoding=auth_encoding, tls=tls
             )

@@ -26,6 +26,7 @@ from scrapy_gateway.probe import Target, probe_all
 
 DEFAULT_TIMEOUT = 10.0  # seconds per path; a project's shorter DOWNLOAD_TIMEOUT wins
 DEFAULT_CONCURRENCY = 8
+DEFAULT_PER_SITE = 2
 
 
 class Command(ScrapyCommand):
@@ -73,6 +74,13 @@ class Command(ScrapyCommand):
             metavar="N",
             help=f"paths fetched at once (default {DEFAULT_CONCURRENCY})",
         )
+        parser.add_argument(
+            "--per-site",
+            type=int,
+            default=DEFAULT_PER_SITE,
+            metavar="N",
+            help=f"paths fetched at once from one site (default {DEFAULT_PER_SITE})",
+        )
         parser.add_argument("--json", action="store_true", help="print a JSON document instead of the table")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
@@ -95,8 +103,9 @@ class Command(ScrapyCommand):
         timeout = opts.timeout if opts.timeout is not None else self._default_timeout()
         if not timeout > 0:
             raise UsageError(f"--timeout: expected seconds > 0, got {opts.timeout!r}", print_help=False)
-        if opts.concurrency < 1:
-            raise UsageError(f"--concurrency: expected an integer >= 1, got {opts.concurrency!r}", print_help=False)
+        for option, value in (("--concurrency", opts.concurrency), ("--per-site", opts.per_site)):
+            if value < 1:
+                raise UsageError(f"{option}: expected an integer >= 1, got {value!r}", print_help=False)
         probes = asyncio.run(
             probe_all(
                 targets,
@@ -104,6 +113,7 @@ class Command(ScrapyCommand):
                 direct=not opts.no_direct,
                 timeout=timeout,
                 concurrency=opts.concurrency,
+                per_site=opts.per_site,
                 user_agent=str(self.settings.get("USER_AGENT") or "scrapy-gateway"),
                 auth_encoding=str(self.settings.get("HTTPPROXY_AUTH_ENCODING") or "latin-1"),
             )

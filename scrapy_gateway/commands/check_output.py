@@ -49,13 +49,17 @@ def _path_document(path: PathDiagnosis) -> dict[str, Any]:
         "phase": probe.phase.value if probe.phase else None,
         "detail": probe.detail,
         "tunnel": probe.tunnel,
-        "timings": asdict(probe.timings),
+        "timings": {name: _rounded(value) for name, value in asdict(probe.timings).items()},
         "headers": dict(probe.headers),
         "fault": {"kind": path.fault.kind, "blame": path.fault.blame.value} if path.fault else None,
         "verdict": path.verdict.value,
         "reason": path.reason,
         "reached": path.reached,
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)  # microseconds: finer is the clock's noise
 
 
 def as_text(diagnoses: Sequence[UrlDiagnosis]) -> str:

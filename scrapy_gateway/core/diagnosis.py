@@ -170,6 +170,17 @@ def diagnose(probes: Sequence[Probe], rules: Rules, now_epoch: float) -> list[Ur
     return [_url(url, entries, worked, rules) for url, entries in by_url.items()]
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What the rest of the check says about one failure."""
+
+    writer: Blame | None  # who wrote the answer: Blame.PROXY, Blame.ORIGIN, or None (unknown)
+    why: str  # the evidence for `writer` when the failure itself does not show it ("" otherwise)
+    others_reach: bool  # some path reaches the URL
+    origin_evidence: bool  # some failure on the URL was surely written by the origin
+    works_on: frozenset[str]  # the other sites this path's proxy reached
+
+
 def _url(
     url: str, entries: list[tuple[Probe, Fault | None]], worked: Mapping[str, set[str]], rules: Rules
 ) -> UrlDiagnosis:
@@ -178,34 +189,43 @@ def _url(
     # The origin's Server header, as the answers it surely wrote show it: a proxy forwards it, a
     # proxy's own error page carries its own (or none).
     servers = {p.headers.get("server", "") for p, f in entries if p.status is not None and (f is None or not p.proxy)}
-    writers = [None if fault is None else _writer(probe, fault, servers) for probe, fault in entries]
-    origin_evidence = Blame.ORIGIN in writers
-    paths = tuple(
-        _ok(probe, reference, rules)
-        if fault is None
-        else _failed(
-            probe, fault, writer, bool(reached), origin_evidence, worked.get(probe.proxy or "", set()) - {probe.host}
-        )
-        for (probe, fault), writer in zip(entries, writers, strict=True)
-    )
-    verdict, summary = _url_verdict(paths)
-    return UrlDiagnosis(url, verdict, summary, paths)
+    writers = {id(probe): _writer(probe, fault, servers) for probe, fault in entries if fault is not None}
+    origin_evidence = any(writer is Blame.ORIGIN for writer, _ in writers.values())
+    paths = []
+    for probe, fault in entries:
+        if fault is None:
+            paths.append(_ok(probe, reference, rules))
+            continue
+        writer, why = writers[id(probe)]
+        works_on = frozenset(worked.get(probe.proxy or "", set()) - {probe.host})
+        paths.append(_failed(probe, fault, _Context(writer, why, bool(reached), origin_evidence, works_on)))
+    verdict, summary = _url_verdict(tuple(paths))
+    return UrlDiagnosis(url, verdict, summary, tuple(paths))
 
 
-def _writer(probe: Probe, fault: Fault, origin_servers: set[str]) -> Blame | None:
-    """Who wrote this failure: Blame.PROXY, Blame.ORIGIN, or None when nothing shows it."""
+def _writer(probe: Probe, fault: Fault, origin_servers: set[str]) -> tuple[Blame | None, str]:
+    """Who wrote this failure, and the evidence when only the Server header tells."""
     if probe.proxy is None:
-        return Blame.ORIGIN
+        return Blame.ORIGIN, ""
+    if probe.error is TransportError.TUNNEL and blame_from_headers(probe.headers) is Blame.ORIGIN:
+        return Blame.ORIGIN, ""  # the proxy's answer to our CONNECT says the origin failed it
     if probe.error is not None:
-        return Blame.PROXY if probe.phase in _BEFORE_PROXY or fault.blame is Blame.PROXY else None
+        return (Blame.PROXY if probe.phase in _BEFORE_PROXY or fault.blame is Blame.PROXY else None), ""
     if probe.tunnel:
-        return Blame.ORIGIN  # inside the tunnel the proxy only relays bytes
+        return Blame.ORIGIN, ""  # inside the tunnel the proxy only relays bytes
     evidence = blame_from_headers(probe.headers)
     if evidence is not None:
-        return Blame.ORIGIN if evidence is Blame.ORIGIN else Blame.PROXY
-    if origin_servers:
-        return Blame.ORIGIN if probe.headers.get("server", "") in origin_servers else Blame.PROXY
-    return None
+        return (Blame.ORIGIN if evidence is Blame.ORIGIN else Blame.PROXY), ""
+    if not origin_servers:
+        return None, ""
+    server = probe.headers.get("server", "")
+    if server in origin_servers:
+        return Blame.ORIGIN, f"Server {server!r}, the origin's" if server else "no Server header, as the origin's"
+    known = ", ".join(repr(name) for name in sorted(origin_servers) if name) or "none"
+    return (
+        Blame.PROXY,
+        f"Server {server!r}, the origin's is {known}" if server else f"no Server header, the origin's is {known}",
+    )
 
 
 def _reference(reached: list[Probe]) -> Probe | None:
@@ -235,49 +255,51 @@ def _through(probe: Probe) -> str:
     return f"through {probe.proxy}" if probe.proxy else "direct"
 
 
-def _failed(
-    probe: Probe, fault: Fault, writer: Blame | None, others_reach: bool, origin_evidence: bool, works_on: set[str]
-) -> PathDiagnosis:
-    """One failure, in its context: who wrote it, whether any path reaches the URL, whether any
-    failure there is surely the origin's, and the other sites this path's proxy works on."""
+def _failed(probe: Probe, fault: Fault, seen: _Context) -> PathDiagnosis:
+    """One failure, judged with what the rest of the check saw (first matching rule wins)."""
     what = _what(probe, fault)
     if probe.proxy is None:
-        return _direct_failed(probe, fault, others_reach, what)
+        return _direct_failed(probe, fault, seen.others_reach, what)
     name = f"proxy {probe.proxy}"
-    elsewhere = f"it works on {', '.join(sorted(works_on))}"
-    if fault.blame is Blame.PROXY and (fault.hard or not works_on):
+    written = f"{what} ({seen.why})" if seen.why else what
+    elsewhere = f"it works on {', '.join(sorted(seen.works_on))}"
+    if fault.blame is Blame.PROXY and (fault.hard or not seen.works_on):
         return _proxy_error(probe, fault, what)
     if fault.blame is Blame.PROXY or fault.blame is Blame.PAIR:
-        reason = f"{what}; {elsewhere}" if works_on else what
+        reason = f"{what}; {elsewhere}" if seen.works_on else what
         return PathDiagnosis(probe, PathVerdict.BANNED, reason, fault, f"{name} is banned on this site ({what})")
-    if not others_reach:
-        if writer is Blame.PROXY:
-            return _proxy_error(probe, fault, what)
-        if writer is Blame.ORIGIN or origin_evidence:
+    if not seen.others_reach:
+        if seen.writer is Blame.PROXY:
+            return _proxy_error(probe, fault, written)
+        if seen.writer is Blame.ORIGIN or seen.origin_evidence:
             return PathDiagnosis(probe, PathVerdict.ORIGIN, what, fault)
         return PathDiagnosis(probe, PathVerdict.FAILED, f"{what}; no path reaches the URL", fault, f"{name}: {what}")
     # Other paths reach the URL: the failure is this path's, or the origin's answer to this path.
     if probe.status in BAN_STATUSES:
-        return PathDiagnosis(
-            probe,
-            PathVerdict.BANNED,
-            f"{what} while other paths reach the URL",
-            fault,
-            f"{name} is banned on this site",
-        )
-    if writer is Blame.ORIGIN:
-        reason = f"the origin answered {what} here while other paths got through: it sheds load, or limits this address"
-        return PathDiagnosis(
-            probe,
-            PathVerdict.ORIGIN,
-            reason,
-            fault,
-            f"the origin answers {what} through {name} while other paths get through",
-        )
-    if works_on:
-        reason = f"{what} while other paths reach the URL; {elsewhere}"
+        reason = f"{what} while other paths reach the URL"
         return PathDiagnosis(probe, PathVerdict.BANNED, reason, fault, f"{name} is banned on this site ({what})")
-    return _proxy_error(probe, fault, what)
+    if seen.writer is Blame.ORIGIN and _reported(probe):
+        # The proxy wrote it, saying it could not get an answer from the origin, which the others do.
+        reason = f"{what}: the proxy reports the origin unreachable, which other paths reach"
+        if seen.works_on:
+            return PathDiagnosis(
+                probe, PathVerdict.BANNED, f"{reason}; {elsewhere}", fault, f"{name} cannot reach this site ({what})"
+            )
+        return PathDiagnosis(probe, PathVerdict.PROXY, reason, fault, f"{name} cannot reach this site ({what})")
+    if seen.writer is Blame.ORIGIN:
+        reason = f"the origin answered {written} while other paths got through: it sheds load, or limits this address"
+        finding = f"the origin answers {what} through {name} while other paths get through"
+        return PathDiagnosis(probe, PathVerdict.ORIGIN, reason, fault, finding)
+    if seen.works_on:
+        reason = f"{written} while other paths reach the URL; {elsewhere}"
+        return PathDiagnosis(probe, PathVerdict.BANNED, reason, fault, f"{name} is banned on this site ({what})")
+    return _proxy_error(probe, fault, written)
+
+
+def _reported(probe: Probe) -> bool:
+    """The proxy's own error headers name a failure past it (squid's, or a Proxy-Status error=)."""
+    last_status = probe.headers.get("proxy-status", "").split(",")[-1]
+    return bool(probe.headers.get("x-squid-error")) or "error=" in last_status.replace(" ", "")
 
 
 def _direct_failed(probe: Probe, fault: Fault, others_reach: bool, what: str) -> PathDiagnosis:
@@ -302,6 +324,8 @@ def _proxy_error(probe: Probe, fault: Fault, what: str) -> PathDiagnosis:
         finding = f"{name} cannot be reached ({what})"
     elif probe.status is not None and probe.error is None:
         finding = f"{name} answers its own {probe.status}"
+    elif probe.error is TransportError.TUNNEL and probe.status is not None:
+        finding = f"{name} answers the CONNECT with its own {probe.status}"
     else:
         finding = f"{name} fails ({what})"
     return PathDiagnosis(probe, PathVerdict.PROXY, what, fault, finding)
@@ -318,9 +342,7 @@ def _what(probe: Probe, fault: Fault) -> str:
     evidence = [
         f"{name}: {probe.headers[name]}" for name in ("proxy-status", "x-squid-error") if probe.headers.get(name)
     ]
-    if evidence:
-        text += f" ({'; '.join(evidence)})"
-    return text
+    return f"{text} with {' and '.join(evidence)}" if evidence else text
 
 
 def _url_verdict(paths: tuple[PathDiagnosis, ...]) -> tuple[UrlVerdict, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from demo_world import OriginSpec, World
+from demo_world import OriginSpec, ProxySpec, World
 from scrapy.settings import Settings
 
 from scrapy_gateway.commands.check import Command
@@ -142,6 +142,26 @@ def test_nginx_with_a_dead_upstream_as_the_origin_fails_for_everyone(
     assert status == 1 and document["reached"] is False
 
 
+def test_a_dead_origin_port_fails_for_everyone_squid_says_so(
+    servers: Servers, capsys: pytest.CaptureFixture[str]
+) -> None:
+    squid = servers.squid()
+    port = free_port()
+    urls = [f"http://{HOST}:{port}/", f"https://{HOST}:{port}/"]
+    status, document = check_json(capsys, "--proxy", squid.url, *urls)
+    plain, tls = document["urls"]
+    for checked in (plain, tls):
+        assert checked["verdict"] == "origin_down", checked
+        assert {path["verdict"] for path in checked["paths"]} == {"origin_error"}, checked
+        assert paths_of(checked)["direct"]["fault"] == {"kind": "origin_refused", "blame": "origin"}
+    # squid's own answers: an error page for http, a refused CONNECT for https, both naming the failure.
+    through_plain, through_tls = paths_of(plain)[squid.url], paths_of(tls)[squid.url]
+    assert through_plain["status"] == 503 and through_plain["headers"]["x-squid-error"].startswith("ERR_CONNECT_FAIL")
+    assert through_tls["error"] == "tunnel" and through_tls["status"] == 503
+    assert through_tls["headers"]["x-squid-error"].startswith("ERR_CONNECT_FAIL")
+    assert status == 1 and document["reached"] is False
+
+
 def test_credentials_go_to_the_proxy_only_and_are_never_printed(
     world: World, servers: Servers, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -181,8 +201,10 @@ def test_bad_input_names_the_option(capsys: pytest.CaptureFixture[str], tmp_path
         ("--proxies-file", str(tmp_path / "none.txt"), "http://a.example/"): "--proxies-file: cannot read",
         ("--proxy", "http://u:hidden@h:99999", "http://a.example/"): "--proxy, entry 1",
         ("ftp://a.example/",): "only http:// and https:// URLs",
+        ("http://a.example/a b",): "cannot be sent as an HTTP/1.1 request",
         ("--no-direct", "http://a.example/"): "--no-direct with no proxy",
         ("--timeout", "0", "http://a.example/"): "--timeout",
+        ("--per-site", "0", "http://a.example/"): "--per-site: expected an integer >= 1",
         (): "at least one URL",
     }
     for argv, message in cases.items():
@@ -192,6 +214,47 @@ def test_bad_input_names_the_option(capsys: pytest.CaptureFixture[str], tmp_path
         assert "hidden" not in str(raised.value)
     with pytest.raises(UsageError, match="GATEWAY_PROXIES, entry 2"):
         run_check(capsys, "http://a.example/", GATEWAY_PROXIES=["http://ok:1", "nope"])
+
+
+# -- demo world proxies: what real proxies do not do on demand ------------------------------------------
+
+
+def test_a_proxy_that_swallows_the_request_times_out_a_garbled_one_drops_a_slow_one_is_named(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    web = world.add_origin("web")
+    hole = world.add_proxy("hole", ProxySpec(mode="blackhole"))
+    slow = world.add_proxy("slow", ProxySpec(latency=1.5))
+    garbage = world.add_proxy("garbage", ProxySpec(mode="garbage"))
+    world.start()
+    proxies = ["--proxy", hole.url, "--proxy", slow.url, "--proxy", garbage.url]
+    status, document = check_json(capsys, "--timeout", "3", *proxies, web.url("/"))
+    [checked] = document["urls"]
+    paths = paths_of(checked)
+    assert paths[hole.url]["error"] == "timeout" and paths[hole.url]["phase"] == "response"
+    assert paths[hole.url]["verdict"] == "proxy_error"
+    assert paths[hole.url]["timings"]["connect"] is not None and paths[hole.url]["timings"]["ttfb"] is None
+    assert paths[slow.url]["verdict"] == "slow", paths[slow.url]
+    assert paths[slow.url]["timings"]["ttfb"] >= 1.5
+    assert any(finding.startswith(f"slow through {slow.url}: TTFB ") for finding in checked["findings"])
+    assert paths[garbage.url]["error"] == "dropped" and paths[garbage.url]["verdict"] == "proxy_error"
+    assert paths[garbage.url]["detail"].startswith("not a valid HTTP answer")
+    assert checked["verdict"] == "paths_fail" and status == 0
+
+
+def test_paths_to_one_site_are_bounded_by_per_site(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = world.add_origin("a", OriginSpec(service_time=0.5)), world.add_origin("b", OriginSpec(service_time=0.5))
+    proxies = [world.add_proxy(f"good{i}", ProxySpec()) for i in range(6)]
+    world.start()
+    options = [arg for proxy in proxies for arg in ("--proxy", proxy.url)]
+    status, _ = check_json(capsys, "--per-site", "2", "--concurrency", "8", *options, a.url("/"), b.url("/"))
+    snap = world.snapshot()["origins"]
+    assert status == 0
+    assert snap["a"]["requests"] == snap["b"]["requests"] == 7
+    assert snap["a"]["max_in_flight"] <= 2 and snap["b"]["max_in_flight"] <= 2, snap
+    world.reset_counters()
+    status, _ = check_json(capsys, "--per-site", "7", "--concurrency", "7", *options, a.url("/"))
+    assert world.snapshot()["origins"]["a"]["max_in_flight"] > 2  # the bound above was the option's doing
 
 
 # -- the installed command ----------------------------------------------------------------------------
