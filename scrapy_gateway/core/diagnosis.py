@@ -186,9 +186,7 @@ def _url(
 ) -> UrlDiagnosis:
     reached = [probe for probe, fault in entries if fault is None]
     reference = _reference(reached)
-    # The origin's Server header, as the answers it surely wrote show it: a proxy forwards it, a
-    # proxy's own error page carries its own (or none).
-    servers = {p.headers.get("server", "") for p, f in entries if p.status is not None and (f is None or not p.proxy)}
+    servers = _origin_servers(entries)
     writers = {id(probe): _writer(probe, fault, servers) for probe, fault in entries if fault is not None}
     origin_evidence = any(writer is Blame.ORIGIN for writer, _ in writers.values())
     paths = []
@@ -201,6 +199,17 @@ def _url(
         paths.append(_failed(probe, fault, _Context(writer, why, bool(reached), origin_evidence, works_on)))
     verdict, summary = _url_verdict(tuple(paths))
     return UrlDiagnosis(url, verdict, summary, tuple(paths))
+
+
+def _origin_servers(entries: list[tuple[Probe, Fault | None]]) -> set[str]:
+    """The origin's Server header ("" for none): a proxy forwards it, its own error page carries
+    its own. From the answers the origin surely wrote (direct, or inside a tunnel), else from
+    those that reached the URL through a plain proxy (which may rewrite it)."""
+    answers = [probe for probe, _ in entries if probe.status is not None and probe.error is None]
+    sure = {probe.headers.get("server", "") for probe in answers if probe.proxy is None or probe.tunnel}
+    if sure:
+        return sure
+    return {probe.headers.get("server", "") for probe, fault in entries if fault is None}
 
 
 def _writer(probe: Probe, fault: Fault, origin_servers: set[str]) -> tuple[Blame | None, str]:

@@ -104,6 +104,20 @@ CASES = [
         "proxy b answers its own 502",
     ),
     Case(
+        "without direct, the origin's Server is the one the working proxies forward",
+        [p("a"), p("b", 502, headers={"server": "provider-gw"})],
+        {"a": OK, "b": PROXY},
+        UrlVerdict.PATHS_FAIL,
+        "proxy b answers its own 502",
+    ),
+    Case(
+        "a proxy rewriting Server on what it forwards does not make its own 502 the origin's",
+        [p(None), p("a", headers={"server": "proxy-a"}), p("b", 502, headers={"server": "proxy-a"})],
+        {"direct": OK, "a": OK, "b": PROXY},
+        UrlVerdict.PATHS_FAIL,
+        "proxy b answers its own 502",
+    ),
+    Case(
         "a dead proxy port",
         [p(None), p("a"), refused(DEAD)],
         {"direct": OK, "a": OK, DEAD: PROXY},
