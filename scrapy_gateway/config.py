@@ -274,7 +274,7 @@ class GatewayConfig:
         default_ceiling, slot_ceilings = _ceilings(settings)
         return cls(
             enabled=v["GATEWAY_ENABLED"],
-            proxies=tuple(_read_proxies(v["GATEWAY_PROXIES"], v["GATEWAY_PROXIES_FILE"])),
+            proxies=tuple(read_proxies(v["GATEWAY_PROXIES"], v["GATEWAY_PROXIES_FILE"])),
             http_codes=frozenset(v["GATEWAY_HTTP_CODES"]),
             max_retries=max_retries,
             max_proxy_retries=max_proxy_retries,
@@ -368,23 +368,27 @@ def _ceilings(settings: Any) -> tuple[int, dict[str, int]]:
     return per_ip or per_domain, ceilings
 
 
-def _read_proxies(value: Any, path: str | None) -> list[Proxy]:
+def read_proxies(
+    value: Any, path: str | None, *, list_name: str = "GATEWAY_PROXIES", file_name: str = "GATEWAY_PROXIES_FILE"
+) -> list[Proxy]:
+    """A list (or text) of proxy URLs plus a file's, de-duplicated; a ConfigError names `list_name`
+    or `file_name` (gateway-check passes its own option names) and the entry."""
     if isinstance(value, str):
         entries = split_proxy_text(value)
     elif isinstance(value, (list, tuple)):
         if not all(isinstance(item, str) for item in value):
-            raise ConfigError("GATEWAY_PROXIES: every entry must be a string such as 'http://host:port'")
+            raise ConfigError(f"{list_name}: every entry must be a string such as 'http://host:port'")
         entries = [item.strip() for item in value if item.strip()]
     else:
-        raise ConfigError(f"GATEWAY_PROXIES: expected a list of proxy URLs or a string, got {type(value).__name__}")
+        raise ConfigError(f"{list_name}: expected a list of proxy URLs or a string, got {type(value).__name__}")
     try:
-        proxies = parse_proxies(entries, source="GATEWAY_PROXIES")
+        proxies = parse_proxies(entries, source=list_name)
         if path:
             try:
                 text = Path(path).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"GATEWAY_PROXIES_FILE: cannot read {path!r}: {exc.__class__.__name__}") from None
-            proxies += parse_proxies(split_proxy_text(text), source=f"GATEWAY_PROXIES_FILE {path!r}")
+                raise ConfigError(f"{file_name}: cannot read {path!r}: {exc.__class__.__name__}") from None
+            proxies += parse_proxies(split_proxy_text(text), source=f"{file_name} {path!r}")
     except ProxyListError as exc:
         raise ConfigError(str(exc)) from None
     unique = {p.key: p for p in reversed(proxies)}
