@@ -100,6 +100,12 @@ class Command(ScrapyCommand):
         proxies = _proxies_from_options(opts) if opts.proxy or opts.proxies_file else list(config.proxies)
         if opts.no_direct and not proxies:
             raise UsageError("--no-direct with no proxy leaves nothing to check", print_help=False)
+        if not proxies:
+            # On stderr, so that --json's output stays one document.
+            sys.stderr.write(
+                "gateway-check: no proxies (GATEWAY_PROXIES and GATEWAY_PROXIES_FILE are empty, no --proxy or "
+                "--proxies-file): checking the direct path only\n"
+            )
         timeout = opts.timeout if opts.timeout is not None else self._default_timeout()
         if not timeout > 0:
             raise UsageError(f"--timeout: expected seconds > 0, got {opts.timeout!r}", print_help=False)

@@ -142,6 +142,24 @@ def test_nginx_with_a_dead_upstream_as_the_origin_fails_for_everyone(
     assert status == 1 and document["reached"] is False
 
 
+def test_with_no_proxy_set_up_it_says_it_checks_the_direct_path_only(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    origin = world.add_origin("shop", OriginSpec())
+    world.start()
+    command = Command()
+    command.settings = Settings()
+    parser = argparse.ArgumentParser(conflict_handler="resolve")
+    command.add_options(parser)
+    opts, args = parser.parse_known_args(["--json", origin.url("/p/1")])
+    command.process_options(args, opts)
+    command.run(args, opts)
+    out, err = capsys.readouterr()
+    assert "checking the direct path only" in err and "GATEWAY_PROXIES" in err
+    [checked] = json.loads(out)["urls"]  # stdout stays one JSON document
+    assert [path["path"] for path in checked["paths"]] == ["direct"] and command.exitcode == 0
+
+
 def test_a_dead_origin_port_fails_for_everyone_squid_says_so(
     servers: Servers, capsys: pytest.CaptureFixture[str]
 ) -> None:
