@@ -66,7 +66,13 @@ def test_chaos_crawl_loses_nothing_and_stats_add_up(world: World) -> None:
         "gateway/failures/proxy_refused"
     )
     assert injected > 50
-    assert snapshot["origins"]["retry_after"]["early"] == 0
+    # A Retry-After is honoured whenever it reaches the crawl. An attempt that timed out (the
+    # gateway's per-attempt timeout, or DOWNLOAD_TIMEOUT: on a loaded machine even a good path can
+    # stall past either) after the origin had answered never brought its 503 back, so the retry of
+    # that one may come early: CI once saw 1. Ignoring Retry-After would show hundreds of the 2,000.
+    early = snapshot["origins"]["retry_after"]["early"]
+    timed_out = result.stat("gateway/failures/attempt_timeout") + result.stat("gateway/failures/timeout")
+    assert early <= timed_out, (early, timed_out)
     print(
         f"chaos: {PAGES} requests, {attempts} attempts, {result.stat('gateway/retry/count')} retries, "
         f"through faulty proxies {injected}, lost 0, duplicated 0, {result.elapsed:.1f}s"
