@@ -27,11 +27,10 @@ from w3lib.http import basic_auth_header
 
 from scrapy_gateway.core.diagnosis import Phase, Probe, Timings
 from scrapy_gateway.core.faults import TransportError
-from scrapy_gateway.core.proxies import Proxy
+from scrapy_gateway.core.proxies import DEFAULT_PORTS, Proxy, netloc_host
 
 EVIDENCE_HEADERS = ("via", "proxy-status", "x-squid-error", "retry-after", "server")
 _MAX_BODY = 1 << 20  # bytes read of an answer: enough to time it, bounded for a huge page
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +43,7 @@ class Target:
 
     @property
     def netloc(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return f"{netloc_host(self.host)}:{self.port}"
 
     @classmethod
     def parse(cls, url: str) -> Target:
@@ -56,12 +54,12 @@ class Target:
         except ValueError:
             raise ValueError(f"{url!r} is not a valid URL") from None
         scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS:
+        if scheme not in DEFAULT_PORTS:
             raise ValueError(f"{url!r}: only http:// and https:// URLs can be checked")
         if not parts.hostname:
             raise ValueError(f"{url!r} has no host")
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        target = cls(url, scheme, parts.hostname, port or _DEFAULT_PORTS[scheme], path)
+        target = cls(url, scheme, parts.hostname, port or DEFAULT_PORTS[scheme], path)
         try:  # h11 refuses what it would not send (spaces, control characters): say so now
             h11.Request(method="GET", target=target.absolute, headers=[(b"Host", target.host_header.encode("idna"))])
         except (h11.LocalProtocolError, UnicodeError):
@@ -70,8 +68,8 @@ class Target:
 
     @property
     def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if _DEFAULT_PORTS[self.scheme] == self.port else f"{host}:{self.port}"
+        host = netloc_host(self.host)
+        return host if DEFAULT_PORTS[self.scheme] == self.port else f"{host}:{self.port}"
 
     @property
     def absolute(self) -> str:

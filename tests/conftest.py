@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from demo_world import World
+from demo_world import OriginSpec, ProxySpec, World
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,6 +95,33 @@ def gateway_settings(proxies: list[str], **extra: Any) -> dict[str, Any]:
         "LOG_LEVEL": "DEBUG",
         **extra,
     }
+
+
+SILENT_FIRST_SEED = 3  # GATEWAY_SEED that draws both silent proxies of `silent_first_picks` first
+SILENT_FIRST_PAGES = 40
+
+
+def silent_first_picks(world: World) -> tuple[list[str], list[str]]:
+    """Two proxies that accept and never answer, then two good ones, on distinct addresses, and
+    one origin; the world started. With GATEWAY_SEED = SILENT_FIRST_SEED a crawl's first two
+    requests (slow start's two rooms) go to the silent ones: nothing can come back, and no
+    per-attempt timeout applies on a domain that has never answered. The pages' URLs, the proxies."""
+    origin = world.add_origin("a", OriginSpec(service_time=0.02))
+    holes = [world.add_proxy(f"hole{i}", ProxySpec(mode="blackhole"), host=f"127.0.1.{i + 1}") for i in range(2)]
+    good = [world.add_proxy(f"good{i}", ProxySpec(), host=f"127.0.1.{i + 3}") for i in range(2)]
+    world.start()
+    return [origin.url(f"/p/{i}") for i in range(SILENT_FIRST_PAGES)], [p.url for p in (*holes, *good)]
+
+
+def assert_silent_picks_were_cut(result: CrawlResult, download_timeout: float) -> None:
+    """Every page of `silent_first_picks` came, the silent proxies' rooms went to the next requests
+    (`unheard`), the good proxies answered, and the silent ones were cut then, not after
+    DOWNLOAD_TIMEOUT."""
+    result.assert_each_request_ended_once(SILENT_FIRST_PAGES)
+    assert len(result.by_kind("callback")) == SILENT_FIRST_PAGES
+    assert result.stat("gateway/concurrency/unheard") >= 1
+    assert result.stat("gateway/failures/attempt_timeout") >= 2
+    assert result.elapsed < download_timeout / 4, result.elapsed
 
 
 @pytest.fixture

@@ -12,8 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def netloc_host(host: str) -> str:
+    """A host as a URL's authority writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 class ProxyListError(ValueError):
@@ -38,7 +43,7 @@ class Proxy:
 
     @property
     def _netloc_host(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host
+        return netloc_host(self.host)
 
     @property
     def masked(self) -> str:
@@ -70,7 +75,7 @@ def parse_proxy(entry: str) -> Proxy:
         # from None: urllib's message quotes the raw netloc, password included
         raise ProxyListError(f"proxy {shown!r} is not a valid URL: port out of range or malformed") from None
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
+    if scheme not in DEFAULT_PORTS:
         raise ProxyListError(f"proxy {shown!r}: scheme {scheme!r} is not supported (use http or https)")
     if not parts.hostname:
         raise ProxyListError(f"proxy {shown!r} has no host")
@@ -81,7 +86,7 @@ def parse_proxy(entry: str) -> Proxy:
     return Proxy(
         scheme=scheme,
         host=parts.hostname,
-        port=port if port is not None else _DEFAULT_PORTS[scheme],
+        port=port if port is not None else DEFAULT_PORTS[scheme],
         username=unquote(parts.username or ""),
         password=unquote(parts.password or ""),
         url=text,
