@@ -77,6 +77,12 @@ end
 
 local function clean(s, caution, load)
   s.hd = 1
+  if s.calm >= NEVER and s.pre > 0 and load > 0 and load >= eff(s.hurt) then
+    -- The first clean response, sent with the load its first overload said hurt (see _unhurt).
+    s.v, s.start, s.over = math.max(s.v, s.pre), s.pst, s.pov
+    s.pre = 0
+    s.hurt, s.rep, s.cut = NEVER, 0, -1
+  end
   local before = eff(s.v)
   local step = 1
   if s.start == 1 and load > s.held then

@@ -19,6 +19,10 @@
   each request that has waited past `Gateway.unheard_after` (RFC 6298's initial RTO before anything
   is measured) frees its room, as TCP's timeout takes a segment for lost (`late`): without that, two
   first picks through silent proxies held the domain until DOWNLOAD_TIMEOUT.
+- Nor can an overload that came before anything went well say much about the load: the first
+  failures may be a start-up burst through bad proxies, which fail fast whatever the load. When
+  the slot's first clean response went out with as many in flight as that overload said would
+  hurt, the overload is undone (back to where it found the slot), as an outage gate would undo it.
 - Probes (the step into the limit that hurt) are at least PROBE_SPACING / 2 clean responses apart.
 - Proxy-blamed failures never reach this module. An outage is not an overload either: when an
   outage gate opens (gates.py), the cuts made since the last clean response are undone. Nor is a
@@ -278,6 +282,13 @@ class ConcurrencyControl:
         if entry is None:
             return None
         entry.heard = True
+        if (
+            entry.calm == math.inf
+            and entry.fresh is not None
+            and load is not None
+            and load >= _effective(entry.hurt_at)
+        ):
+            self._unhurt(entry, entry.fresh)
         before = _effective(entry.value)
         step = 1.0 if entry.starting else 1.0 / max(entry.value, 1.0)
         if entry.starting and load is not None and load > entry.held:
@@ -302,6 +313,18 @@ class ConcurrencyControl:
                 del self._limits[slot]  # fully recovered: the user's own limit rules again
             return entry.ceiling if after != before else None
         return after if after != before else None
+
+    @staticmethod
+    def _unhurt(entry: _Limit, fresh: tuple[float, bool, int]) -> None:
+        """The slot's first clean response went out with as many in flight as its first overload,
+        which came before anything had gone well, said would hurt: that overload was no load's (a
+        start-up burst through bad proxies looks the same). Back to where it found the slot
+        (`fresh`), as an outage gate opening would."""
+        value, entry.starting, entry.over = fresh
+        entry.value = max(entry.value, value)
+        entry.fresh = None
+        entry.hurt_at, entry.repeats, entry.cut_at = math.inf, 0, float("-inf")
+        entry.cuts.clear()
 
     def outage(self, slot: str) -> int | None:
         """An outage gate opened: undo the cuts since the last clean response; the new limit."""

@@ -378,3 +378,36 @@ def test_a_floor_mark_keeps_a_paths_first_overload_there():
     assert control.overturned("s", "p1") is None
     assert control.overturned("s", "p4", since=19.0) is None
     assert control.limit("s") == 1
+
+
+def test_a_start_up_cut_that_the_first_clean_response_contradicts_is_undone() -> None:
+    # Three bad proxies answer first at slow start's 2: a cut to 1, before anything went well.
+    control = ConcurrencyControl(minimum=1, beta=0.7, initial=2)
+    control.begin(S, 16)
+    assert control.overloaded(S, 16, sent_at=0.0, now=0.04, load=1) == 1
+    assert not control.starting(S)
+    # The first clean response was sent with 2 in flight, the load that cut said would hurt.
+    assert control.clean(S, load=2) == 3
+    assert control.starting(S) and not control.probing(S)
+
+
+def test_a_start_up_cut_stands_when_the_first_clean_response_went_out_alone() -> None:
+    # An origin that serves one at a time fails the second of slow start's two requests.
+    control = ConcurrencyControl(minimum=1, beta=0.7, initial=2)
+    control.begin(S, 16)
+    assert control.overloaded(S, 16, sent_at=0.0, now=0.01, load=2) == 1
+    assert control.clean(S, load=1) is None
+    assert control.limit(S) == 1 and control.probing(S) is False and not control.starting(S)
+    # Once something went well, a clean response at the load that hurt is the probe, not an undo.
+    control.clean(S, load=2)
+    assert not control.starting(S)
+
+
+def test_a_cut_after_the_slot_answered_well_is_never_undone_by_a_clean_response() -> None:
+    control = ConcurrencyControl(minimum=1, beta=0.5, initial=2)
+    control.begin(S, 16)
+    control.clean(S, load=1)
+    control.clean(S, load=2)  # 4
+    assert control.overloaded(S, 16, sent_at=0.0, now=1.0, load=4) == 3
+    assert control.clean(S, load=4) is None
+    assert control.limit(S) == 3 and not control.starting(S)

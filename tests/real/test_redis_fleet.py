@@ -251,6 +251,26 @@ def test_the_fleets_limit_follows_the_same_aimd_as_one_process(servers: Servers,
     client.close()
 
 
+def test_the_fleets_limit_undoes_a_start_up_cut_its_first_clean_response_contradicts(servers: Servers) -> None:
+    # As ConcurrencyControl._unhurt: bad proxies answered first, then a request sent with 2 in
+    # flight came back clean. The random walk above seldom meets it.
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(servers.redis().url)
+    clean, overload = client.register_script(CLEAN), client.register_script(OVERLOAD)
+    key = "test-aimd:unhurt"
+    cut = overload(keys=[key], args=[1e12, 16, 1, 0.7, 2, 1, 0, 32.0, 0])
+    assert int(cut[0]) == 1 and not int(cut[1])  # out of slow start, at 1
+    back = clean(keys=[key], args=[1, 16, 32.0, 2, 2])
+    assert int(back[0]) == 3 and int(back[1])  # slow start again, one step up
+    control = ConcurrencyControl(minimum=1, beta=0.7, caution=32.0, initial=2)
+    control.begin("s", 16)
+    control.overloaded("s", 16, 1e12, 0.0, 1)
+    control.clean("s", 2)
+    assert control.limit("s") == int(back[0]) and control.starting("s")
+    client.close()
+
+
 # As tests/integration/test_time.py's test of the same name, with the fleet's limit in Redis
 # ruling the slot.
 def test_a_fleet_whose_first_picks_are_silent_does_not_wait_out_download_timeout(
