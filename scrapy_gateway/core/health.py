@@ -16,6 +16,11 @@ The rules, in one place:
   (down for a while, an exit that flaps) is usually back soon, and short first cooldowns re-admit
   it within a few seconds of its recovery. Not so a refusal the site itself wrote for this
   address (a ban): the site decided, and its decision lasts; that ejection takes `cooldown_base`.
+- besides the score, each record keeps its outcomes over a longer memory (about 32, decayed),
+  across ejections: `reliability`, which selection reads alongside the score. A proxy that fails
+  half the time heals its score on every probation; it does not heal these. Failures judged the
+  origin's count here too (`doubted`), never in the score or the streak: a path that fails more
+  often than the others is a worse choice, whoever is to blame, while only blame ejects.
 - after `retire_after` ejections without a success in between it is retired for the rest of the
   crawl (0 = never); only ejections of a full `cooldown_base` or more count, so a proxy that has
   worked is retired no sooner than one that never did. Wrong credentials retire it at once.
@@ -55,6 +60,7 @@ class HealthRules:
 # The members, as plain names: on Python 3.11 every `State.ACTIVE` is an attribute lookup through
 # the enum's class (about 80 ns), and `usable` runs several times per request.
 _ACTIVE, _EJECTED = State.ACTIVE, State.EJECTED
+_KEEP = 1.0 - 1.0 / 32.0  # the kept outcomes fade geometrically over about 32 of them
 
 
 class Health:
@@ -65,6 +71,8 @@ class Health:
         "ejected_at",
         "ejections",
         "inflight",
+        "kept_failed",
+        "kept_ok",
         "last_success",
         "latency",
         "probation",
@@ -88,6 +96,10 @@ class Health:
         self.last_success = float("-inf")
         self.latency = Latency()  # how long its successful downloads took (latency.py)
         self.ejected_at = 0.0
+        # Its outcomes over a longer memory than the score's, kept across ejections (decayed
+        # counts): a proxy that fails half the time looks fine on probation, never over these.
+        self.kept_ok = 0.0
+        self.kept_failed = 0.0
 
     def usable(self, now: float) -> bool:
         """In rotation now; an ejected record whose cooldown is over comes back on probation."""
@@ -99,6 +111,8 @@ class Health:
     def succeed(self, rules: HealthRules, now: float) -> bool:
         """Record a success; True when it ended a probation (a re-admission)."""
         self.score *= 1.0 - rules.alpha
+        self.kept_ok = self.kept_ok * _KEEP + 1.0
+        self.kept_failed *= _KEEP
         self.streak = 0
         self.ejections = 0
         self.last_success = now
@@ -108,9 +122,22 @@ class Health:
         self.probation = False
         return readmitted
 
+    def doubted(self) -> None:
+        """A failure judged not its own (the origin's): only the kept outcomes, which selection
+        reads, learn it; a path that fails more often than the others still costs more."""
+        self.kept_failed = self.kept_failed * _KEEP + 1.0
+        self.kept_ok *= _KEEP
+
+    def reliability(self) -> float:
+        """Its chance of success over the kept outcomes, with one optimistic pseudo-success (a
+        record with no outcomes yet is 1.0: the latency prior, not this, prices the unknown)."""
+        return (self.kept_ok + 1.0) / (self.kept_ok + self.kept_failed + 1.0)
+
     def fail(self, rules: HealthRules, *, hard: bool) -> bool:
         """Record a failure; True when the record now deserves ejection."""
         self.score += rules.alpha * (1.0 - self.score)
+        self.kept_failed = self.kept_failed * _KEEP + 1.0
+        self.kept_ok *= _KEEP
         self.streak += 1
         return hard or self.probation or self.score >= rules.eject_score or self.streak >= rules.eject_streak
 

@@ -2,20 +2,23 @@
 
 Selection chooses by expected completion time: a candidate costs its latency on the domain (the
 pair's peak estimate, else the proxy's, else a prior) times its outstanding requests + 1, over its
-chance of success (from the proxy's and the pair's failure scores). A request outstanding on a
-proxy for longer than that latency says the proxy takes at least that long, so a silent proxy
-(a blackhole) grows costly while it keeps us waiting, long before any timeout. A proxy nobody has
-measured costs a prior: twice the domain's typical latency, plus what first contacts with proxies
-have wasted so far (`Debuts`). In a pool where half the proxies turned out silent or
-slow, an unknown one is a gamble on that record, so the known good ones carry more load before the
-next one is tried; in a pool of equals the prior stays low and load spreads.
+chance of success: the worse of what the proxy's and the pair's failure scores say and what their
+kept outcomes say (health.py). A request outstanding on a proxy for longer than that latency says
+the proxy takes at least that long, so a silent proxy (a blackhole) grows costly while it keeps us
+waiting, long before any timeout. A proxy nobody has measured costs a prior: twice the domain's
+typical latency, plus what first contacts with proxies have wasted so far, a failure's retry
+included (`Debuts`). In a pool where half the proxies turned out silent or slow, an unknown one is
+a gamble on that record, so the known good ones carry more load before the next one is tried; in a
+pool of equals the prior stays low and load spreads.
 
 The candidates are two proxies drawn at random (power of two choices: O(1) whatever the pool size)
-and the domain's last choice, which must beat them by a margin. The remembered one keeps a good
-proxy in every comparison, so that a pool where half the proxies are slow does not send the
-quarter of requests that draws two slow ones to a slow proxy; the margin keeps a pool of equals
-rotating. Proxies the request has already failed on are avoided while any other proxy
-is usable.
+and the domain's last choice, which must beat them by a margin. Once the domain has proxies proven
+on it, the first of the two is drawn from them (`WorkingSet`): in a pool of 120, two uniform draws
+mostly find untried proxies, so every request the last choice could not take was an exploration,
+and a good proxy found once was seldom drawn again. The remembered one keeps a good proxy in every
+comparison, so that a pool where half the proxies are slow does not send the quarter of requests
+that draws two slow ones to a slow proxy; the margin keeps a pool of equals rotating. Proxies the
+request has already failed on are avoided while any other proxy is usable.
 
 Soft ejections (a score, no certainty) are capped at `max_ejected_ratio` of the pool: past it the
 pool is in panic and keeps the failing proxies in rotation, least bad first, because a mass
@@ -42,6 +45,7 @@ _MIN_LATENCY = 0.001  # seconds: keeps costs comparable by load when every estim
 _MIN_SUCCESS = 0.05  # chance of success below which all candidates look alike
 _MEMORY_HANDICAP = 1.25  # the remembered candidate must be this much better than the random ones
 _PROVEN = 0.8  # chance of success a proxy needs to become the domain's one to beat
+_WORKING_SET = 32  # proven proxies remembered per domain (WorkingSet)
 _DEBUT_MEMORY = 32.0  # first contacts the debut record remembers (older ones fade geometrically)
 _ACTIVE, _EJECTED = State.ACTIVE, State.EJECTED  # plain names for the hot paths (see health.py)
 
@@ -92,7 +96,8 @@ class Debuts:
         if ok is None:
             return False
         took = max(0.0, now - started)
-        waste = max(0.0, took - (took if typical is None else typical)) if ok else took
+        # A failure wastes its time and the retry it calls for: another typical round trip.
+        waste = max(0.0, took - (took if typical is None else typical)) if ok else took + (typical or 0.0)
         keep = 1.0 - 1.0 / _DEBUT_MEMORY
         self._waste = self._waste * keep + waste
         self._ok = self._ok * keep + (1.0 if ok else 0.0)
@@ -108,6 +113,40 @@ class Debuts:
         waiting = max(0.0, pending * (now - typical) - self._pending_sum)
         chance = (self._ok + pending + 1.0) / (weight + 1.0)  # one optimistic pseudo-debut
         return (self._waste + waiting) / weight / chance
+
+
+class WorkingSet:
+    """The proxies that have proven themselves on one domain (a ring of up to `size`; the oldest
+    member makes way), from which one of each draw's two candidates comes: in a large pool, two
+    uniform draws mostly find proxies nobody has tried, so every request that the one to beat
+    cannot take would otherwise explore, and a good proxy found once would seldom be drawn again."""
+
+    __slots__ = ("_keys", "_members", "_next", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._members: list[ProxyRecord] = []
+        self._keys: set[str] = set()
+        self._next = 0
+        self._size = size
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __getitem__(self, index: int) -> ProxyRecord:
+        return self._members[index]
+
+    def join(self, record: ProxyRecord) -> None:
+        key = record.proxy.key
+        if key in self._keys:
+            return
+        self._keys.add(key)
+        members = self._members
+        if len(members) < self._size:
+            members.append(record)
+            return
+        self._keys.discard(members[self._next].proxy.key)
+        members[self._next] = record
+        self._next = (self._next + 1) % self._size
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +186,7 @@ class ProxyPool:
         # The last choice per domain: the third candidate of every draw (LRU-bounded).
         self._last: OrderedDict[str, ProxyRecord] = OrderedDict()
         self._max_domains = max_domains
+        self._working: OrderedDict[str, WorkingSet] = OrderedDict()  # per domain (LRU-bounded)
         self.debuts = Debuts()
 
     def __len__(self) -> int:
@@ -184,8 +224,12 @@ class ProxyPool:
         remembered = best
         found = 0
         draw, size = rng.random, len(order)  # random() * n: a third of randrange()'s cost
-        for _ in range(_RANDOM_DRAWS):
-            record = order[int(draw() * size)]
+        working = self._working.get(domain)
+        for i in range(_RANDOM_DRAWS):
+            if i == 0 and working is not None:
+                record = working[int(draw() * len(working))]  # the first candidate: a proven one
+            else:
+                record = order[int(draw() * size)]
             if record is remembered or record is best:
                 continue  # two draws means two proxies, neither of them the remembered one
             cost = self._cost(record, domain, now, avoid, prior)
@@ -210,9 +254,7 @@ class ProxyPool:
 
     def _proven(self, record: ProxyRecord, domain: str) -> bool:
         pair = self.pairs.get((record.proxy.key, domain))
-        success = 1.0 - record.health.score
-        if pair is not None:
-            success *= 1.0 - pair.score
+        success = _success(record.health, pair)
         answered = pair.latency.samples if pair is not None else record.health.latency.samples
         return bool(answered) and success >= _PROVEN
 
@@ -224,6 +266,14 @@ class ProxyPool:
             if len(last) > self._max_domains:
                 last.popitem(last=False)
 
+    def _working_set(self, domain: str) -> WorkingSet:
+        working = self._working.get(domain)
+        if working is None:
+            working = self._working[domain] = WorkingSet(_WORKING_SET)
+            if len(self._working) > self._max_domains:
+                self._working.popitem(last=False)
+        return working
+
     def _cost(self, record: ProxyRecord, domain: str, now: float, avoid: Collection[str], prior: float) -> float | None:
         """Expected seconds to a good answer through this proxy, or None if it cannot be chosen."""
         health = record.health
@@ -231,11 +281,9 @@ class ProxyPool:
         if (avoid and key in avoid) or not health.usable(now):
             return None
         pair = self.pairs.get((key, domain))
-        success = 1.0 - health.score
-        if pair is not None:
-            if not pair.usable(now):
-                return None
-            success *= 1.0 - pair.score
+        if pair is not None and not pair.usable(now):
+            return None
+        success = _success(health, pair)
         seen = pair.latency if pair is not None and pair.latency.samples else health.latency
         latency = seen.current(now)
         if not seen.samples:  # never answered well: the prior, or what its silences have shown
@@ -330,6 +378,8 @@ class ProxyPool:
             self._observe(record, pair, latency, now)
             if domain not in self._last:
                 self._remember(domain, record)  # the domain's first good path: the one to beat
+            if self._proven(record, domain):
+                self._working_set(domain).join(record)
         events: list[Event] = []
         if record.health.succeed(self.rules, now):
             events.append(Readmitted(proxy_key))
@@ -394,6 +444,7 @@ class ProxyPool:
             del self._last[domain]
         if fault.blame is Blame.ORIGIN:
             record.origin_failures += 1
+            pair.doubted()
             return []
         record.failures[fault.kind] = record.failures.get(fault.kind, 0) + 1
         if fault.blame is Blame.PROXY:
@@ -516,3 +567,14 @@ class ProxyPool:
 
     def all_retired(self) -> bool:
         return bool(self._order) and all(r.health.state is State.RETIRED for r in self._order)
+
+
+def _success(health: Health, pair: Health | None) -> float:
+    """A proxy's chance of success on a domain: the worse of what its recent outcomes (the scores)
+    and its kept ones (`Health.reliability`) say, through the proxy and through the pair."""
+    recent = 1.0 - health.score
+    kept = health.reliability()
+    if pair is not None:
+        recent *= 1.0 - pair.score
+        kept *= pair.reliability()
+    return recent if recent < kept else kept
