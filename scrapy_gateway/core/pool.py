@@ -50,7 +50,7 @@ _DEBUT_MEMORY = 32.0  # first contacts the debut record remembers (older ones fa
 _ACTIVE, _EJECTED = State.ACTIVE, State.EJECTED  # plain names for the hot paths (see health.py)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: records are compared and found by who they are
 class ProxyRecord:
     proxy: Proxy
     health: Health = field(default_factory=Health)
@@ -119,32 +119,24 @@ class WorkingSet:
     """The proxies that have proven themselves on one domain (a ring of up to `size`; the oldest
     member makes way), from which one of each draw's two candidates comes: in a large pool, two
     uniform draws mostly find proxies nobody has tried, so every request that the one to beat
-    cannot take would otherwise explore, and a good proxy found once would seldom be drawn again."""
+    cannot take would otherwise explore, and a good proxy found once would seldom be drawn again.
+    `members` is read directly on the hot path (a method call costs more than the lookup); a
+    membership test scans it, which at this size costs less than a set kept beside it."""
 
-    __slots__ = ("_keys", "_members", "_next", "_size")
+    __slots__ = ("_next", "_size", "members")
 
     def __init__(self, size: int) -> None:
-        self._members: list[ProxyRecord] = []
-        self._keys: set[str] = set()
+        self.members: list[ProxyRecord] = []
         self._next = 0
         self._size = size
 
-    def __len__(self) -> int:
-        return len(self._members)
-
-    def __getitem__(self, index: int) -> ProxyRecord:
-        return self._members[index]
-
     def join(self, record: ProxyRecord) -> None:
-        key = record.proxy.key
-        if key in self._keys:
+        members = self.members
+        if record in members:
             return
-        self._keys.add(key)
-        members = self._members
         if len(members) < self._size:
             members.append(record)
             return
-        self._keys.discard(members[self._next].proxy.key)
         members[self._next] = record
         self._next = (self._next + 1) % self._size
 
@@ -186,7 +178,7 @@ class ProxyPool:
         # The last choice per domain: the third candidate of every draw (LRU-bounded).
         self._last: OrderedDict[str, ProxyRecord] = OrderedDict()
         self._max_domains = max_domains
-        self._working: OrderedDict[str, WorkingSet] = OrderedDict()  # per domain (LRU-bounded)
+        self._working: OrderedDict[str, WorkingSet] = OrderedDict()  # per domain (oldest out first)
         self.debuts = Debuts()
 
     def __len__(self) -> int:
@@ -225,11 +217,15 @@ class ProxyPool:
         found = 0
         draw, size = rng.random, len(order)  # random() * n: a third of randrange()'s cost
         working = self._working.get(domain)
-        for i in range(_RANDOM_DRAWS):
-            if i == 0 and working is not None:
-                record = working[int(draw() * len(working))]  # the first candidate: a proven one
-            else:
-                record = order[int(draw() * size)]
+        if working is not None:  # the first candidate: one proven on the domain (never empty)
+            members = working.members
+            record = members[int(draw() * len(members))]
+            if record is not remembered and (cost := self._cost(record, domain, now, avoid, prior)) is not None:
+                if best is None or cost < best_cost:
+                    best, best_cost = record, cost
+                found = 1
+        for _ in range(_RANDOM_DRAWS):
+            record = order[int(draw() * size)]
             if record is remembered or record is best:
                 continue  # two draws means two proxies, neither of them the remembered one
             cost = self._cost(record, domain, now, avoid, prior)
@@ -378,8 +374,9 @@ class ProxyPool:
             self._observe(record, pair, latency, now)
             if domain not in self._last:
                 self._remember(domain, record)  # the domain's first good path: the one to beat
-            if self._proven(record, domain):
-                self._working_set(domain).join(record)
+            working = self._working.get(domain)
+            if (working is None or record not in working.members) and self._proven(record, domain):
+                (working or self._working_set(domain)).join(record)
         events: list[Event] = []
         if record.health.succeed(self.rules, now):
             events.append(Readmitted(proxy_key))
@@ -572,9 +569,11 @@ class ProxyPool:
 def _success(health: Health, pair: Health | None) -> float:
     """A proxy's chance of success on a domain: the worse of what its recent outcomes (the scores)
     and its kept ones (`Health.reliability`) say, through the proxy and through the pair."""
-    recent = 1.0 - health.score
-    kept = health.reliability()
+    # Health.reliability, inlined: this runs for every candidate of every choice.
+    ok = health.kept_ok
+    recent, kept = 1.0 - health.score, (ok + 1.0) / (ok + health.kept_failed + 1.0)
     if pair is not None:
+        ok = pair.kept_ok
         recent *= 1.0 - pair.score
-        kept *= pair.reliability()
+        kept *= (ok + 1.0) / (ok + pair.kept_failed + 1.0)
     return recent if recent < kept else kept

@@ -719,8 +719,8 @@ def test_a_working_set_keeps_its_newest_members() -> None:
     for key in keys:
         working.join(pool.records[key])
         working.join(pool.records[key])  # once only
-    assert len(working) == 3
-    assert {working[i].proxy.key for i in range(3)} == set(keys[2:])
+    assert len(working.members) == 3
+    assert {member.proxy.key for member in working.members} == set(keys[2:])
 
 
 def test_a_failed_first_contact_costs_the_retry_it_calls_for() -> None:
